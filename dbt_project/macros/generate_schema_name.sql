@@ -1,0 +1,4 @@
+{#- Layer schemas are used as named (staging, conformed, marts), not prefixed with the target's. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {{ custom_schema_name | trim if custom_schema_name else target.schema }}
+{%- endmacro %}

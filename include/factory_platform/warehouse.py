@@ -1,0 +1,112 @@
+"""The warehouse's schemas and operational tables, and how code reaches the warehouse.
+
+`ensure_warehouse` is idempotent: the launcher calls it at start-up, and every load calls it
+once per process, so a new deployment needs no separate migration step.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+SCHEMAS = (
+    "raw_erp", "raw_mes", "raw_wms", "raw_scada", "raw_qms", "raw_plm", "raw_eam", "raw_ems",
+    "ops", "staging", "conformed", "marts", "publish", "dq", "reporting",
+)
+
+OPS_DDL = """
+create table if not exists ops.load_audit (
+    batch_id            text primary key,
+    system              text not null,
+    entity              text not null,
+    interval_start      timestamptz not null,
+    interval_end        timestamptz not null,
+    window_start        timestamptz not null,
+    source              text not null,
+    rows_read           bigint not null,
+    rows_loaded         bigint not null,
+    rows_quarantined    bigint not null,
+    duplicates_skipped  bigint not null,
+    rows_replaced       bigint not null,
+    run_id              text,
+    started_at          timestamptz not null,
+    finished_at         timestamptz not null default now()
+);
+comment on table ops.load_audit is
+    'One row per extraction batch: what was read, loaded, quarantined and skipped as duplicate.';
+create index if not exists load_audit_system_entity on ops.load_audit (system, entity, interval_start);
+
+create table if not exists ops.quarantine (
+    quarantine_id   bigserial primary key,
+    batch_id        text not null,
+    system          text not null,
+    entity          text not null,
+    source          text not null,
+    record_ref      text not null,
+    reason          text not null,
+    raw_payload     text,
+    quarantined_at  timestamptz not null default now()
+);
+comment on table ops.quarantine is
+    'Records that failed parsing, a required field or a type: kept with source, position and reason.';
+create index if not exists quarantine_batch on ops.quarantine (batch_id);
+create index if not exists quarantine_system_entity on ops.quarantine (system, entity);
+
+create table if not exists ops.schema_drift (
+    system          text not null,
+    entity          text not null,
+    column_name     text not null,
+    first_batch_id  text not null,
+    first_seen_at   timestamptz not null default now(),
+    primary key (system, entity, column_name)
+);
+comment on table ops.schema_drift is
+    'Columns a source started sending that the registry does not declare (kept in _extra).';
+"""
+
+
+def ensure_warehouse(dsn: str) -> None:
+    """Create the layer schemas and the ops tables if they do not exist."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(20261122)")
+        try:
+            for schema in SCHEMAS:
+                conn.execute(f"create schema if not exists {schema}")
+            conn.execute(OPS_DDL)
+        finally:
+            conn.execute("select pg_advisory_unlock(20261122)")
+
+
+def warehouse_dsn(conn_id: str = "warehouse") -> str:
+    """libpq DSN of an Airflow connection (resolved from AIRFLOW_CONN_* or the metadata DB)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    return connection_dsn(conn.host, conn.port, conn.login, conn.password, conn.schema)
+
+
+def connection_dsn(host, port, user, password, dbname) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(host=host, port=port or 5432, user=user, password=password,
+                         dbname=dbname)
+
+
+@lru_cache(maxsize=8)
+def _ensured(dsn: str) -> bool:
+    ensure_warehouse(dsn)
+    return True
+
+
+def ensure_warehouse_once(dsn: str) -> None:
+    """`ensure_warehouse` at most once per process and DSN."""
+    _ensured(dsn)
+
+
+def env_dsn() -> str:
+    """DSN from the standard libpq variables (PGHOST, PGPORT, …), as `.env` sets them."""
+    return connection_dsn(os.environ.get("PGHOST", "127.0.0.1"), os.environ.get("PGPORT"),
+                          os.environ.get("PGUSER"), os.environ.get("PGPASSWORD"),
+                          os.environ.get("PGDATABASE", "warehouse"))

@@ -1,0 +1,193 @@
+"""`python -m launcher run|stop|status|env` — the embedded default behind `make run` / `make stop`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from launcher import processes
+from launcher.pgcluster import Cluster
+from launcher.settings import (
+    PLANT_DATABASES,
+    PROJECT_ROOT,
+    Instance,
+    load_or_create_secrets,
+    platform_environment,
+    run_instance,
+    write_env_file,
+)
+
+VENV_BIN = Path(sys.executable).parent
+PLANT_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "live.toml"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cluster_for(instance: Instance, secret: dict[str, str]) -> Cluster:
+    return Cluster(instance.pg_root, instance.pg_port, "postgres", secret["PGPASSWORD"])
+
+
+def prepare_databases(cluster: Cluster, env: dict[str, str]) -> None:
+    """Create the warehouse (with its schemas and ops tables), Airflow's and the plant's databases."""
+    from factory_platform import warehouse
+
+    for name in ("warehouse", "airflow", *PLANT_DATABASES):
+        cluster.ensure_database(name)
+    warehouse.ensure_warehouse(cluster.dsn("warehouse"))
+
+
+def migrate_airflow(instance: Instance, env: dict[str, str]) -> None:
+    """`airflow db migrate`, skipped when this Airflow version already migrated this database."""
+    import airflow
+
+    stamp = instance.airflow_home / f".migrated-{airflow.__version__}"
+    if stamp.exists():
+        return
+    instance.airflow_home.mkdir(parents=True, exist_ok=True)
+    log("migrating the Airflow metadata database …")
+    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    stamp.touch()
+
+
+def write_admin_password(instance: Instance, secret: dict[str, str]) -> None:
+    path = instance.airflow_home / "passwords.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"admin": secret["ADMIN_PASSWORD"]}))
+
+
+def build_dbt_manifest(env: dict[str, str]) -> None:
+    """`dbt parse` so Cosmos renders the dbt DAG from the manifest (no dbt at DAG-parse time)."""
+    from factory_platform import dbt_project
+
+    dbt_project.parse_manifest(env)
+
+
+def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
+    cluster_urls = {
+        "--truth-dsn": env["AIRFLOW_CONN_WAREHOUSE"].replace("postgres://", "postgresql://"),
+        "--erp-dsn": env["AIRFLOW_CONN_ERP_DB"].replace("postgres://", "postgresql://"),
+        "--eam-dsn": env["AIRFLOW_CONN_EAM_DB"].replace("postgres://", "postgresql://"),
+    }
+    cmd = [
+        str(VENV_BIN / "python"), "-m", "plant_sim", "up",
+        "--config", str(PLANT_CONFIG), "--out", str(instance.plant_dir),
+        "--mes-port", str(instance.mes_port), "--qms-port", str(instance.qms_port),
+        "--api-key", secret["MES_API_KEY"], "--clock", "live",
+    ]
+    for flag, value in cluster_urls.items():
+        cmd += [flag, value]
+    processes.start_service("plant", cmd, env, instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+
+
+AIRFLOW_COMPONENTS = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer"],
+}
+
+
+def start_airflow(instance: Instance, env: dict[str, str]) -> None:
+    for name, args in AIRFLOW_COMPONENTS.items():
+        processes.start_service(name, [str(VENV_BIN / "airflow"), *args], env,
+                                instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+
+
+def wait_healthy(instance: Instance, timeout_s: float = 600) -> None:
+    url = f"http://localhost:{instance.api_port}/api/v2/monitor/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                health = json.load(response)
+            states = {k: v.get("status") for k, v in health.items() if isinstance(v, dict)}
+            if states and all(s == "healthy" for s in states.values()):
+                return
+        except OSError:
+            pass
+        for name in AIRFLOW_COMPONENTS:
+            if not processes.service_alive(name, instance.pid_dir):
+                raise SystemExit(f"airflow {name} exited — see {instance.log_dir / (name + '.log')}")
+        time.sleep(2)
+    raise SystemExit(f"Airflow was not healthy after {timeout_s:.0f} s — see {instance.log_dir}")
+
+
+def cmd_run(_: argparse.Namespace) -> None:
+    started = time.monotonic()
+    instance = run_instance()
+    secret = load_or_create_secrets(instance)
+    env = platform_environment(instance, secret)
+    write_env_file(PROJECT_ROOT / ".env", env)
+    full_env = {**os.environ, **env}
+
+    cluster = cluster_for(instance, secret)
+    if cluster.ensure_initialised():
+        log(f"created the private PostgreSQL cluster in {cluster.data_dir}")
+    cluster.start()
+    cluster.wait_ready()
+    log(f"PostgreSQL is up on 127.0.0.1:{instance.pg_port}")
+    prepare_databases(cluster, env)
+    migrate_airflow(instance, full_env)
+    write_admin_password(instance, secret)
+    build_dbt_manifest(full_env)
+    start_plant(instance, full_env, secret)
+    log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}")
+    start_airflow(instance, full_env)
+    log("Airflow starting (api-server, scheduler, dag-processor, triggerer) …")
+    wait_healthy(instance)
+    minutes = (time.monotonic() - started) / 60
+    print(
+        f"""
+  Smart Factory Data Platform is running ({minutes:.1f} min).
+
+    Airflow UI   http://localhost:{instance.api_port}
+    login        admin / {secret['ADMIN_PASSWORD']}
+    warehouse    set -a; . ./.env; set +a; psql        (database 'warehouse')
+    logs         {instance.log_dir.relative_to(PROJECT_ROOT)}/
+    stop         make stop
+""",
+        flush=True,
+    )
+
+
+def cmd_stop(_: argparse.Namespace) -> None:
+    instance = run_instance()
+    leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir)
+    if instance.secrets_file.exists():
+        cluster_for(instance, load_or_create_secrets(instance)).stop()
+    if leftovers:
+        raise SystemExit(f"still running after stop: {leftovers}")
+    log("stopped: Airflow, the simulated plant and the private PostgreSQL cluster")
+
+
+def cmd_status(_: argparse.Namespace) -> None:
+    instance = run_instance()
+    for name in ("plant", *AIRFLOW_COMPONENTS):
+        state = "running" if processes.service_alive(name, instance.pid_dir) else "stopped"
+        print(f"{name:14} {state}")
+    if instance.secrets_file.exists():
+        cluster = cluster_for(instance, load_or_create_secrets(instance))
+        print(f"{'postgres':14} {'running' if cluster.is_running() else 'stopped'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start everything (idempotent)").set_defaults(func=cmd_run)
+    sub.add_parser("stop", help="stop everything `run` started").set_defaults(func=cmd_stop)
+    sub.add_parser("status", help="what is running").set_defaults(func=cmd_status)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

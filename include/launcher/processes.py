@@ -1,0 +1,104 @@
+"""Start detached services and stop exactly those: every process we start carries a marker.
+
+Each service runs in its own session (`setsid`) with `SFDP_INSTANCE=<var dir>` in its
+environment; children inherit it. Stopping signals the recorded process groups first and then
+any process still carrying the marker (Airflow's task runners start their own groups), so
+nothing we started is left behind — and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def start_service(name: str, cmd: list[str], env: dict[str, str], pid_dir: Path,
+                  log_dir: Path, cwd: Path) -> int:
+    """Start `cmd` detached unless it is already running; return its pid."""
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = pid_dir / f"{name}.pid"
+    existing = _read_pid(pid_file)
+    if existing and _alive(existing):
+        return existing
+    with open(log_dir / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def service_alive(name: str, pid_dir: Path) -> bool:
+    pid = _read_pid(pid_dir / f"{name}.pid")
+    return bool(pid and _alive(pid))
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Pids of live processes whose environment has SFDP_INSTANCE=<marker>."""
+    needle = f"SFDP_INSTANCE={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_all(marker: str, pid_dir: Path, timeout_s: float = 30) -> list[int]:
+    """TERM every recorded group and marked process, then KILL what is left; return leftovers."""
+    for pid_file in sorted(pid_dir.glob("*.pid")) if pid_dir.exists() else []:
+        pid = _read_pid(pid_file)
+        if pid and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for pid in marked_processes(marker):
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in marked_processes(marker):
+        _signal(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    for pid_file in pid_dir.glob("*.pid") if pid_dir.exists() else []:
+        pid_file.unlink()
+    return marked_processes(marker)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
