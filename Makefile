@@ -1,0 +1,54 @@
+# Smart Factory Data Platform — the menu. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/include
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+.PHONY: help run stop status test test-fast bench docs backfill lint requirements clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements/bootstrap.txt scripts/bootstrap-venv.sh
+	scripts/bootstrap-venv.sh
+	touch $@
+
+run: $(STAMP)  ## start PostgreSQL, the simulated plant and Airflow (UI on :8080); re-run safe
+	$(PY) -m launcher run
+
+stop:  ## stop everything `make run` started
+	@if [ -x $(PY) ]; then $(PY) -m launcher stop; else echo "nothing to stop (no .venv)"; fi
+
+status:  ## show what `make run` started and whether it is running
+	$(PY) -m launcher status
+
+test: $(STAMP)  ## run the whole test suite on its own private PostgreSQL (port 55433)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)  ## run the benchmarks; writes bench/results.json
+	$(PY) -m bench
+
+docs: $(STAMP)  ## generate dbt docs (needs `make run` for the warehouse) and say where they are
+	set -a; . ./.env; set +a; cd dbt_project && ../$(VENV)/bin/dbt docs generate --profiles-dir . --quiet
+	@echo "dbt docs: open file://$(CURDIR)/dbt_project/target/index.html (or: cd dbt_project && ../$(VENV)/bin/dbt docs serve --profiles-dir . --port 8081)"
+
+backfill: $(STAMP)  ## backfill one DAG over a range: make backfill DAG=extract_mes FROM=2026-10-19 TO=2026-10-20
+	@test -n "$(DAG)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill DAG=extract_mes FROM=2026-10-19T00:00 TO=2026-10-20T00:00"; exit 2; }
+	set -a; . ./.env; set +a; $(VENV)/bin/airflow backfill create --dag-id $(DAG) --from-date $(FROM) --to-date $(TO) --reprocess-behavior completed
+
+lint: $(STAMP)  ## ruff (with Airflow's AIR rules)
+	$(VENV)/bin/ruff check dags include plugins tests bench
+
+requirements:  ## re-resolve requirements.txt from requirements/requirements.in (needs uv)
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements/requirements.in \
+	  --excludes requirements/excludes.txt -o requirements.txt --no-header --no-annotate
+
+clean: stop  ## stop, then delete everything generated (virtualenv, clusters, .env)
+	rm -rf $(VENV) var .env dbt_project/target dbt_project/logs
