@@ -1,0 +1,150 @@
+"""Command line: `python -m plant_sim {generate,load,serve,up}` (see README "CLI")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.toml"
+
+
+def _manifest(world: Path) -> dict[str, Any]:
+    path = world / "world.json"
+    if not path.exists():
+        raise SystemExit(f"{world} is not a generated world (no world.json); run generate first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate a world folder."""
+    from plant_sim.config import load_config
+    from plant_sim.world import generate_world
+
+    t0 = time.perf_counter()
+    cfg = load_config(args.config)
+    manifest = generate_world(cfg, args.seed, Path(args.out))
+    print(json.dumps({"world": str(args.out), "seconds": round(time.perf_counter() - t0, 2),
+                      **{k: manifest[k] for k in ("first_shift_start", "last_shift_end")},
+                      "mes_counts": manifest["mes_counts"]}, ensure_ascii=False))
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Load truth (and the ERP/EAM databases) from a world folder."""
+    from plant_sim.loaders import load_world
+
+    world = Path(args.world)
+    _manifest(world)
+    counts = load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn)
+    print(json.dumps(counts, ensure_ascii=False))
+    return 0
+
+
+def _serve(world: Path, args: argparse.Namespace) -> list[Any]:
+    from plant_sim.runtime import Runtime
+
+    rt = Runtime(world, mes_port=args.mes_port, qms_port=args.qms_port, api_key=args.api_key,
+                 clock_mode=args.clock, speed=args.speed, start=args.start,
+                 inbox=Path(args.inbox) if args.inbox else None, host=args.host)
+    rt.start()
+    print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
+    return [rt]
+
+
+def _wait_forever(runtimes: list[Any]) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(0.5)
+    for rt in runtimes:
+        rt.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a generated world until SIGTERM/SIGINT."""
+    world = Path(args.world)
+    _manifest(world)
+    return _wait_forever(_serve(world, args))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Generate (if needed) + load + serve, for the launcher."""
+    from plant_sim.config import load_config
+    from plant_sim.loaders import load_world
+    from plant_sim.world import generate_world
+
+    world = Path(args.out)
+    cfg = load_config(args.config)
+    current = None
+    if (world / "world.json").exists():
+        current = json.loads((world / "world.json").read_text(encoding="utf-8"))
+    if not current or current.get("seed") != args.seed or current.get("config_sha256") != cfg.sha256:
+        generate_world(cfg, args.seed, world)
+    if args.truth_dsn:
+        print(json.dumps(load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn)), flush=True)
+    return _wait_forever(_serve(world, args))
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--mes-port", type=int, default=18081, help="MES HTTP port (default 18081)")
+    p.add_argument("--qms-port", type=int, default=18082, help="QMS HTTP port (default 18082)")
+    p.add_argument("--api-key", default=None, help="require this X-API-Key on MES/QMS requests")
+    p.add_argument("--clock", choices=["batch", "live"], default="batch",
+                   help="batch: all data visible; live: visibility follows a moving clock")
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="live clock speed, simulated seconds per real second (default 60)")
+    p.add_argument("--start", default=None,
+                   help="live clock start, ISO 8601 UTC (default: the world's first shift start)")
+    p.add_argument("--inbox", default=None,
+                   help="root folder for file drops (default <world>/inbox)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree."""
+    ap = argparse.ArgumentParser(prog="python -m plant_sim",
+                                 description="Deterministic simulated plant (see README.md).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="generate a world folder from a config and a seed")
+    g.add_argument("--config", default=str(DEFAULT_CONFIG), help="TOML config (default: default.toml)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--out", required=True, help="world folder to write")
+    g.set_defaults(func=cmd_generate)
+    ld = sub.add_parser("load", help="load truth (+ ERP/EAM databases) from a world folder")
+    ld.add_argument("--world", required=True)
+    ld.add_argument("--truth-dsn", required=True, help="warehouse DSN; schema truth is replaced")
+    ld.add_argument("--erp-dsn", default=None, help="DSN of the ERP database (tables replaced)")
+    ld.add_argument("--eam-dsn", default=None, help="DSN of the EAM database (tables replaced)")
+    ld.set_defaults(func=cmd_load)
+    sv = sub.add_parser("serve", help="serve a world: MES/QMS HTTP, file drops, live DB rows")
+    sv.add_argument("--world", required=True)
+    _add_serve_args(sv)
+    sv.set_defaults(func=cmd_serve)
+    up = sub.add_parser("up", help="generate (if config/seed changed) + load + serve")
+    up.add_argument("--config", default=str(DEFAULT_CONFIG))
+    up.add_argument("--seed", type=int, default=42)
+    up.add_argument("--out", required=True, help="world folder")
+    up.add_argument("--truth-dsn", default=None)
+    up.add_argument("--erp-dsn", default=None)
+    up.add_argument("--eam-dsn", default=None)
+    _add_serve_args(up)
+    up.set_defaults(func=cmd_up)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
