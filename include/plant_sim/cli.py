@@ -51,7 +51,8 @@ def _serve(world: Path, args: argparse.Namespace) -> list[Any]:
 
     rt = Runtime(world, mes_port=args.mes_port, qms_port=args.qms_port, api_key=args.api_key,
                  clock_mode=args.clock, speed=args.speed, start=args.start,
-                 inbox=Path(args.inbox) if args.inbox else None, host=args.host)
+                 inbox=Path(args.inbox) if args.inbox else None, host=args.host,
+                 erp_dsn=getattr(args, "erp_dsn", None), eam_dsn=getattr(args, "eam_dsn", None))
     rt.start()
     print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
     return [rt]
@@ -88,8 +89,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         current = json.loads((world / "world.json").read_text(encoding="utf-8"))
     if not current or current.get("seed") != args.seed or current.get("config_sha256") != cfg.sha256:
         generate_world(cfg, args.seed, world)
-    if args.truth_dsn:
-        print(json.dumps(load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn)), flush=True)
+    until = "infinity"
+    if args.clock == "live":
+        until = args.start or json.loads((world / "world.json").read_text())["first_shift_start"]
+    if args.truth_dsn or args.erp_dsn or args.eam_dsn:
+        counts = load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn, until)
+        print(json.dumps(counts), flush=True)
     return _wait_forever(_serve(world, args))
 
 
@@ -126,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.set_defaults(func=cmd_load)
     sv = sub.add_parser("serve", help="serve a world: MES/QMS HTTP, file drops, live DB rows")
     sv.add_argument("--world", required=True)
+    sv.add_argument("--erp-dsn", default=None, help="live clock: keep moving due ERP rows here")
+    sv.add_argument("--eam-dsn", default=None, help="live clock: keep moving due EAM rows here")
     _add_serve_args(sv)
     sv.set_defaults(func=cmd_serve)
     up = sub.add_parser("up", help="generate (if config/seed changed) + load + serve")

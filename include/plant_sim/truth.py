@@ -6,11 +6,11 @@ per table under `<world>/truth/`, and `load_truth` (re)creates schema `truth` an
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
-from typing import Any, TextIO
 
-TABLES: dict[str, list[tuple[str, str]]] = {
+from plant_sim.tables import Spec, TableWriter, copy_tables, ddl
+
+TABLES: Spec = {
     "world": [
         ("world_name", "text"),
         ("seed", "bigint"),
@@ -58,57 +58,69 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("scrap_qty", "bigint"),
         ("rework_qty", "bigint"),
     ],
+    "fpy_line_day": [
+        ("site_code", "text"),
+        ("line_code", "text"),
+        ("production_date", "date"),
+        ("produced_qty", "bigint"),
+        ("first_pass_good_qty", "bigint"),
+        ("fpy", "double precision"),
+    ],
+    "reliability_machine": [
+        ("site_code", "text"),
+        ("line_code", "text"),
+        ("machine_code", "text"),
+        ("failure_count", "integer"),
+        ("running_seconds", "bigint"),
+        ("unplanned_downtime_seconds", "bigint"),
+        ("mtbf_seconds", "double precision"),
+        ("mttr_seconds", "double precision"),
+    ],
+    "energy_machine_day": [
+        ("site_code", "text"),
+        ("line_code", "text"),
+        ("machine_code", "text"),
+        ("production_date", "date"),
+        ("energy_kwh", "double precision"),
+        ("good_qty", "bigint"),
+        ("kwh_per_good_unit", "double precision"),
+    ],
+    "inventory_material_day": [
+        ("site_code", "text"),
+        ("material_number", "text"),
+        ("balance_date", "date"),
+        ("unit", "text"),
+        ("book_qty", "double precision"),
+        ("physical_qty", "double precision"),
+        ("diff_qty", "double precision"),
+    ],
+    "genealogy_edges": [
+        ("parent_lot_id", "text"),
+        ("child_lot_id", "text"),
+        ("parent_material_number", "text"),
+        ("child_material_number", "text"),
+        ("qty", "double precision"),
+        ("unit", "text"),
+    ],
+    "injected_defects": [
+        ("defect_id", "integer"),
+        ("kind", "text"),
+        ("system", "text"),
+        ("entity", "text"),
+        ("record_id", "text"),
+        ("file_name", "text"),
+        ("action", "text"),
+        ("detail", "text"),
+    ],
 }
 """Truth tables: name → columns. Extended by the other systems (see README "Truth")."""
 
 
-def fmt(value: Any) -> str:
-    """Deterministic CSV text for a value (None → empty = SQL NULL)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-class TruthWriter:
-    """Streams truth rows to one CSV per table (header first)."""
+class TruthWriter(TableWriter):
+    """Streams truth rows to `<world>/truth/<table>.csv`."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
-        self.files: dict[str, TextIO] = {}
-        self.writers: dict[str, Any] = {}
-        for name, cols in TABLES.items():
-            fh = open(folder / f"{name}.csv", "w", encoding="utf-8", newline="")
-            self.files[name] = fh
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerow([c for c, _ in cols])
-            self.writers[name] = w
-
-    def row(self, table: str, values: dict[str, Any]) -> None:
-        """Write one row; `values` must have exactly the table's columns."""
-        cols = TABLES[table]
-        if len(values) != len(cols):
-            missing = {c for c, _ in cols} ^ set(values)
-            raise ValueError(f"truth.{table}: column mismatch {sorted(missing)}")
-        self.writers[table].writerow([fmt(values[c]) for c, _ in cols])
-
-    def close(self) -> None:
-        """Close every file."""
-        for fh in self.files.values():
-            fh.close()
-
-
-def ddl(schema: str = "truth") -> list[str]:
-    """CREATE TABLE statements for every truth table."""
-    out = []
-    for name, cols in TABLES.items():
-        body = ",\n  ".join(f"{c} {t}" for c, t in cols)
-        out.append(f"CREATE TABLE {schema}.{name} (\n  {body}\n)")
-    return out
+        super().__init__(folder, TABLES)
 
 
 def load_truth(world: Path, dsn: str) -> dict[str, int]:
@@ -124,21 +136,8 @@ def load_truth(world: Path, dsn: str) -> dict[str, int]:
                 "COMMENT ON SCHEMA truth IS 'Ground truth written by the plant simulator "
                 "(plant_sim); tests compare marts with it.'"
             )
-            for stmt in ddl():
+            for stmt in ddl("truth", TABLES):
                 cur.execute(stmt)
-            for name, cols in TABLES.items():
-                path = world / "truth" / f"{name}.csv"
-                if not path.exists():
-                    counts[name] = 0
-                    continue
-                colnames = ", ".join(c for c, _ in cols)
-                with cur.copy(
-                    f"COPY truth.{name} ({colnames}) FROM STDIN WITH (FORMAT csv, HEADER true)"
-                ) as copy:
-                    with open(path, "rb") as fh:
-                        while chunk := fh.read(1 << 20):
-                            copy.write(chunk)
-                cur.execute(f"SELECT count(*) FROM truth.{name}")
-                counts[name] = cur.fetchone()[0]
+            counts = copy_tables(cur, "truth", TABLES, world / "truth")
         conn.commit()
     return counts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shutil
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 from plant_sim import rng as rngmod
 from plant_sim.calendar import Shift, shifts_for_day
 from plant_sim.config import Config, Line, Machine, Product, Site
+from plant_sim.defects import Defects
+from plant_sim.drops import DropIndex
 from plant_sim.systems.mes import ENTITIES, FeedStore
 from plant_sim.timeutil import iso
 from plant_sim.truth import TruthWriter
@@ -39,6 +42,8 @@ REASONS: dict[str, tuple[str, str, str]] = {
 FAILURE_REASONS = (("MECH", 0.35), ("ELEC", 0.2), ("TOOL", 0.3), ("JAM", 0.15))
 BREAK_OFFSET_S = 4 * 3600
 BREAK_S = 30 * 60
+GENERATED = ("mes", "qms", "erp", "eam", "truth", "drops")
+"""Sub-folders `generate` owns (replaced on every run; `inbox/` is left alone)."""
 
 
 @dataclass
@@ -114,6 +119,7 @@ class Confirmation:
     good: int
     scrap: int
     rework: int
+    quarantined: bool = False
 
     @property
     def produced(self) -> int:
@@ -130,6 +136,7 @@ class Consumption:
     lot_id: str
     qty: float
     produced_lot_id: str | None
+    quarantined: bool = False
 
 
 @dataclass
@@ -313,6 +320,10 @@ class WorldGen:
         self.truth = TruthWriter(out / "truth")
         self.systems = systems if systems is not None else []
         self.lots: dict[tuple[str, str], deque[list[Any]]] = {}
+        self.defects = Defects(seed, cfg.defects, self.truth)
+        self.drops = DropIndex(out)
+        self.erp: Any = None
+        self.reliability: dict[str, list[int]] = {m.code: [0, 0, 0] for m in cfg.machines}
 
     # ---- ids and record times -------------------------------------------------------------
     def next_id(self, prefix: str, site_code: str, width: int) -> str:
@@ -451,12 +462,12 @@ class WorldGen:
             factor = 1.6 if ev.day_index == 0 else r.uniform(1.0, 1.25)
             qty = math.ceil(need[mat.erp_material] * factor / 10) * 10
             lot = f"RL-{site.code}-{mat.erp_material}-{day.strftime('%Y%m%d')}"
-            self._add_lot(site, mat.erp_material, lot, float(qty),
-                          shifts[0].start - r.randint(120, 240) * 60, ev)
+            at = shifts[0].start - 3600 if ev.day_index == 0 else shifts[0].start + r.randint(30, 90) * 60
+            self._add_lot(site, mat.erp_material, lot, float(qty), at, ev)
 
     def _add_lot(self, site: Site, material: str, lot: str, qty: float, at: int,
                  ev: DayEvents) -> None:
-        self.lots.setdefault((site.code, material), deque()).append([lot, qty])
+        self.lots.setdefault((site.code, material), deque()).append([lot, qty, at])
         ev.receipts.append(Receipt(self.next_id("GR", site.code, 7), site, material, lot, qty, at))
 
     def consume(self, conf: Confirmation, ev: DayEvents, produced_lot: str | None) -> None:
@@ -467,15 +478,16 @@ class WorldGen:
             left = round(b.qty * conf.produced, 3)
             lots = self.lots.setdefault((site.code, b.component), deque())
             while left > 1e-9:
-                if not lots:
+                lot = next((x for x in lots if x[2] <= conf.end and x[1] > 1e-9), None)
+                if lot is None:
                     extra = f"RL-{site.code}-{b.component}-X{self.next_id('XL', site.code, 4)[-4:]}"
                     self._add_lot(site, b.component, extra,
                                   float(math.ceil(left * 2 / 10) * 10), conf.start, ev)
-                lot = lots[0]
+                    continue
                 take = round(min(left, lot[1]), 3)
                 lot[1] = round(lot[1] - take, 3)
                 left = round(left - take, 3)
-                if lot[1] <= 1e-9:
+                while lots and lots[0][1] <= 1e-9:
                     lots.popleft()
                 if take > 0:
                     ev.consumptions.append(
@@ -518,7 +530,9 @@ class WorldGen:
                 self.mes.flush()
         for system in self.systems:
             system.finish(self)
+        self.emit_reliability()
         self.mes.close()
+        self.drops.close()
         self.truth.close()
         manifest = {
             "world": cfg.name,
@@ -533,6 +547,8 @@ class WorldGen:
                 shifts_for_day(s.code, cfg.start_date + dt.timedelta(days=cfg.days - 1), s.tz)[-1].end
                 for s in cfg.sites)),
             "mes_counts": dict(sorted(self.mes.counts.items())),
+            "defects": self.defects.counts(),
+            "drop_files": self.drops.files,
         }
         (self.out / "world.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -541,7 +557,8 @@ class WorldGen:
 
     # ---- MES and truth per day ----------------------------------------------------------------
     def emit_mes(self, ev: DayEvents) -> None:
-        """Write the day's confirmations, states, consumptions and lots to the MES feed."""
+        """Write the day's states, confirmations, lots and consumptions (with defects) to the MES."""
+        d = self.defects
         for iv in ev.intervals:
             m = iv.machine
             sim_seq = self.counters.get(f"ST-{m.code}", 0) + 1
@@ -549,6 +566,9 @@ class WorldGen:
             state_id = f"{m.code}-{sim_seq:07d}"
             reason = REASONS.get(iv.reason) if iv.reason else None
             updated = iv.end + self.rec_delay()
+            if d.hit("mes_out_of_order"):
+                updated = iv.end + self.rng.randint(1800, 5400)
+                d.record("mes_out_of_order", state_id)
             self.mes.add("machine-states", {
                 "state_id": state_id,
                 "site_code": m.site_code,
@@ -568,7 +588,7 @@ class WorldGen:
         for c in ev.confirmations:
             op = c.op
             updated = c.end + self.rec_delay()
-            self.mes.add("confirmations", {
+            rec: dict[str, Any] = {
                 "confirmation_id": c.confirmation_id,
                 "operation_id": op.operation_id,
                 "work_order_id": op.wo.work_order_id,
@@ -585,7 +605,24 @@ class WorldGen:
                 "rework_qty": c.rework,
                 "unit": "PCS",
                 "updated_at": iso(updated),
-            }, updated)
+            }
+            if d.hit("mes_null_mandatory"):
+                rec["machine_code"] = None
+                c.quarantined = True
+                d.record("mes_null_mandatory", c.confirmation_id)
+            elif d.hit("mes_negative_qty"):
+                rec["scrap_qty"] = -(c.scrap + 1)
+                c.quarantined = True
+                d.record("mes_negative_qty", c.confirmation_id)
+            if d.hit("mes_late"):
+                updated = c.end + self.rng.randint(1800, 6600)
+                rec["updated_at"] = iso(updated)
+                d.record("mes_late", c.confirmation_id)
+            self.mes.add("confirmations", rec, updated)
+            if not c.quarantined and d.hit("mes_duplicate"):
+                dup_at = updated + self.rng.randint(60, 3600)
+                self.mes.add("confirmations", {**rec, "updated_at": iso(dup_at)}, dup_at)
+                d.record("mes_duplicate", c.confirmation_id)
         for lot, c in ev.produced_lots:
             updated = c.end + self.rec_delay()
             self.mes.add("produced-lots", {
@@ -603,23 +640,31 @@ class WorldGen:
         for k in ev.consumptions:
             mat = self.cfg.material(k.material)
             updated = k.conf.end + self.rec_delay()
+            item, qty, unit = mat.mes_item, k.qty, mat.unit
+            if d.hit("mes_orphan"):
+                item = "RM-XX-999"
+                k.quarantined = True
+                d.record("mes_orphan", k.consumption_id)
+            elif unit == "kg" and d.hit("mes_unit_mismatch"):
+                qty, unit = round(k.qty * 1000, 3), "g"
+                d.record("mes_unit_mismatch", k.consumption_id)
             self.mes.add("material-consumptions", {
                 "consumption_id": k.consumption_id,
                 "operation_id": k.conf.op.operation_id,
                 "work_order_id": k.conf.op.wo.work_order_id,
                 "confirmation_id": k.conf.confirmation_id,
                 "machine_code": k.conf.op.machine.code,
-                "item_code": mat.mes_item,
+                "item_code": item,
                 "lot_id": k.lot_id,
-                "qty": k.qty,
-                "unit": mat.unit,
+                "qty": qty,
+                "unit": unit,
                 "consumed_at": iso(k.conf.end),
                 "produced_lot_id": k.produced_lot_id,
                 "updated_at": iso(updated),
             }, updated)
 
     def emit_truth(self, ev: DayEvents) -> None:
-        """ISO 22400 elements per machine × shift and production per line × day."""
+        """ISO 22400 elements per machine × shift, production and FPY per line × day, genealogy."""
         for s in ev.shifts:
             self.truth.row("shift_calendar", {
                 "site_code": s.site_code, "production_date": s.production_date.isoformat(),
@@ -630,14 +675,20 @@ class WorldGen:
         for iv in ev.intervals:
             a = acc.setdefault((iv.machine.code, iv.shift.shift_code), {})
             a[iv.state] = a.get(iv.state, 0) + (iv.end - iv.start)
-        for c in ev.confirmations:
+            rel = self.reliability[iv.machine.code]
+            if iv.state == "running":
+                rel[1] += iv.end - iv.start
+            elif iv.state == "unplanned_downtime":
+                rel[0] += 1
+                rel[2] += iv.end - iv.start
+        valid = [c for c in ev.confirmations if not c.quarantined]
+        for c in valid:
             a = acc.setdefault((c.op.machine.code, c.shift.shift_code), {})
             a["pq"] = a.get("pq", 0) + c.produced
             a["gq"] = a.get("gq", 0) + c.good
             a["sq"] = a.get("sq", 0) + c.scrap
             a["rq"] = a.get("rq", 0) + c.rework
             a["pri"] = a.get("pri", 0.0) + c.op.ideal_cycle * c.produced
-        line_day: dict[str, list[int]] = {}
         for m in (m for m in self.cfg.machines if m.site_code == ev.site.code):
             for s in ev.shifts:
                 a = acc.get((m.code, s.shift_code), {})
@@ -662,17 +713,46 @@ class WorldGen:
                     "unplanned_downtime_seconds": int(a.get("unplanned_downtime", 0)),
                     "availability": avail, "effectiveness": eff, "quality_ratio": qual, "oee": oee,
                 })
-        for c in ev.confirmations:
+        line_day: dict[str, list[int]] = {}
+        for c in valid:
             t = line_day.setdefault(c.op.machine.line_code, [0, 0, 0])
             t[0] += c.good
             t[1] += c.scrap
             t[2] += c.rework
         for line in (ln for ln in self.cfg.lines if ln.site_code == ev.site.code):
             g, s_, r = line_day.get(line.code, [0, 0, 0])
-            self.truth.row("production_line_day", {
-                "site_code": ev.site.code, "line_code": line.code,
-                "production_date": ev.day.isoformat(),
-                "good_qty": g, "scrap_qty": s_, "rework_qty": r,
+            base = {"site_code": ev.site.code, "line_code": line.code,
+                    "production_date": ev.day.isoformat()}
+            self.truth.row("production_line_day",
+                           {**base, "good_qty": g, "scrap_qty": s_, "rework_qty": r})
+            pq = g + s_ + r
+            self.truth.row("fpy_line_day", {**base, "produced_qty": pq, "first_pass_good_qty": g,
+                                            "fpy": g / pq if pq else None})
+        edges: dict[tuple[str, str], list[Any]] = {}
+        for k in ev.consumptions:
+            if k.quarantined or k.produced_lot_id is None:
+                continue
+            key = (k.lot_id, k.produced_lot_id)
+            e = edges.get(key)
+            if e is None:
+                edges[key] = [k.material, k.conf.op.wo.product.erp_material, k.qty,
+                              self.cfg.material(k.material).unit]
+            else:
+                e[2] = round(e[2] + k.qty, 3)
+        for (parent, child), (pm, cm, qty, unit) in edges.items():
+            self.truth.row("genealogy_edges", {
+                "parent_lot_id": parent, "child_lot_id": child, "parent_material_number": pm,
+                "child_material_number": cm, "qty": qty, "unit": unit,
+            })
+
+    def emit_reliability(self) -> None:
+        """MTBF / MTTR per machine over the whole world."""
+        for m in self.cfg.machines:
+            n, run, down = self.reliability[m.code]
+            self.truth.row("reliability_machine", {
+                "site_code": m.site_code, "line_code": m.line_code, "machine_code": m.code,
+                "failure_count": n, "running_seconds": run, "unplanned_downtime_seconds": down,
+                "mtbf_seconds": run / n if n else None, "mttr_seconds": down / n if n else None,
             })
 
 
@@ -681,5 +761,8 @@ def generate_world(cfg: Config, seed: int, out: Path) -> dict[str, Any]:
     from plant_sim.systems import registry
 
     out.mkdir(parents=True, exist_ok=True)
+    for sub in GENERATED:
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
     gen = WorldGen(cfg, seed, out, registry.all_systems())
     return gen.generate()

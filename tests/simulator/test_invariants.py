@@ -18,13 +18,27 @@ def _truth(world: Path, table: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def quarantined(world: Path, entity: str) -> set[str]:
+    """Record ids the truth says a correct platform quarantines."""
+    return {r["record_id"] for r in _truth(world, "injected_defects")
+            if r["entity"] == entity and r["action"] == "quarantine"}
+
+
 def test_counts_add_up_per_operation(small_world: Path) -> None:
+    """good + scrap + rework over an operation's confirmations = its total (planned when done)."""
+    bad = quarantined(small_world, "confirmations")
+    assert bad, "the small config injects quarantine defects"
     ops = {o["operation_id"]: o for o in latest(small_world, "operations")}
     produced: dict[str, int] = defaultdict(int)
+    damaged_ops = set()
     for c in latest(small_world, "confirmations"):
+        if c["confirmation_id"] in bad:
+            damaged_ops.add(c["operation_id"])
+            continue
         assert c["good_qty"] >= 0 and c["scrap_qty"] >= 0 and c["rework_qty"] >= 0
         produced[c["operation_id"]] += c["good_qty"] + c["scrap_qty"] + c["rework_qty"]
-    completed = [o for o in ops.values() if o["status"] == "completed"]
+    completed = [o for o in ops.values()
+                 if o["status"] == "completed" and o["operation_id"] not in damaged_ops]
     assert len(completed) >= 10
     for o in completed:
         assert produced[o["operation_id"]] == o["planned_qty"], o["operation_id"]
@@ -64,7 +78,10 @@ def test_truth_matches_mes_records(small_world: Path) -> None:
             key = (s["machine_code"], s["production_date"], s["shift_code"])
             apt[key] += parse_iso_utc(s["end_at"]) - parse_iso_utc(s["start_at"])
     pq: dict[tuple[str, str, str], int] = defaultdict(int)
+    bad = quarantined(small_world, "confirmations")
     for c in latest(small_world, "confirmations"):
+        if c["confirmation_id"] in bad:
+            continue
         key = (c["machine_code"], c["production_date"], c["shift_code"])
         pq[key] += c["good_qty"] + c["scrap_qty"] + c["rework_qty"]
     for r in _truth(small_world, "oee_machine_shift"):
@@ -73,6 +90,8 @@ def test_truth_matches_mes_records(small_world: Path) -> None:
         assert int(r["pq"]) == pq.get(key, 0)
     line_day: dict[tuple[str, str], int] = defaultdict(int)
     for c in latest(small_world, "confirmations"):
+        if c["confirmation_id"] in bad:
+            continue
         line_day[(c["line_code"], c["production_date"])] += c["good_qty"]
     for r in _truth(small_world, "production_line_day"):
         assert int(r["good_qty"]) == line_day.get((r["line_code"], r["production_date"]), 0)
