@@ -21,10 +21,18 @@ def default_args(owner: str = "data-platform") -> dict:
 
 def build_extract_dag(system: str, doc_md: str | None):
     """`extract_<system>`: one task per entity, each an interval load with its raw table as outlet."""
-    from airflow.sdk import dag, task
+    from airflow.sdk import Param, dag, task
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     source = get_source(system)
+    reload_params = {
+        "reload_start": Param(None, type=["null", "string"], format="date-time",
+                              title="Reload window start (UTC)",
+                              description="Manual runs only: load this window instead of the "
+                                          "run's data interval (leave empty otherwise)."),
+        "reload_end": Param(None, type=["null", "string"], format="date-time",
+                            title="Reload window end (UTC, exclusive)"),
+    }
 
     @dag(
         dag_id=source.dag_id,
@@ -35,6 +43,7 @@ def build_extract_dag(system: str, doc_md: str | None):
         default_args=default_args(source.owner),
         tags=["extract", system, "raw"],
         doc_md=doc_md,
+        params=reload_params,
     )
     def extract():
         for entity in source.entities:
@@ -44,7 +53,7 @@ def build_extract_dag(system: str, doc_md: str | None):
             def load(entity_name: str = entity.name, asset=asset, **context) -> dict:
                 from factory_platform.extract.run import extract_interval
 
-                start, end = context["data_interval_start"], context["data_interval_end"]
+                start, end = run_window(context)
                 summary = extract_interval(system, entity_name, start, end,
                                            run_id=context["run_id"])
                 context["outlet_events"][asset].extra = {
@@ -56,3 +65,15 @@ def build_extract_dag(system: str, doc_md: str | None):
             load()
 
     return extract()
+
+
+def run_window(context) -> tuple[datetime, datetime]:
+    """The run's data interval, or the reload window a manual run asked for in its params."""
+    params = context.get("params") or {}
+    if params.get("reload_start") and params.get("reload_end"):
+        start = datetime.fromisoformat(str(params["reload_start"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(params["reload_end"]).replace("Z", "+00:00"))
+        if start.tzinfo is None or end.tzinfo is None or start >= end:
+            raise ValueError(f"reload window must be UTC timestamps with start < end: {params}")
+        return start, end
+    return context["data_interval_start"], context["data_interval_end"]

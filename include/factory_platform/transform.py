@@ -24,7 +24,7 @@ def raw_assets():
 def build_transform_dag(doc_md: str | None):
     from airflow.sdk import dag, task
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, LoadMode, TestBehavior
+    from cosmos.constants import ExecutionMode, LoadMode, TestBehavior, TestIndirectSelection
     from cosmos.profiles import PostgresUserPasswordProfileMapping
 
     from airflow.sdk.definitions.asset import AssetAny
@@ -55,7 +55,11 @@ def build_transform_dag(doc_md: str | None):
                 project_name="factory_platform",
             ),
             profile_config=profile,
-            execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL),
+            execution_config=ExecutionConfig(
+                execution_mode=ExecutionMode.LOCAL,
+                # a test that spans two models (relationships) runs after the later one
+                test_indirect_selection=TestIndirectSelection.CAUTIOUS,
+            ),
             render_config=RenderConfig(
                 load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_EACH,
                 emit_datasets=False,

@@ -130,7 +130,7 @@ def load_batch(
         # parallel) must not interleave their delete and insert.
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (target.table,))
         conn.execute(
-            f"create temp table _incoming (like {target.table} including defaults) on commit drop"
+            f"create temp table _incoming on commit drop as select * from {target.table} with no data"
         )
         with conn.cursor().copy(f"copy _incoming ({copy_columns}) from stdin") as copy:
             for record in records:
