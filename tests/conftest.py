@@ -85,3 +85,9 @@ def pg() -> Postgres:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+def pytest_unconfigure(config) -> None:
+    """Leave nothing running: the test cluster is started again (in ~1 s) by the next session."""
+    if os.environ.get("SFDP_KEEP_TEST_CLUSTER") != "1":
+        _cluster().stop()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from launcher import processes
@@ -24,7 +27,8 @@ from launcher.settings import (
 )
 
 VENV_BIN = Path(sys.executable).parent
-PLANT_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "live.toml"
+PLANT_BASE_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "default.toml"
+LIVE_HISTORY_DAYS = 2
 
 
 def log(message: str) -> None:
@@ -71,17 +75,38 @@ def build_dbt_manifest(env: dict[str, str]) -> None:
     dbt_project.parse_manifest(env)
 
 
+def live_plant_config(instance: Instance) -> tuple[Path, datetime]:
+    """The default plant, re-dated so that its history ends now and it keeps producing live.
+
+    The world starts LIVE_HISTORY_DAYS before today (the history a newcomer sees at once) and
+    runs a few days ahead; the simulator's live clock reveals it as real time passes.
+    """
+    today = datetime.now(timezone.utc).date()
+    start = today - timedelta(days=LIVE_HISTORY_DAYS)
+    text = PLANT_BASE_CONFIG.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^start_date = .*$', f'start_date = "{start.isoformat()}"', text)
+    text = re.sub(r'(?m)^days = .*$', f"days = {LIVE_HISTORY_DAYS + 3}", text)
+    path = instance.var_dir / "plant-live.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path, datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc)
+
+
 def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
     cluster_urls = {
         "--truth-dsn": env["AIRFLOW_CONN_WAREHOUSE"].replace("postgres://", "postgresql://"),
         "--erp-dsn": env["AIRFLOW_CONN_ERP_DB"].replace("postgres://", "postgresql://"),
         "--eam-dsn": env["AIRFLOW_CONN_EAM_DB"].replace("postgres://", "postgresql://"),
     }
+    config, _ = live_plant_config(instance)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
     cmd = [
         str(VENV_BIN / "python"), "-m", "plant_sim", "up",
-        "--config", str(PLANT_CONFIG), "--out", str(instance.plant_dir),
+        "--config", str(config), "--out", str(instance.plant_dir),
         "--mes-port", str(instance.mes_port), "--qms-port", str(instance.qms_port),
-        "--api-key", secret["MES_API_KEY"], "--clock", "live",
+        "--api-key", secret["MES_API_KEY"], "--clock", "live", "--speed", "1",
+        "--start", now.isoformat().replace("+00:00", "Z"),
     ]
     for flag, value in cluster_urls.items():
         cmd += [flag, value]
@@ -121,12 +146,56 @@ def wait_healthy(instance: Instance, timeout_s: float = 600) -> None:
     raise SystemExit(f"Airflow was not healthy after {timeout_s:.0f} s — see {instance.log_dir}")
 
 
+def api_token(instance: Instance, secret: dict[str, str]) -> str:
+    request = urllib.request.Request(
+        f"http://localhost:{instance.api_port}/auth/token",
+        data=json.dumps({"username": "admin", "password": secret["ADMIN_PASSWORD"]}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["access_token"]
+
+
+def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
+    """Once per world: a manual extract run over the plant's history so far, so the marts
+    and reporting show days of data within minutes instead of only the last interval."""
+    marker = instance.var_dir / "history-loaded"
+    _, world_start = live_plant_config(instance)
+    if marker.exists() and marker.read_text() == world_start.isoformat():
+        return
+    now = datetime.now(timezone.utc)
+    end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    token = api_token(instance, secret)
+    body = {
+        "logical_date": None,
+        "conf": {"reload_start": world_start.isoformat(), "reload_end": end.isoformat()},
+        "note": "make run: initial load of the simulated plant's history",
+    }
+    request = urllib.request.Request(
+        f"http://localhost:{instance.api_port}/api/v2/dags/extract_mes/dagRuns",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    deadline = time.monotonic() + 180
+    while True:  # the DAG exists once the dag-processor has parsed it
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                break
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+    marker.write_text(world_start.isoformat())
+    log(f"triggered extract_mes for the plant's history {world_start:%Y-%m-%d %H:%M} → {end:%H:%M} UTC")
+
+
 def cmd_run(_: argparse.Namespace) -> None:
     started = time.monotonic()
     instance = run_instance()
     secret = load_or_create_secrets(instance)
     env = platform_environment(instance, secret)
-    write_env_file(PROJECT_ROOT / ".env", env)
+    write_env_file(PROJECT_ROOT / ".env", {k: v for k, v in env.items() if k != "SFDP_INSTANCE"})
     full_env = {**os.environ, **env}
 
     cluster = cluster_for(instance, secret)
@@ -144,6 +213,7 @@ def cmd_run(_: argparse.Namespace) -> None:
     start_airflow(instance, full_env)
     log("Airflow starting (api-server, scheduler, dag-processor, triggerer) …")
     wait_healthy(instance)
+    trigger_history_load(instance, secret)
     minutes = (time.monotonic() - started) / 60
     print(
         f"""
@@ -177,6 +247,9 @@ def cmd_status(_: argparse.Namespace) -> None:
     if instance.secrets_file.exists():
         cluster = cluster_for(instance, load_or_create_secrets(instance))
         print(f"{'postgres':14} {'running' if cluster.is_running() else 'stopped'}")
+    pids = processes.marked_processes(str(instance.var_dir), instance.pid_dir)
+    total_kib = sum(processes.pss_kib(pid) for pid in pids)
+    print(f"memory (PSS) of the {len(pids)} processes started: {total_kib / 1024:.0f} MiB")
 
 
 def main() -> None:

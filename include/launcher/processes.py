@@ -38,24 +38,53 @@ def service_alive(name: str, pid_dir: Path) -> bool:
     return bool(pid and _alive(pid))
 
 
-def marked_processes(marker: str) -> list[int]:
-    """Pids of live processes whose environment has SFDP_INSTANCE=<marker>."""
-    needle = f"SFDP_INSTANCE={marker}".encode()
-    found = []
+def _parent_map() -> dict[int, int]:
+    parents = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if entry.name.isdigit():
+            try:
+                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if stat_fields[0] != "Z":
+                parents[int(entry.name)] = int(stat_fields[1])
+    return parents
+
+
+def marked_processes(marker: str, pid_dir: Path | None = None) -> list[int]:
+    """Live processes we started: those whose environment has SFDP_INSTANCE=<marker>, the
+    recorded service pids, and every descendant of either (Airflow's workers rewrite their
+    process title, which hides their environment, but they stay children of our services)."""
+    needle = f"SFDP_INSTANCE={marker}".encode()
+    parents = _parent_map()
+    roots = set()
+    for pid in parents:
+        if pid == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
         if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+            roots.add(pid)
+    if pid_dir is not None and pid_dir.exists():
+        for pid_file in pid_dir.glob("*.pid"):
+            pid = _read_pid(pid_file)
+            if pid in parents:
+                roots.add(pid)
+    found = set(roots)
+    changed = True
+    while changed:
+        children = {pid for pid, ppid in parents.items() if ppid in found} - found
+        changed = bool(children)
+        found |= children
+    found.discard(os.getpid())
+    return sorted(found)
 
 
 def stop_all(marker: str, pid_dir: Path, timeout_s: float = 30) -> list[int]:
     """TERM every recorded group and marked process, then KILL what is left; return leftovers."""
+    ours = set(marked_processes(marker, pid_dir))  # the whole tree, before anything exits
     for pid_file in sorted(pid_dir.glob("*.pid")) if pid_dir.exists() else []:
         pid = _read_pid(pid_file)
         if pid and _alive(pid):
@@ -63,17 +92,21 @@ def stop_all(marker: str, pid_dir: Path, timeout_s: float = 30) -> list[int]:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    for pid in marked_processes(marker):
+    for pid in ours:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while marked_processes(marker) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        ours = (ours | set(marked_processes(marker, pid_dir))) & set(_parent_map())
+        if not ours:
+            break
         time.sleep(0.5)
-    for pid in marked_processes(marker):
+    for pid in ours:
         _signal(pid, signal.SIGKILL)
     time.sleep(0.5)
+    leftovers = [pid for pid in ours if pid in _parent_map()]
     for pid_file in pid_dir.glob("*.pid") if pid_dir.exists() else []:
         pid_file.unlink()
-    return marked_processes(marker)
+    return leftovers
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -102,3 +135,14 @@ def _alive(pid: int) -> bool:
         return state != "Z"
     except OSError:
         return False
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of a process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
