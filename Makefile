@@ -27,6 +27,7 @@ status:  ## show what `make run` started and whether it is running
 	$(PY) -m launcher status
 
 test: $(STAMP)  ## run the whole test suite on its own private PostgreSQL (port 55433)
+	scripts/test-prereqs.sh
 	$(PY) -m pytest
 
 test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
