@@ -1,0 +1,95 @@
+"""The CLI as the launcher and the e2e tests use it: separate processes, HTTP and Postgres only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _http import call
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
+SMALL = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "plant_sim", *args], env=ENV, text=True,
+                          capture_output=True, check=True, timeout=300)
+
+
+def _wait_health(url: str, proc: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return call(f"{url}/health", key=None)[2]
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_help_lists_commands() -> None:
+    out = _cli("--help").stdout
+    for cmd in ("generate", "load", "serve", "up"):
+        assert cmd in out
+
+
+def test_generate_then_serve(tmp_path: Path) -> None:
+    summary = json.loads(_cli("generate", "--config", str(SMALL), "--seed", "7",
+                              "--out", str(tmp_path / "w")).stdout)
+    assert summary["first_shift_start"] == "2026-10-24T04:00:00Z"
+    mes, qms = _port(), _port()
+    proc = subprocess.Popen([sys.executable, "-m", "plant_sim", "serve", "--world",
+                             str(tmp_path / "w"), "--mes-port", str(mes), "--qms-port", str(qms),
+                             "--api-key", "k3y", "--inbox", str(tmp_path / "inbox")],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        health = _wait_health(f"http://127.0.0.1:{mes}/api/v1", proc)
+        assert health["status"] == "ok" and "confirmations" in health["entities"]
+        status, _h, body = call(f"http://127.0.0.1:{qms}/api/v1/usage-decisions?limit=3")
+        assert status == 200 and len(body["data"]) == 3
+        assert len(list((tmp_path / "inbox" / "scada").glob("SCADA_TAGS_*.csv"))) == 3 * 24 + 1  # DST: 25 h
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_up_live_moves_rows_and_files(pg, tmp_path: Path) -> None:
+    import psycopg
+
+    erp = pg.create_database("sim_test_up_erp")
+    eam = pg.create_database("sim_test_up_eam")
+    mes, qms = _port(), _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plant_sim", "up", "--config", str(SMALL), "--seed", "7",
+         "--out", str(tmp_path / "w"), "--truth-dsn", pg.dsn, "--erp-dsn", erp, "--eam-dsn", eam,
+         "--mes-port", str(mes), "--qms-port", str(qms), "--clock", "live", "--speed", "7200",
+         "--inbox", str(tmp_path / "inbox")],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_health(f"http://127.0.0.1:{mes}/api/v1", proc)
+        with psycopg.connect(eam, autocommit=True) as conn:
+            first = conn.execute("select count(*) from eam.failures").fetchone()[0]
+            files_first = len(list((tmp_path / "inbox").rglob("*.csv")))
+            time.sleep(12)  # 12 s × 7200 = 24 simulated hours
+            later = conn.execute("select count(*) from eam.failures").fetchone()[0]
+        files_later = len(list((tmp_path / "inbox").rglob("*.csv")))
+        assert later > first
+        assert files_later > files_first
+        with psycopg.connect(pg.dsn) as conn:
+            assert conn.execute("select count(*) from truth.oee_machine_shift").fetchone()[0] == 36
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
