@@ -43,3 +43,25 @@ def mes_runtime(small_world: Path) -> Iterator[object]:
         yield rt
     finally:
         rt.stop()
+
+
+@pytest.fixture(scope="session")
+def scratch_dbs(pg) -> Iterator[object]:
+    """`scratch_dbs(name) -> dsn`: a uniquely named database, dropped at the end of the session
+    (other sessions may share the test cluster)."""
+    import uuid
+
+    import psycopg
+
+    run = uuid.uuid4().hex[:8]
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        full = f"{name}_{run}"
+        made.append(full)
+        return pg.create_database(full)
+
+    yield make
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
 SMALL = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
 
-
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,11 +65,11 @@ def test_generate_then_serve(tmp_path: Path) -> None:
         assert proc.wait(timeout=20) == 0
 
 
-def test_up_live_moves_rows_and_files(pg, tmp_path: Path) -> None:
+def test_up_live_moves_rows_and_files(pg, scratch_dbs, tmp_path: Path) -> None:
     import psycopg
 
-    erp = pg.create_database("sim_test_up_erp")
-    eam = pg.create_database("sim_test_up_eam")
+    erp = scratch_dbs("sim_test_up_erp")
+    eam = scratch_dbs("sim_test_up_eam")
     mes, qms = _port(), _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "plant_sim", "up", "--config", str(SMALL), "--seed", "7",

@@ -11,10 +11,9 @@ import pytest
 
 from plant_sim.loaders import load_world, move_visible
 
-
 @pytest.fixture(scope="module")
-def plant_dbs(pg, small_world: Path) -> dict[str, str]:
-    dsns = {"erp": pg.create_database("sim_test_erp"), "eam": pg.create_database("sim_test_eam")}
+def plant_dbs(scratch_dbs, small_world: Path) -> dict[str, str]:
+    dsns = {"erp": scratch_dbs("sim_test_erp"), "eam": scratch_dbs("sim_test_eam")}
     load_world(small_world, None, dsns["erp"], dsns["eam"])
     return dsns
 
@@ -84,10 +83,10 @@ def test_inbound_postings(plant_dbs) -> None:
                         ("k7", "rejected")]
 
 
-def test_live_rows_appear_as_time_passes(pg, small_world: Path) -> None:
+def test_live_rows_appear_as_time_passes(scratch_dbs, small_world: Path) -> None:
     import psycopg
 
-    dsn = pg.create_database("sim_test_eam_live")
+    dsn = scratch_dbs("sim_test_eam_live")
     load_world(small_world, None, None, dsn, visible_until="2026-10-25T00:00:00Z")
     with psycopg.connect(dsn) as conn:
         before = conn.execute("select count(*), max(ended_at) from eam.failures").fetchone()
