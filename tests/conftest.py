@@ -41,6 +41,7 @@ def pytest_configure(config) -> None:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     cluster = _cluster()
     cluster.ensure_initialised()
+    config._sfdp_started_cluster = not cluster.is_running()
     cluster.start()
     cluster.wait_ready()
     for name in ("warehouse", "airflow"):
@@ -88,6 +89,7 @@ def project_root() -> Path:
 
 
 def pytest_unconfigure(config) -> None:
-    """Leave nothing running: the test cluster is started again (in ~1 s) by the next session."""
-    if os.environ.get("SFDP_KEEP_TEST_CLUSTER") != "1":
+    """Leave things as found: stop the test cluster if this session started it (it starts
+    again in about a second); a cluster another session started is left to that session."""
+    if getattr(config, "_sfdp_started_cluster", False):
         _cluster().stop()

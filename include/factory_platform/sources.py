@@ -63,6 +63,7 @@ MES = Source(
     conn_id="mes_api",
     schedule_cron="*/15 * * * *",
     lookback=timedelta(hours=2),
+    max_reject_share=0.10,
     entities=(
         Entity(
             name="work_orders", endpoint="/api/v1/work-orders",
@@ -71,7 +72,8 @@ MES = Source(
             fields=(
                 F("work_order_id", required=True), F("erp_order_number"), F("site_code", required=True),
                 F("line_code", required=True), F("item_code", required=True),
-                F("planned_qty", "int"), F("unit"), F("due_date", "date"), F("status"),
+                F("planned_qty", "int", minimum=0), F("unit"), F("due_date", "date"),
+                F("status"),
                 F("released_at", "timestamptz"), F("actual_start_at", "timestamptz"),
                 F("actual_end_at", "timestamptz"), F("updated_at", "timestamptz", required=True),
             ),
@@ -98,8 +100,9 @@ MES = Source(
                 F("machine_code", required=True), F("item_code", required=True),
                 F("production_date", "date"), F("shift_code"),
                 F("start_at", "timestamptz", required=True), F("end_at", "timestamptz", required=True),
-                F("good_qty", "int", required=True), F("scrap_qty", "int", required=True),
-                F("rework_qty", "int", required=True), F("unit"),
+                F("good_qty", "int", required=True, minimum=0),
+                F("scrap_qty", "int", required=True, minimum=0),
+                F("rework_qty", "int", required=True, minimum=0), F("unit"),
                 F("updated_at", "timestamptz", required=True),
             ),
         ),
@@ -124,7 +127,7 @@ MES = Source(
                 F("consumption_id", required=True), F("operation_id", required=True),
                 F("work_order_id"), F("confirmation_id"), F("machine_code", required=True),
                 F("item_code", required=True), F("lot_id", required=True),
-                F("qty", "numeric", required=True), F("unit", required=True),
+                F("qty", "numeric", required=True, minimum=0), F("unit", required=True),
                 F("consumed_at", "timestamptz"), F("produced_lot_id"),
                 F("updated_at", "timestamptz", required=True),
             ),
@@ -136,7 +139,8 @@ MES = Source(
             fields=(
                 F("lot_id", required=True), F("work_order_id"), F("operation_id"),
                 F("confirmation_id"), F("machine_code", required=True),
-                F("item_code", required=True), F("qty", "int", required=True), F("unit"),
+                F("item_code", required=True), F("qty", "int", required=True, minimum=0),
+                F("unit"),
                 F("produced_at", "timestamptz"), F("updated_at", "timestamptz", required=True),
             ),
         ),

@@ -163,13 +163,24 @@ class Cluster:
             return
         bindir = find_server_bindir()
         _make_traversable_for_server_user(self.root)
-        result = subprocess.run(
-            _as_server_user([
-                str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                "-o", f"-p {self.port}", "-w", "-t", "60", "start",
-            ]),
-            capture_output=True, text=True,
-        )
+        # Our ports lie in Linux's ephemeral range: a client connection that just closed may
+        # hold the port in TIME_WAIT for up to 60 s. Wait that out instead of failing.
+        deadline = time.monotonic() + 90
+        while True:
+            log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
+            result = subprocess.run(
+                _as_server_user([
+                    str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                    "-o", f"-p {self.port}", "-w", "-t", "60", "start",
+                ]),
+                capture_output=True, text=True,
+            )
+            new_log = self.log_file.read_text()[log_size:] if self.log_file.exists() else ""
+            if result.returncode == 0 or "Address already in use" not in new_log:
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(3)
         if result.returncode != 0:
             log_tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise ClusterError(

@@ -73,7 +73,7 @@ def run_instance() -> Instance:
 
 def test_instance() -> Instance:
     return Instance(
-        name="test",
+        name=os.environ.get("SFDP_TEST_INSTANCE", "test"),
         pg_port=int(os.environ.get("SFDP_TEST_PG_PORT", "55433")),
         api_port=int(os.environ.get("SFDP_TEST_API_PORT", "18180")),
         mes_port=int(os.environ.get("SFDP_TEST_MES_PORT", "18191")),

@@ -145,3 +145,19 @@ def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, w
     finally:
         extract_whole_world(dagbag, plant)  # the source's numbers replace the tampered row
         run_dag(dagbag, "transform_dbt")
+
+
+def test_quarantine_holds_exactly_the_unusable_confirmations(pipeline, warehouse_dsn):
+    """Negative quantities and null mandatory fields end in ops.quarantine with a reason —
+    exactly the confirmations the truth lists for quarantine, no more, no fewer."""
+    with psycopg.connect(warehouse_dsn) as conn:
+        quarantined = dict(conn.execute(
+            "select record_ref, reason from ops.quarantine "
+            "where system = 'mes' and entity = 'confirmations'").fetchall())
+        expected = {r for (r,) in conn.execute(
+            "select record_id from truth.injected_defects where system = 'mes' "
+            "and entity = 'confirmations' and action = 'quarantine'")}
+    assert expected, "the test world must inject unusable confirmations"
+    assert set(quarantined) == expected
+    assert all("machine_code" in reason or "below its minimum" in reason
+               for reason in quarantined.values()), quarantined

@@ -35,6 +35,7 @@ class Field:
     name: str
     type: str = "text"
     required: bool = False
+    minimum: int | None = None  # e.g. 0 for quantities that cannot be negative
 
     def __post_init__(self) -> None:
         if self.type not in PG_TYPES:
@@ -130,12 +131,15 @@ def parse_record(record: dict[str, Any], fields: tuple[Field, ...]) -> tuple[lis
         if isinstance(raw, str) and raw == "" and field.required:
             raise RecordRejected(f"required field '{field.name}' is empty")
         try:
-            values.append(PARSERS[field.type](raw))
+            value = PARSERS[field.type](raw)
         except (ValueError, TypeError, InvalidOperation) as exc:
             detail = f" ({exc})" if str(exc) else ""
             raise RecordRejected(
                 f"field '{field.name}': cannot read {str(raw)[:60]!r} as {field.type}{detail}"
             ) from None
+        if field.minimum is not None and value < field.minimum:
+            raise RecordRejected(f"field '{field.name}': {value} is below its minimum {field.minimum}")
+        values.append(value)
     declared = {f.name for f in fields}
     extras = {k: v for k, v in record.items() if k not in declared}
     return values, extras
