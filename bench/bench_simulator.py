@@ -25,7 +25,9 @@ BASE_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "default.toml"
 RESULTS = ROOT / "bench" / "results.json"
 
 
-def bench_config(days: int, lines: int = 5, machines_per_line: int = 6, tags: int = 20) -> str:
+def bench_config(
+    days: int, lines: int = 5, machines_per_line: int = 6, tags: int = 20
+) -> str:
     """The default plant scaled to `lines` × `machines_per_line` machines and `tags` tags."""
     text = BASE_CONFIG.read_text(encoding="utf-8")
     text = re.sub(r"(?m)^days = \d+", f"days = {days}", text)
@@ -51,9 +53,22 @@ def run_generate(days: int, out: Path, **kw: int) -> dict[str, float]:
     cfg.write_text(bench_config(days, **kw), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "plant_sim", "generate", "--config", str(cfg),
-                             "--seed", "1", "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plant_sim",
+            "generate",
+            "--config",
+            str(cfg),
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     _pid, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if status != 0:
@@ -63,14 +78,23 @@ def run_generate(days: int, out: Path, **kw: int) -> dict[str, float]:
         with open(path, "rb") as fh:
             rows += sum(1 for _ in fh) - 1
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"days": days, "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "historian_rows": rows, "world_mb": round(size / 1e6, 1)}
+    return {
+        "days": days,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "historian_rows": rows,
+        "world_mb": round(size / 1e6, 1),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="3 lines × 4 machines × 5 tags (smoke)")
-    ap.add_argument("--workdir", default=None, help="where worlds are written (default: a temp dir)")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 lines × 4 machines × 5 tags (smoke)"
+    )
+    ap.add_argument(
+        "--workdir", default=None, help="where worlds are written (default: a temp dir)"
+    )
     args = ap.parse_args()
     kw = {"lines": 3, "machines_per_line": 4, "tags": 5} if args.quick else {}
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_sim_"))
@@ -84,18 +108,28 @@ def main() -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{'days':>5} {'wall s':>8} {'peak RSS MB':>12} {'historian rows':>15} {'world MB':>9}")
+    print(
+        f"{'days':>5} {'wall s':>8} {'peak RSS MB':>12} {'historian rows':>15} {'world MB':>9}"
+    )
     for r in results:
-        print(f"{r['days']:>5} {r['wall_s']:>8} {r['peak_rss_mb']:>12} {r['historian_rows']:>15,}"
-              f" {r['world_mb']:>9}")
+        print(
+            f"{r['days']:>5} {r['wall_s']:>8} {r['peak_rss_mb']:>12} {r['historian_rows']:>15,}"
+            f" {r['world_mb']:>9}"
+        )
     month, d7, d28 = results
     ratio = round(d28["peak_rss_mb"] / d7["peak_rss_mb"], 3)
     print(f"peak RSS 28 d / 7 d = {ratio} (flat = 1.0)")
     if args.quick:
         return 0
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update({"sim_month_wall_s": month["wall_s"], "sim_month_peak_rss_mb": month["peak_rss_mb"],
-                   "sim_rss_28d_over_7d": ratio, "sim_month_historian_rows": month["historian_rows"]})
+    merged.update(
+        {
+            "sim_month_wall_s": month["wall_s"],
+            "sim_month_peak_rss_mb": month["peak_rss_mb"],
+            "sim_rss_28d_over_7d": ratio,
+            "sim_month_historian_rows": month["historian_rows"],
+        }
+    )
     RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     print(f"merged into {RESULTS}")
     return 0

@@ -17,7 +17,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.toml"
 def _manifest(world: Path) -> dict[str, Any]:
     path = world / "world.json"
     if not path.exists():
-        raise SystemExit(f"{world} is not a generated world (no world.json); run generate first")
+        raise SystemExit(
+            f"{world} is not a generated world (no world.json); run generate first"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -29,9 +31,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = load_config(args.config)
     manifest = generate_world(cfg, args.seed, Path(args.out))
-    print(json.dumps({"world": str(args.out), "seconds": round(time.perf_counter() - t0, 2),
-                      **{k: manifest[k] for k in ("first_shift_start", "last_shift_end")},
-                      "mes_counts": manifest["mes_counts"]}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "world": str(args.out),
+                "seconds": round(time.perf_counter() - t0, 2),
+                **{k: manifest[k] for k in ("first_shift_start", "last_shift_end")},
+                "mes_counts": manifest["mes_counts"],
+            },
+            ensure_ascii=False,
+        )
+    )
     return 0
 
 
@@ -49,10 +59,19 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _serve(world: Path, args: argparse.Namespace) -> list[Any]:
     from plant_sim.runtime import Runtime
 
-    rt = Runtime(world, mes_port=args.mes_port, qms_port=args.qms_port, api_key=args.api_key,
-                 clock_mode=args.clock, speed=args.speed, start=args.start,
-                 inbox=Path(args.inbox) if args.inbox else None, host=args.host,
-                 erp_dsn=getattr(args, "erp_dsn", None), eam_dsn=getattr(args, "eam_dsn", None))
+    rt = Runtime(
+        world,
+        mes_port=args.mes_port,
+        qms_port=args.qms_port,
+        api_key=args.api_key,
+        clock_mode=args.clock,
+        speed=args.speed,
+        start=args.start,
+        inbox=Path(args.inbox) if args.inbox else None,
+        host=args.host,
+        erp_dsn=getattr(args, "erp_dsn", None),
+        eam_dsn=getattr(args, "eam_dsn", None),
+    )
     rt.start()
     print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
     return [rt]
@@ -87,11 +106,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     current = None
     if (world / "world.json").exists():
         current = json.loads((world / "world.json").read_text(encoding="utf-8"))
-    if not current or current.get("seed") != args.seed or current.get("config_sha256") != cfg.sha256:
+    if (
+        not current
+        or current.get("seed") != args.seed
+        or current.get("config_sha256") != cfg.sha256
+    ):
         generate_world(cfg, args.seed, world)
     until = "infinity"
     if args.clock == "live":
-        until = args.start or json.loads((world / "world.json").read_text())["first_shift_start"]
+        until = (
+            args.start
+            or json.loads((world / "world.json").read_text())["first_shift_start"]
+        )
     if args.truth_dsn or args.erp_dsn or args.eam_dsn:
         counts = load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn, until)
         print(json.dumps(counts), flush=True)
@@ -99,40 +125,84 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--mes-port", type=int, default=18081, help="MES HTTP port (default 18081)")
-    p.add_argument("--qms-port", type=int, default=18082, help="QMS HTTP port (default 18082)")
-    p.add_argument("--api-key", default=None, help="require this X-API-Key on MES/QMS requests")
-    p.add_argument("--clock", choices=["batch", "live"], default="batch",
-                   help="batch: all data visible; live: visibility follows a moving clock")
-    p.add_argument("--speed", type=float, default=60.0,
-                   help="live clock speed, simulated seconds per real second (default 60)")
-    p.add_argument("--start", default=None,
-                   help="live clock start, ISO 8601 UTC (default: the world's first shift start)")
-    p.add_argument("--inbox", default=None,
-                   help="root folder for file drops (default <world>/inbox)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--mes-port", type=int, default=18081, help="MES HTTP port (default 18081)"
+    )
+    p.add_argument(
+        "--qms-port", type=int, default=18082, help="QMS HTTP port (default 18082)"
+    )
+    p.add_argument(
+        "--api-key", default=None, help="require this X-API-Key on MES/QMS requests"
+    )
+    p.add_argument(
+        "--clock",
+        choices=["batch", "live"],
+        default="batch",
+        help="batch: all data visible; live: visibility follows a moving clock",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="live clock speed, simulated seconds per real second (default 60)",
+    )
+    p.add_argument(
+        "--start",
+        default=None,
+        help="live clock start, ISO 8601 UTC (default: the world's first shift start)",
+    )
+    p.add_argument(
+        "--inbox",
+        default=None,
+        help="root folder for file drops (default <world>/inbox)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree."""
-    ap = argparse.ArgumentParser(prog="python -m plant_sim",
-                                 description="Deterministic simulated plant (see README.md).")
+    ap = argparse.ArgumentParser(
+        prog="python -m plant_sim",
+        description="Deterministic simulated plant (see README.md).",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="generate a world folder from a config and a seed")
-    g.add_argument("--config", default=str(DEFAULT_CONFIG), help="TOML config (default: default.toml)")
+    g = sub.add_parser(
+        "generate", help="generate a world folder from a config and a seed"
+    )
+    g.add_argument(
+        "--config",
+        default=str(DEFAULT_CONFIG),
+        help="TOML config (default: default.toml)",
+    )
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--out", required=True, help="world folder to write")
     g.set_defaults(func=cmd_generate)
-    ld = sub.add_parser("load", help="load truth (+ ERP/EAM databases) from a world folder")
+    ld = sub.add_parser(
+        "load", help="load truth (+ ERP/EAM databases) from a world folder"
+    )
     ld.add_argument("--world", required=True)
-    ld.add_argument("--truth-dsn", required=True, help="warehouse DSN; schema truth is replaced")
-    ld.add_argument("--erp-dsn", default=None, help="DSN of the ERP database (tables replaced)")
-    ld.add_argument("--eam-dsn", default=None, help="DSN of the EAM database (tables replaced)")
+    ld.add_argument(
+        "--truth-dsn", required=True, help="warehouse DSN; schema truth is replaced"
+    )
+    ld.add_argument(
+        "--erp-dsn", default=None, help="DSN of the ERP database (tables replaced)"
+    )
+    ld.add_argument(
+        "--eam-dsn", default=None, help="DSN of the EAM database (tables replaced)"
+    )
     ld.set_defaults(func=cmd_load)
-    sv = sub.add_parser("serve", help="serve a world: MES/QMS HTTP, file drops, live DB rows")
+    sv = sub.add_parser(
+        "serve", help="serve a world: MES/QMS HTTP, file drops, live DB rows"
+    )
     sv.add_argument("--world", required=True)
-    sv.add_argument("--erp-dsn", default=None, help="live clock: keep moving due ERP rows here")
-    sv.add_argument("--eam-dsn", default=None, help="live clock: keep moving due EAM rows here")
+    sv.add_argument(
+        "--erp-dsn", default=None, help="live clock: keep moving due ERP rows here"
+    )
+    sv.add_argument(
+        "--eam-dsn", default=None, help="live clock: keep moving due EAM rows here"
+    )
     _add_serve_args(sv)
     sv.set_defaults(func=cmd_serve)
     up = sub.add_parser("up", help="generate (if config/seed changed) + load + serve")

@@ -135,7 +135,9 @@ class Config:
         return {m.erp_material: m for m in self.materials}
 
 
-def _machines_for(line: dict, site_code: str, area: str, mtype: str) -> tuple[Machine, ...]:
+def _machines_for(
+    line: dict, site_code: str, area: str, mtype: str
+) -> tuple[Machine, ...]:
     en, zh = MACHINE_TYPES[mtype]
     factors = line.get("cycle_factors") or [1.0, 0.95, 1.05, 1.1, 0.9, 1.0]
     out = []
@@ -189,19 +191,25 @@ def load_config(path: str | Path) -> Config:
             name_en=p["name_en"],
             name_zh=p["name_zh"],
             ideal_cycle_s=float(p["ideal_cycle_s"]),
-            bom=tuple(BomItem(str(b["component"]), float(b["qty"])) for b in p.get("bom", [])),
+            bom=tuple(
+                BomItem(str(b["component"]), float(b["qty"])) for b in p.get("bom", [])
+            ),
         )
         for p in raw["products"]
     )
     materials = tuple(
-        Material(str(m["erp_material"]), m["mes_item"], m["name_en"], m["name_zh"], m["unit"])
+        Material(
+            str(m["erp_material"]), m["mes_item"], m["name_en"], m["name_zh"], m["unit"]
+        )
         for m in raw.get("materials", [])
     )
     known = {p.erp_material for p in products} | {m.erp_material for m in materials}
     for p in products:
         for b in p.bom:
             if b.component not in known:
-                raise ValueError(f"product {p.erp_material}: unknown BOM component {b.component}")
+                raise ValueError(
+                    f"product {p.erp_material}: unknown BOM component {b.component}"
+                )
     for ln in lines:
         for code in ln.products:
             if code not in {p.erp_material for p in products}:

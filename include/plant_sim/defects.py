@@ -14,32 +14,79 @@ from plant_sim.truth import TruthWriter
 
 KINDS: dict[str, tuple[str, str, str, str]] = {
     # kind: (system, entity, action, what a correct platform does)
-    "mes_duplicate": ("mes", "confirmations", "repair",
-                      "same confirmation re-sent later with identical content: keep one per id"),
-    "mes_late": ("mes", "confirmations", "repair",
-                 "recorded 30-110 min after its end: caught by the extraction lookback"),
-    "mes_out_of_order": ("mes", "machine-states", "repair",
-                         "recorded after the machine's next interval: order by start_at, not arrival"),
-    "mes_unit_mismatch": ("mes", "material-consumptions", "repair",
-                          "quantity sent in g instead of kg: convert with the unit"),
-    "mes_null_mandatory": ("mes", "confirmations", "quarantine",
-                           "machine_code is null: quarantine, exclude from KPIs"),
-    "mes_negative_qty": ("mes", "confirmations", "quarantine",
-                         "negative scrap_qty: quarantine, exclude from KPIs"),
-    "mes_orphan": ("mes", "material-consumptions", "quarantine",
-                   "unknown item code: quarantine, exclude from consumption and genealogy"),
-    "wms_xref_code": ("wms", "movements", "repair",
-                      "legacy material code: resolve through erp.material_xref"),
-    "wms_duplicate_file": ("wms", "movements", "repair",
-                           "the same file delivered twice under another name: load once"),
-    "ems_malformed_file": ("ems", "meter_readings", "quarantine",
-                           "file cut off mid-row: quarantine the whole file"),
-    "scada_spike": ("scada", "tag_values", "flag",
-                    "one sample ×20: flag as outlier"),
-    "scada_flatline": ("scada", "tag_values", "flag",
-                       "a tag repeats its value for 30 min while the machine runs: flag"),
-    "scada_gap": ("scada", "tag_values", "flag",
-                  "all tags of a machine missing for 15 min: report the gap"),
+    "mes_duplicate": (
+        "mes",
+        "confirmations",
+        "repair",
+        "same confirmation re-sent later with identical content: keep one per id",
+    ),
+    "mes_late": (
+        "mes",
+        "confirmations",
+        "repair",
+        "recorded 30-110 min after its end: caught by the extraction lookback",
+    ),
+    "mes_out_of_order": (
+        "mes",
+        "machine-states",
+        "repair",
+        "recorded after the machine's next interval: order by start_at, not arrival",
+    ),
+    "mes_unit_mismatch": (
+        "mes",
+        "material-consumptions",
+        "repair",
+        "quantity sent in g instead of kg: convert with the unit",
+    ),
+    "mes_null_mandatory": (
+        "mes",
+        "confirmations",
+        "quarantine",
+        "machine_code is null: quarantine, exclude from KPIs",
+    ),
+    "mes_negative_qty": (
+        "mes",
+        "confirmations",
+        "quarantine",
+        "negative scrap_qty: quarantine, exclude from KPIs",
+    ),
+    "mes_orphan": (
+        "mes",
+        "material-consumptions",
+        "quarantine",
+        "unknown item code: quarantine, exclude from consumption and genealogy",
+    ),
+    "wms_xref_code": (
+        "wms",
+        "movements",
+        "repair",
+        "legacy material code: resolve through erp.material_xref",
+    ),
+    "wms_duplicate_file": (
+        "wms",
+        "movements",
+        "repair",
+        "the same file delivered twice under another name: load once",
+    ),
+    "ems_malformed_file": (
+        "ems",
+        "meter_readings",
+        "quarantine",
+        "file cut off mid-row: quarantine the whole file",
+    ),
+    "scada_spike": ("scada", "tag_values", "flag", "one sample ×20: flag as outlier"),
+    "scada_flatline": (
+        "scada",
+        "tag_values",
+        "flag",
+        "a tag repeats its value for 30 min while the machine runs: flag",
+    ),
+    "scada_gap": (
+        "scada",
+        "tag_values",
+        "flag",
+        "all tags of a machine missing for 15 min: report the gap",
+    ),
 }
 """kind → (system, entity, action, description). Config key = kind, value = rate."""
 
@@ -80,15 +127,28 @@ class Defects:
             return True
         return False
 
-    def record(self, kind: str, record_id: str | None = None, file_name: str | None = None,
-               detail: str | None = None) -> None:
+    def record(
+        self,
+        kind: str,
+        record_id: str | None = None,
+        file_name: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         """Write one injected defect to the truth."""
         system, entity, action, what = KINDS[kind]
-        self.truth.row("injected_defects", {
-            "defect_id": self.next_id, "kind": kind, "system": system, "entity": entity,
-            "record_id": record_id, "file_name": file_name, "action": action,
-            "detail": detail or what,
-        })
+        self.truth.row(
+            "injected_defects",
+            {
+                "defect_id": self.next_id,
+                "kind": kind,
+                "system": system,
+                "entity": entity,
+                "record_id": record_id,
+                "file_name": file_name,
+                "action": action,
+                "detail": detail or what,
+            },
+        )
         self.next_id += 1
 
     def counts(self) -> dict[str, int]:

@@ -21,7 +21,7 @@ class DropIndex:
     def __init__(self, world: Path) -> None:
         self.root = world / "drops"
         self.root.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.root / "index.csv", "w", encoding="utf-8", newline="")
+        self._fh = open(self.root / "index.csv", "w", encoding="utf-8", newline="")  # noqa: SIM115
         self._w = csv.writer(self._fh, lineterminator="\n")
         self._w.writerow(["available_at", "system", "file_name"])
         self.files = 0
@@ -44,8 +44,10 @@ class DropIndex:
 def read_index(world: Path) -> list[tuple[int, str, str]]:
     """(available_at epoch, system, file name), sorted by time."""
     with open(world / "drops" / "index.csv", encoding="utf-8", newline="") as fh:
-        rows = [(parse_iso_utc(r["available_at"]), r["system"], r["file_name"])
-                for r in csv.DictReader(fh)]
+        rows = [
+            (parse_iso_utc(r["available_at"]), r["system"], r["file_name"])
+            for r in csv.DictReader(fh)
+        ]
     rows.sort()
     return rows
 
@@ -61,7 +63,9 @@ class Dropper:
         self.world = world
         self.inbox = inbox
         self.clock = clock
-        self.index = read_index(world) if (world / "drops" / "index.csv").exists() else []
+        self.index = (
+            read_index(world) if (world / "drops" / "index.csv").exists() else []
+        )
         self.ledger_path = inbox / ".plant_sim_dropped"
         self.done: set[str] = set()
         if self.ledger_path.exists():

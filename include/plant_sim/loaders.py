@@ -17,14 +17,21 @@ from plant_sim.truth import load_truth
 def _systems() -> dict[str, tuple[Spec, dict[str, str], str]]:
     from plant_sim.systems import eam, erp
 
-    return {"erp": (erp.SPEC, erp.KEYS, erp.INBOUND_SQL), "eam": (eam.SPEC, eam.KEYS, "")}
+    return {
+        "erp": (erp.SPEC, erp.KEYS, erp.INBOUND_SQL),
+        "eam": (eam.SPEC, eam.KEYS, ""),
+    }
 
 
 def _public(spec: Spec) -> Spec:
-    return {t: [c for c in cols if not c[0].startswith("_")] for t, cols in spec.items()}
+    return {
+        t: [c for c in cols if not c[0].startswith("_")] for t, cols in spec.items()
+    }
 
 
-def load_system(world: Path, system: str, dsn: str, visible_until: str = "infinity") -> dict[str, int]:
+def load_system(
+    world: Path, system: str, dsn: str, visible_until: str = "infinity"
+) -> dict[str, int]:
     """(Re)create schema `<system>` (+ staging) in `dsn`, COPY the CSVs, move visible rows."""
     import psycopg
 
@@ -35,8 +42,10 @@ def load_system(world: Path, system: str, dsn: str, visible_until: str = "infini
         cur.execute(f"DROP SCHEMA IF EXISTS {pending} CASCADE")
         cur.execute(f"CREATE SCHEMA {system}")
         cur.execute(f"CREATE SCHEMA {pending}")
-        cur.execute(f"COMMENT ON SCHEMA {pending} IS 'plant_sim plumbing: rows not yet "
-                    f"visible in {system} (live clock). Not part of the {system} interface.'")
+        cur.execute(
+            f"COMMENT ON SCHEMA {pending} IS 'plant_sim plumbing: rows not yet "
+            f"visible in {system} (live clock). Not part of the {system} interface.'"
+        )
         for stmt in ddl(system, _public(spec), keys):
             cur.execute(stmt)
         for stmt in ddl(pending, spec):
@@ -47,7 +56,10 @@ def load_system(world: Path, system: str, dsn: str, visible_until: str = "infini
         conn.commit()
     move_visible(dsn, system, visible_until)
     with psycopg.connect(dsn) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {system}.{t}").fetchone()[0] for t in spec}
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {system}.{t}").fetchone()[0]
+            for t in spec
+        }
 
 
 def move_visible(dsn: str, system: str, until: str) -> int:
@@ -70,8 +82,13 @@ def move_visible(dsn: str, system: str, until: str) -> int:
     return moved
 
 
-def load_world(world: Path, truth_dsn: str | None, erp_dsn: str | None = None,
-               eam_dsn: str | None = None, visible_until: str = "infinity") -> dict[str, Any]:
+def load_world(
+    world: Path,
+    truth_dsn: str | None,
+    erp_dsn: str | None = None,
+    eam_dsn: str | None = None,
+    visible_until: str = "infinity",
+) -> dict[str, Any]:
     """Load truth into `truth_dsn`; ERP/EAM tables into their databases when DSNs are given."""
     out: dict[str, Any] = {}
     if truth_dsn:

@@ -18,11 +18,20 @@ from plant_sim.timeutil import iso, parse_iso_utc
 class Runtime:
     """Everything `serve` runs for one world, sharing one clock."""
 
-    def __init__(self, world: Path, mes_port: int = 18081, qms_port: int | None = 18082,
-                 api_key: str | None = None, clock_mode: str = "batch", speed: float = 60.0,
-                 start: str | None = None, inbox: Path | None = None,
-                 host: str = "127.0.0.1", erp_dsn: str | None = None,
-                 eam_dsn: str | None = None) -> None:
+    def __init__(
+        self,
+        world: Path,
+        mes_port: int = 18081,
+        qms_port: int | None = 18082,
+        api_key: str | None = None,
+        clock_mode: str = "batch",
+        speed: float = 60.0,
+        start: str | None = None,
+        inbox: Path | None = None,
+        host: str = "127.0.0.1",
+        erp_dsn: str | None = None,
+        eam_dsn: str | None = None,
+    ) -> None:
         self.world = world
         self.manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
         self.host = host
@@ -37,11 +46,18 @@ class Runtime:
             horizon = max(horizon, max_updated_at(qms_db, QMS_ENTITIES))
         if (world / "drops" / "index.csv").exists():
             horizon = max([horizon] + [at for at, _s, _n in read_index(world)])
-        t0 = parse_iso_utc(start) if start else parse_iso_utc(self.manifest["first_shift_start"])
+        t0 = (
+            parse_iso_utc(start)
+            if start
+            else parse_iso_utc(self.manifest["first_shift_start"])
+        )
         self.clock = Clock(clock_mode, t0, speed, horizon)
         self.mes = FeedApi("mes", mes_db, MES_ENTITIES, self.clock, api_key)
-        self.qms = (FeedApi("qms", qms_db, QMS_ENTITIES, self.clock, api_key)
-                    if qms_db.exists() and qms_port is not None else None)
+        self.qms = (
+            FeedApi("qms", qms_db, QMS_ENTITIES, self.clock, api_key)
+            if qms_db.exists() and qms_port is not None
+            else None
+        )
         self.dropper = Dropper(world, self.inbox, self.clock)
         self.servers: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -53,7 +69,9 @@ class Runtime:
             self.servers["qms"] = start_api(self.qms, self.host, self.qms_port or 0)
         self.dropper.start()
         if self.clock.mode == "live" and self.db_dsns:
-            threading.Thread(target=self._move_rows, name="db-rows", daemon=True).start()
+            threading.Thread(
+                target=self._move_rows, name="db-rows", daemon=True
+            ).start()
 
     def _move_rows(self) -> None:
         from plant_sim.loaders import move_visible

@@ -26,7 +26,9 @@ ALLOWED_PARAMS = {"updated_since", "updated_before", "limit", "cursor"}
 class Clock:
     """The simulated 'now'. Batch: fixed at the data horizon. Live: start + speed × elapsed."""
 
-    def __init__(self, mode: str, start: int, speed: float = 1.0, horizon: int | None = None):
+    def __init__(
+        self, mode: str, start: int, speed: float = 1.0, horizon: int | None = None
+    ):
         if mode not in ("batch", "live"):
             raise ValueError("clock must be batch or live")
         self.mode = mode
@@ -44,7 +46,9 @@ class Clock:
 
 def encode_cursor(updated_at: int, rec_id: str) -> str:
     """Opaque keyset cursor."""
-    return base64.urlsafe_b64encode(f"{updated_at}|{rec_id}".encode()).decode().rstrip("=")
+    return (
+        base64.urlsafe_b64encode(f"{updated_at}|{rec_id}".encode()).decode().rstrip("=")
+    )
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
@@ -53,15 +57,21 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         u, rec_id = raw.split("|", 1)
         return int(u), rec_id
-    except Exception as exc:  # noqa: BLE001 - any decoding problem is a bad cursor
+    except Exception as exc:
         raise ValueError("invalid cursor") from exc
 
 
 class FeedApi:
     """State of one served API: database, entities, key, faults, counters."""
 
-    def __init__(self, name: str, db: Path, entities: dict[str, tuple[str, str]],
-                 clock: Clock, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        db: Path,
+        entities: dict[str, tuple[str, str]],
+        clock: Clock,
+        api_key: str | None = None,
+    ) -> None:
         self.name = name
         self.db = db
         self.entities = entities
@@ -79,8 +89,9 @@ class FeedApi:
         """A read-only connection per server thread."""
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(f"file:{self.db}?mode=ro&immutable=1", uri=True,
-                                check_same_thread=False)
+            c = sqlite3.connect(
+                f"file:{self.db}?mode=ro&immutable=1", uri=True, check_same_thread=False
+            )
             self._local.conn = c
         return c
 
@@ -104,8 +115,12 @@ class FeedApi:
                 raise ValueError(f"parameter {k} given more than once")
         p = {k: v[0] for k, v in params.items()}
         try:
-            since = parse_iso_utc(p["updated_since"]) if "updated_since" in p else -(2**62)
-            before = parse_iso_utc(p["updated_before"]) if "updated_before" in p else 2**62
+            since = (
+                parse_iso_utc(p["updated_since"]) if "updated_since" in p else -(2**62)
+            )
+            before = (
+                parse_iso_utc(p["updated_before"]) if "updated_before" in p else 2**62
+            )
         except ValueError as exc:
             raise ValueError(f"bad timestamp: {exc}") from exc
         try:
@@ -128,7 +143,13 @@ class FeedApi:
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
-        body = '{"data":[' + ",".join(r[2] for r in rows) + '],"next_cursor":' + json.dumps(nxt) + "}"
+        body = (
+            '{"data":['
+            + ",".join(r[2] for r in rows)
+            + '],"next_cursor":'
+            + json.dumps(nxt)
+            + "}"
+        )
         return body.encode("utf-8")
 
 
@@ -139,11 +160,17 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
         server_version = f"plant-sim-{api.name}/1"
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
-        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        def _send(
+            self, status: int, body: Any, headers: dict[str, str] | None = None
+        ) -> None:
+            data = (
+                body
+                if isinstance(body, bytes)
+                else json.dumps(body, ensure_ascii=False).encode()
+            )
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
@@ -155,35 +182,52 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
 
         def _authorized(self) -> bool:
             if api.api_key and self.headers.get("X-API-Key") != api.api_key:
-                self._send(401, {"error": "unauthorized", "detail": "missing or wrong X-API-Key"})
+                self._send(
+                    401,
+                    {"error": "unauthorized", "detail": "missing or wrong X-API-Key"},
+                )
                 return False
             return True
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             parts = [x for x in url.path.split("/") if x]
             if parts == ["api", "v1", "health"]:
-                self._send(200, {"status": "ok", "system": api.name,
-                                 "clock": iso(api.clock.now()), "entities": list(api.entities)})
+                self._send(
+                    200,
+                    {
+                        "status": "ok",
+                        "system": api.name,
+                        "clock": iso(api.clock.now()),
+                        "entities": list(api.entities),
+                    },
+                )
                 return
             if not self._authorized():
                 return
             if parts == ["_admin", "requests"]:
                 with api.lock:
-                    self._send(200, {"data_requests": api.data_requests, "faulted": api.faulted})
+                    self._send(
+                        200,
+                        {"data_requests": api.data_requests, "faulted": api.faulted},
+                    )
                 return
             if len(parts) != 3 or parts[:2] != ["api", "v1"]:
                 self._send(404, {"error": "not_found", "detail": url.path})
                 return
             entity = parts[2]
             if entity not in api.entities:
-                self._send(404, {"error": "not_found", "detail": f"unknown entity {entity}"})
+                self._send(
+                    404, {"error": "not_found", "detail": f"unknown entity {entity}"}
+                )
                 return
             fault = api.take_fault()
             if fault:
                 status, retry = fault
                 headers = {"Retry-After": str(retry)} if status == 429 else None
-                self._send(status, {"error": "injected_fault", "status": status}, headers)
+                self._send(
+                    status, {"error": "injected_fault", "status": status}, headers
+                )
                 return
             try:
                 body = api.page(entity, parse_qs(url.query, keep_blank_values=True))
@@ -192,7 +236,7 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(200, body)
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        def do_POST(self) -> None:
             if not self._authorized():
                 return
             path = urlsplit(self.path).path.rstrip("/")
@@ -214,11 +258,20 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
                 if not (400 <= status <= 599) or count < 0:
                     raise ValueError
             except (ValueError, KeyError, TypeError):
-                self._send(400, {"error": "bad_request",
-                                 "detail": 'expected {"status": 4xx|5xx, "count": n}'})
+                self._send(
+                    400,
+                    {
+                        "error": "bad_request",
+                        "detail": 'expected {"status": 4xx|5xx, "count": n}',
+                    },
+                )
                 return
             with api.lock:
-                api.fault_status, api.fault_count, api.fault_retry_after = status, count, retry
+                api.fault_status, api.fault_count, api.fault_retry_after = (
+                    status,
+                    count,
+                    retry,
+                )
             self._send(200, {"ok": True, "pending": count})
 
     return Handler
@@ -228,7 +281,9 @@ def start_api(api: FeedApi, host: str, port: int) -> ThreadingHTTPServer:
     """Start serving `api` on host:port in a daemon thread; returns the server."""
     httpd = ThreadingHTTPServer((host, port), make_handler(api))
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, name=f"{api.name}-http", daemon=True).start()
+    threading.Thread(
+        target=httpd.serve_forever, name=f"{api.name}-http", daemon=True
+    ).start()
     return httpd
 
 
@@ -236,8 +291,10 @@ def max_updated_at(db: Path, entities: dict[str, tuple[str, str]]) -> int:
     """Greatest updated_at in a feed database (the batch clock's horizon)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
     try:
-        vals = [conn.execute(f"SELECT max(updated_at) FROM {t}").fetchone()[0]
-                for t, _ in entities.values()]
+        vals = [
+            conn.execute(f"SELECT max(updated_at) FROM {t}").fetchone()[0]
+            for t, _ in entities.values()
+        ]
     finally:
         conn.close()
     return max((v for v in vals if v is not None), default=0)

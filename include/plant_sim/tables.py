@@ -35,7 +35,7 @@ class TableWriter:
         self.writers: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         for name, cols in spec.items():
-            fh = open(folder / f"{name}.csv", "w", encoding="utf-8", newline="")
+            fh = open(folder / f"{name}.csv", "w", encoding="utf-8", newline="")  # noqa: SIM115
             self.files[name] = fh
             w = csv.writer(fh, lineterminator="\n")
             w.writerow([c for c, _ in cols])
@@ -77,12 +77,10 @@ def copy_tables(cur: Any, schema: str, spec: Spec, folder: Path) -> dict[str, in
             counts[name] = 0
             continue
         colnames = ", ".join(c for c, _ in cols)
-        with cur.copy(
-            f"COPY {schema}.{name} ({colnames}) FROM STDIN WITH (FORMAT csv, HEADER true)"
-        ) as copy:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    copy.write(chunk)
+        sql = f"COPY {schema}.{name} ({colnames}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+        with cur.copy(sql) as copy, open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                copy.write(chunk)
         cur.execute(f"SELECT count(*) FROM {schema}.{name}")
         counts[name] = cur.fetchone()[0]
     return counts

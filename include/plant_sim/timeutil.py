@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from zoneinfo import ZoneInfo
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def iso(epoch: int) -> str:

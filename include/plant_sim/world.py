@@ -103,8 +103,8 @@ class Interval:
             return 0
         if t >= self.end:
             return self.pieces
-        # completion instants are floored to whole seconds
-        return min(self.pieces, int(math.floor((t - self.start) / self.cycle + 1e-9)))
+        # pieces completed at or before t (epsilon absorbs float error at exact multiples)
+        return min(self.pieces, math.floor((t - self.start) / self.cycle + 1e-9))
 
 
 @dataclass
@@ -182,7 +182,9 @@ class MachineSim:
         self.state_seq = 0
 
     def _sample_ttf(self) -> int:
-        return max(60, int(self.rng.expovariate(1.0 / (self.world.cfg.mtbf_run_hours * 3600))))
+        return max(
+            60, int(self.rng.expovariate(1.0 / (self.world.cfg.mtbf_run_hours * 3600)))
+        )
 
     def _sample_ttr(self) -> int:
         mean = self.world.cfg.mttr_minutes * 60
@@ -204,15 +206,23 @@ class MachineSim:
         out: list[Interval] = []
         blocks: list[tuple[int, int, str]] = []
         pm_day = (self.m.index * 2 + len(self.m.line_code)) % 7
-        if shift.shift_code == "S1" and day_index % 7 == pm_day and self.world.cfg.pm_hours > 0:
-            blocks.append((shift.start, shift.start + int(self.world.cfg.pm_hours * 3600), "PM"))
+        if (
+            shift.shift_code == "S1"
+            and day_index % 7 == pm_day
+            and self.world.cfg.pm_hours > 0
+        ):
+            blocks.append(
+                (shift.start, shift.start + int(self.world.cfg.pm_hours * 3600), "PM")
+            )
         b0 = shift.start + BREAK_OFFSET_S
         blocks.append((b0, b0 + BREAK_S, "BREAK"))
         t = shift.start
         for bs, be, reason in blocks:
             if t < bs:
                 self._simulate(t, bs, shift, out)
-            out.append(Interval(self.m, "planned_downtime", reason, bs, be, self.cur, shift))
+            out.append(
+                Interval(self.m, "planned_downtime", reason, bs, be, self.cur, shift)
+            )
             t = be
         self._simulate(t, shift.end, shift, out)
         self._confirm(shift, out, ev)
@@ -238,33 +248,50 @@ class MachineSim:
                     )
                     if self.rng.random() < 0.12:
                         d = min(self.rng.randint(5, 20) * 60, b - t)
-                        self._emit(out, Interval(self.m, "idle", "WAIT_MAT", t, t + d, op, shift))
+                        self._emit(
+                            out,
+                            Interval(self.m, "idle", "WAIT_MAT", t, t + d, op, shift),
+                        )
                         t += d
                     continue
                 nxt = self.queue[0].wo.released_at if self.queue else b
                 until = min(b, max(nxt, t + 1))
-                self._emit(out, Interval(self.m, "idle", "NO_ORDER", t, until, None, shift))
+                self._emit(
+                    out, Interval(self.m, "idle", "NO_ORDER", t, until, None, shift)
+                )
                 t = until
                 continue
             op = self.cur
             if self.setup_left > 0:
                 d = min(self.setup_left, b - t)
-                self._emit(out, Interval(self.m, "setup", "CHANGEOVER", t, t + d, op, shift))
+                self._emit(
+                    out, Interval(self.m, "setup", "CHANGEOVER", t, t + d, op, shift)
+                )
                 self.setup_left -= d
                 t += d
                 continue
             if self.ttf_left <= 0:
                 d = min(self._sample_ttr(), b - t)
                 reason = self._failure_reason()
-                self._emit(out, Interval(self.m, "unplanned_downtime", reason, t, t + d, op, shift))
+                self._emit(
+                    out,
+                    Interval(self.m, "unplanned_downtime", reason, t, t + d, op, shift),
+                )
                 self.ttf_left = self._sample_ttf()
                 t += d
                 continue
-            to_finish = int(math.ceil(op.remaining * op.actual_cycle - 1e-9))
+            to_finish = math.ceil(op.remaining * op.actual_cycle - 1e-9)
             d = min(b - t, self.ttf_left, to_finish)
-            n = op.remaining if d == to_finish else min(op.remaining, int(d / op.actual_cycle))
+            n = (
+                op.remaining
+                if d == to_finish
+                else min(op.remaining, int(d / op.actual_cycle))
+            )
             self._emit(
-                out, Interval(self.m, "running", None, t, t + d, op, shift, op.actual_cycle, n)
+                out,
+                Interval(
+                    self.m, "running", None, t, t + d, op, shift, op.actual_cycle, n
+                ),
             )
             op.remaining -= n
             self.ttf_left -= d
@@ -302,7 +329,13 @@ class MachineSim:
                     rework += 1
             conf = Confirmation(
                 self.world.next_id("CNF", shift.site_code, 8),
-                op, shift, start, end, pq - scrap - rework, scrap, rework,
+                op,
+                shift,
+                start,
+                end,
+                pq - scrap - rework,
+                scrap,
+                rework,
             )
             ev.confirmations.append(conf)
 
@@ -310,7 +343,9 @@ class MachineSim:
 class WorldGen:
     """Generates a world folder from a config and a seed."""
 
-    def __init__(self, cfg: Config, seed: int, out: Path, systems: list[Any] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, seed: int, out: Path, systems: list[Any] | None = None
+    ) -> None:
         self.cfg = cfg
         self.seed = seed
         self.out = out
@@ -323,7 +358,9 @@ class WorldGen:
         self.defects = Defects(seed, cfg.defects, self.truth)
         self.drops = DropIndex(out)
         self.erp: Any = None
-        self.reliability: dict[str, list[int]] = {m.code: [0, 0, 0] for m in cfg.machines}
+        self.reliability: dict[str, list[int]] = {
+            m.code: [0, 0, 0] for m in cfg.machines
+        }
 
     # ---- ids and record times -------------------------------------------------------------
     def next_id(self, prefix: str, site_code: str, width: int) -> str:
@@ -405,23 +442,38 @@ class WorldGen:
             self._wo_record(wo, "completed", t + self.rec_delay())
 
     # ---- ERP releases and material lots ----------------------------------------------------
-    def release_orders(self, site: Site, day: dt.date, shifts: list[Shift], ev: DayEvents,
-                       sims: dict[str, MachineSim]) -> None:
+    def release_orders(
+        self,
+        site: Site,
+        day: dt.date,
+        shifts: list[Shift],
+        ev: DayEvents,
+        sims: dict[str, MachineSim],
+    ) -> None:
         """ERP releases the day's production orders to the MES before the morning shift."""
         r = rngmod.stream(self.seed, "orders", site.code, day.isoformat())
         for line in (ln for ln in self.cfg.lines if ln.site_code == site.code):
             avail_s = sum(s.seconds - BREAK_S for s in shifts)
             n_orders = r.randint(1, 3)
             for k in range(n_orders):
-                product = self.cfg.product(line.products[r.randrange(len(line.products))])
-                per_machine = avail_s * self.cfg.order_load / product.ideal_cycle_s / n_orders
-                qty_per_machine = max(10, int(per_machine * r.uniform(0.85, 1.15) / 10) * 10)
+                product = self.cfg.product(
+                    line.products[r.randrange(len(line.products))]
+                )
+                per_machine = (
+                    avail_s * self.cfg.order_load / product.ideal_cycle_s / n_orders
+                )
+                qty_per_machine = max(
+                    10, int(per_machine * r.uniform(0.85, 1.15) / 10) * 10
+                )
                 qty = qty_per_machine * len(line.machines)
                 released = shifts[0].start - r.randint(20, 80) * 60 + k * 60
                 wo = WorkOrder(
                     work_order_id=self.next_id("WO", site.code, 6),
-                    erp_order_number=str(1000000 + self.counters.get(f"WO-{site.code}", 0)
-                                         + 100000 * self.cfg.sites.index(site)),
+                    erp_order_number=str(
+                        1000000
+                        + self.counters.get(f"WO-{site.code}", 0)
+                        + 100000 * self.cfg.sites.index(site)
+                    ),
                     site=site,
                     line=line,
                     product=product,
@@ -449,7 +501,9 @@ class WorldGen:
                     self._op_record(op, "released", released + r.randint(1, 30))
                 ev.work_orders.append(wo)
 
-    def receive_lots(self, site: Site, day: dt.date, shifts: list[Shift], ev: DayEvents) -> None:
+    def receive_lots(
+        self, site: Site, day: dt.date, shifts: list[Shift], ev: DayEvents
+    ) -> None:
         """Raw-material lots arrive before the day (sized from the day's released orders)."""
         need: dict[str, float] = {}
         for wo in ev.work_orders:
@@ -462,15 +516,24 @@ class WorldGen:
             factor = 1.6 if ev.day_index == 0 else r.uniform(1.0, 1.25)
             qty = math.ceil(need[mat.erp_material] * factor / 10) * 10
             lot = f"RL-{site.code}-{mat.erp_material}-{day.strftime('%Y%m%d')}"
-            at = shifts[0].start - 3600 if ev.day_index == 0 else shifts[0].start + r.randint(30, 90) * 60
+            at = (
+                shifts[0].start - 3600
+                if ev.day_index == 0
+                else shifts[0].start + r.randint(30, 90) * 60
+            )
             self._add_lot(site, mat.erp_material, lot, float(qty), at, ev)
 
-    def _add_lot(self, site: Site, material: str, lot: str, qty: float, at: int,
-                 ev: DayEvents) -> None:
+    def _add_lot(
+        self, site: Site, material: str, lot: str, qty: float, at: int, ev: DayEvents
+    ) -> None:
         self.lots.setdefault((site.code, material), deque()).append([lot, qty, at])
-        ev.receipts.append(Receipt(self.next_id("GR", site.code, 7), site, material, lot, qty, at))
+        ev.receipts.append(
+            Receipt(self.next_id("GR", site.code, 7), site, material, lot, qty, at)
+        )
 
-    def consume(self, conf: Confirmation, ev: DayEvents, produced_lot: str | None) -> None:
+    def consume(
+        self, conf: Confirmation, ev: DayEvents, produced_lot: str | None
+    ) -> None:
         """Book BOM consumption of a confirmation FIFO from the site's material lots."""
         site = conf.op.wo.site
         for b in conf.op.wo.product.bom:
@@ -481,8 +544,14 @@ class WorldGen:
                 lot = next((x for x in lots if x[2] <= conf.end and x[1] > 1e-9), None)
                 if lot is None:
                     extra = f"RL-{site.code}-{b.component}-X{self.next_id('XL', site.code, 4)[-4:]}"
-                    self._add_lot(site, b.component, extra,
-                                  float(math.ceil(left * 2 / 10) * 10), conf.start, ev)
+                    self._add_lot(
+                        site,
+                        b.component,
+                        extra,
+                        float(math.ceil(left * 2 / 10) * 10),
+                        conf.start,
+                        ev,
+                    )
                     continue
                 take = round(min(left, lot[1]), 3)
                 lot[1] = round(lot[1] - take, 3)
@@ -491,18 +560,30 @@ class WorldGen:
                     lots.popleft()
                 if take > 0:
                     ev.consumptions.append(
-                        Consumption(self.next_id("CON", site.code, 8), conf, mat.erp_material,
-                                    lot[0], take, produced_lot)
+                        Consumption(
+                            self.next_id("CON", site.code, 8),
+                            conf,
+                            mat.erp_material,
+                            lot[0],
+                            take,
+                            produced_lot,
+                        )
                     )
 
     # ---- main loop ----------------------------------------------------------------------------
     def generate(self) -> dict[str, Any]:
         """Generate every site and day; returns the manifest."""
         cfg = self.cfg
-        self.truth.row("world", {
-            "world_name": cfg.name, "seed": self.seed, "config_sha256": cfg.sha256,
-            "start_date": cfg.start_date.isoformat(), "days": cfg.days,
-        })
+        self.truth.row(
+            "world",
+            {
+                "world_name": cfg.name,
+                "seed": self.seed,
+                "config_sha256": cfg.sha256,
+                "start_date": cfg.start_date.isoformat(),
+                "days": cfg.days,
+            },
+        )
         sims = {m.code: MachineSim(self, m) for m in cfg.machines}
         for system in self.systems:
             system.start(self)
@@ -519,7 +600,9 @@ class WorldGen:
                     for m in machines:
                         sims[m.code].run_shift(shift, di, ev)
                     for conf in ev.confirmations[n_before:]:
-                        lot = self.next_id("PL", site.code, 8) if conf.good > 0 else None
+                        lot = (
+                            self.next_id("PL", site.code, 8) if conf.good > 0 else None
+                        )
                         if lot:
                             ev.produced_lots.append((lot, conf))
                         self.consume(conf, ev, lot)
@@ -541,11 +624,20 @@ class WorldGen:
             "start_date": cfg.start_date.isoformat(),
             "days": cfg.days,
             "sites": [{"code": s.code, "timezone": s.timezone} for s in cfg.sites],
-            "first_shift_start": iso(min(
-                shifts_for_day(s.code, cfg.start_date, s.tz)[0].start for s in cfg.sites)),
-            "last_shift_end": iso(max(
-                shifts_for_day(s.code, cfg.start_date + dt.timedelta(days=cfg.days - 1), s.tz)[-1].end
-                for s in cfg.sites)),
+            "first_shift_start": iso(
+                min(
+                    shifts_for_day(s.code, cfg.start_date, s.tz)[0].start
+                    for s in cfg.sites
+                )
+            ),
+            "last_shift_end": iso(
+                max(
+                    shifts_for_day(
+                        s.code, cfg.start_date + dt.timedelta(days=cfg.days - 1), s.tz
+                    )[-1].end
+                    for s in cfg.sites
+                )
+            ),
             "mes_counts": dict(sorted(self.mes.counts.items())),
             "defects": self.defects.counts(),
             "drop_files": self.drops.files,
@@ -569,22 +661,26 @@ class WorldGen:
             if d.hit("mes_out_of_order"):
                 updated = iv.end + self.rng.randint(1800, 5400)
                 d.record("mes_out_of_order", state_id)
-            self.mes.add("machine-states", {
-                "state_id": state_id,
-                "site_code": m.site_code,
-                "line_code": m.line_code,
-                "machine_code": m.code,
-                "state": iv.state,
-                "reason_code": iv.reason,
-                "reason_text_en": reason[1] if reason else None,
-                "reason_text_zh": reason[2] if reason else None,
-                "operation_id": iv.op.operation_id if iv.op else None,
-                "start_at": iso(iv.start),
-                "end_at": iso(iv.end),
-                "production_date": iv.shift.production_date.isoformat(),
-                "shift_code": iv.shift.shift_code,
-                "updated_at": iso(updated),
-            }, updated)
+            self.mes.add(
+                "machine-states",
+                {
+                    "state_id": state_id,
+                    "site_code": m.site_code,
+                    "line_code": m.line_code,
+                    "machine_code": m.code,
+                    "state": iv.state,
+                    "reason_code": iv.reason,
+                    "reason_text_en": reason[1] if reason else None,
+                    "reason_text_zh": reason[2] if reason else None,
+                    "operation_id": iv.op.operation_id if iv.op else None,
+                    "start_at": iso(iv.start),
+                    "end_at": iso(iv.end),
+                    "production_date": iv.shift.production_date.isoformat(),
+                    "shift_code": iv.shift.shift_code,
+                    "updated_at": iso(updated),
+                },
+                updated,
+            )
         for c in ev.confirmations:
             op = c.op
             updated = c.end + self.rec_delay()
@@ -621,22 +717,28 @@ class WorldGen:
             self.mes.add("confirmations", rec, updated)
             if not c.quarantined and d.hit("mes_duplicate"):
                 dup_at = updated + self.rng.randint(60, 3600)
-                self.mes.add("confirmations", {**rec, "updated_at": iso(dup_at)}, dup_at)
+                self.mes.add(
+                    "confirmations", {**rec, "updated_at": iso(dup_at)}, dup_at
+                )
                 d.record("mes_duplicate", c.confirmation_id)
         for lot, c in ev.produced_lots:
             updated = c.end + self.rec_delay()
-            self.mes.add("produced-lots", {
-                "lot_id": lot,
-                "work_order_id": c.op.wo.work_order_id,
-                "operation_id": c.op.operation_id,
-                "confirmation_id": c.confirmation_id,
-                "machine_code": c.op.machine.code,
-                "item_code": c.op.wo.product.mes_item,
-                "qty": c.good,
-                "unit": "PCS",
-                "produced_at": iso(c.end),
-                "updated_at": iso(updated),
-            }, updated)
+            self.mes.add(
+                "produced-lots",
+                {
+                    "lot_id": lot,
+                    "work_order_id": c.op.wo.work_order_id,
+                    "operation_id": c.op.operation_id,
+                    "confirmation_id": c.confirmation_id,
+                    "machine_code": c.op.machine.code,
+                    "item_code": c.op.wo.product.mes_item,
+                    "qty": c.good,
+                    "unit": "PCS",
+                    "produced_at": iso(c.end),
+                    "updated_at": iso(updated),
+                },
+                updated,
+            )
         for k in ev.consumptions:
             mat = self.cfg.material(k.material)
             updated = k.conf.end + self.rec_delay()
@@ -648,29 +750,39 @@ class WorldGen:
             elif unit == "kg" and d.hit("mes_unit_mismatch"):
                 qty, unit = round(k.qty * 1000, 3), "g"
                 d.record("mes_unit_mismatch", k.consumption_id)
-            self.mes.add("material-consumptions", {
-                "consumption_id": k.consumption_id,
-                "operation_id": k.conf.op.operation_id,
-                "work_order_id": k.conf.op.wo.work_order_id,
-                "confirmation_id": k.conf.confirmation_id,
-                "machine_code": k.conf.op.machine.code,
-                "item_code": item,
-                "lot_id": k.lot_id,
-                "qty": qty,
-                "unit": unit,
-                "consumed_at": iso(k.conf.end),
-                "produced_lot_id": k.produced_lot_id,
-                "updated_at": iso(updated),
-            }, updated)
+            self.mes.add(
+                "material-consumptions",
+                {
+                    "consumption_id": k.consumption_id,
+                    "operation_id": k.conf.op.operation_id,
+                    "work_order_id": k.conf.op.wo.work_order_id,
+                    "confirmation_id": k.conf.confirmation_id,
+                    "machine_code": k.conf.op.machine.code,
+                    "item_code": item,
+                    "lot_id": k.lot_id,
+                    "qty": qty,
+                    "unit": unit,
+                    "consumed_at": iso(k.conf.end),
+                    "produced_lot_id": k.produced_lot_id,
+                    "updated_at": iso(updated),
+                },
+                updated,
+            )
 
     def emit_truth(self, ev: DayEvents) -> None:
         """ISO 22400 elements per machine × shift, production and FPY per line × day, genealogy."""
         for s in ev.shifts:
-            self.truth.row("shift_calendar", {
-                "site_code": s.site_code, "production_date": s.production_date.isoformat(),
-                "shift_code": s.shift_code, "shift_start_at": iso(s.start),
-                "shift_end_at": iso(s.end), "shift_seconds": s.seconds,
-            })
+            self.truth.row(
+                "shift_calendar",
+                {
+                    "site_code": s.site_code,
+                    "production_date": s.production_date.isoformat(),
+                    "shift_code": s.shift_code,
+                    "shift_start_at": iso(s.start),
+                    "shift_end_at": iso(s.end),
+                    "shift_seconds": s.seconds,
+                },
+            )
         acc: dict[tuple[str, str], dict[str, float]] = {}
         for iv in ev.intervals:
             a = acc.setdefault((iv.machine.code, iv.shift.shift_code), {})
@@ -701,18 +813,35 @@ class WorldGen:
                 eff = pri / apt if apt else None
                 qual = gq / pq if pq else None
                 oee = avail * eff * qual if None not in (avail, eff, qual) else 0.0
-                self.truth.row("oee_machine_shift", {
-                    "site_code": m.site_code, "line_code": m.line_code, "machine_code": m.code,
-                    "production_date": s.production_date.isoformat(), "shift_code": s.shift_code,
-                    "shift_start_at": iso(s.start), "shift_end_at": iso(s.end),
-                    "pbt_seconds": pbt, "apt_seconds": apt, "pri_seconds": round(pri, 6),
-                    "pq": pq, "gq": gq, "sq": int(a.get("sq", 0)), "rq": int(a.get("rq", 0)),
-                    "setup_seconds": int(a.get("setup", 0)),
-                    "idle_seconds": int(a.get("idle", 0)),
-                    "planned_downtime_seconds": pdt,
-                    "unplanned_downtime_seconds": int(a.get("unplanned_downtime", 0)),
-                    "availability": avail, "effectiveness": eff, "quality_ratio": qual, "oee": oee,
-                })
+                self.truth.row(
+                    "oee_machine_shift",
+                    {
+                        "site_code": m.site_code,
+                        "line_code": m.line_code,
+                        "machine_code": m.code,
+                        "production_date": s.production_date.isoformat(),
+                        "shift_code": s.shift_code,
+                        "shift_start_at": iso(s.start),
+                        "shift_end_at": iso(s.end),
+                        "pbt_seconds": pbt,
+                        "apt_seconds": apt,
+                        "pri_seconds": round(pri, 6),
+                        "pq": pq,
+                        "gq": gq,
+                        "sq": int(a.get("sq", 0)),
+                        "rq": int(a.get("rq", 0)),
+                        "setup_seconds": int(a.get("setup", 0)),
+                        "idle_seconds": int(a.get("idle", 0)),
+                        "planned_downtime_seconds": pdt,
+                        "unplanned_downtime_seconds": int(
+                            a.get("unplanned_downtime", 0)
+                        ),
+                        "availability": avail,
+                        "effectiveness": eff,
+                        "quality_ratio": qual,
+                        "oee": oee,
+                    },
+                )
         line_day: dict[str, list[int]] = {}
         for c in valid:
             t = line_day.setdefault(c.op.machine.line_code, [0, 0, 0])
@@ -721,13 +850,25 @@ class WorldGen:
             t[2] += c.rework
         for line in (ln for ln in self.cfg.lines if ln.site_code == ev.site.code):
             g, s_, r = line_day.get(line.code, [0, 0, 0])
-            base = {"site_code": ev.site.code, "line_code": line.code,
-                    "production_date": ev.day.isoformat()}
-            self.truth.row("production_line_day",
-                           {**base, "good_qty": g, "scrap_qty": s_, "rework_qty": r})
+            base = {
+                "site_code": ev.site.code,
+                "line_code": line.code,
+                "production_date": ev.day.isoformat(),
+            }
+            self.truth.row(
+                "production_line_day",
+                {**base, "good_qty": g, "scrap_qty": s_, "rework_qty": r},
+            )
             pq = g + s_ + r
-            self.truth.row("fpy_line_day", {**base, "produced_qty": pq, "first_pass_good_qty": g,
-                                            "fpy": g / pq if pq else None})
+            self.truth.row(
+                "fpy_line_day",
+                {
+                    **base,
+                    "produced_qty": pq,
+                    "first_pass_good_qty": g,
+                    "fpy": g / pq if pq else None,
+                },
+            )
         edges: dict[tuple[str, str], list[Any]] = {}
         for k in ev.consumptions:
             if k.quarantined or k.produced_lot_id is None:
@@ -735,25 +876,44 @@ class WorldGen:
             key = (k.lot_id, k.produced_lot_id)
             e = edges.get(key)
             if e is None:
-                edges[key] = [k.material, k.conf.op.wo.product.erp_material, k.qty,
-                              self.cfg.material(k.material).unit]
+                edges[key] = [
+                    k.material,
+                    k.conf.op.wo.product.erp_material,
+                    k.qty,
+                    self.cfg.material(k.material).unit,
+                ]
             else:
                 e[2] = round(e[2] + k.qty, 3)
         for (parent, child), (pm, cm, qty, unit) in edges.items():
-            self.truth.row("genealogy_edges", {
-                "parent_lot_id": parent, "child_lot_id": child, "parent_material_number": pm,
-                "child_material_number": cm, "qty": qty, "unit": unit,
-            })
+            self.truth.row(
+                "genealogy_edges",
+                {
+                    "parent_lot_id": parent,
+                    "child_lot_id": child,
+                    "parent_material_number": pm,
+                    "child_material_number": cm,
+                    "qty": qty,
+                    "unit": unit,
+                },
+            )
 
     def emit_reliability(self) -> None:
         """MTBF / MTTR per machine over the whole world."""
         for m in self.cfg.machines:
             n, run, down = self.reliability[m.code]
-            self.truth.row("reliability_machine", {
-                "site_code": m.site_code, "line_code": m.line_code, "machine_code": m.code,
-                "failure_count": n, "running_seconds": run, "unplanned_downtime_seconds": down,
-                "mtbf_seconds": run / n if n else None, "mttr_seconds": down / n if n else None,
-            })
+            self.truth.row(
+                "reliability_machine",
+                {
+                    "site_code": m.site_code,
+                    "line_code": m.line_code,
+                    "machine_code": m.code,
+                    "failure_count": n,
+                    "running_seconds": run,
+                    "unplanned_downtime_seconds": down,
+                    "mtbf_seconds": run / n if n else None,
+                    "mttr_seconds": down / n if n else None,
+                },
+            )
 
 
 def generate_world(cfg: Config, seed: int, out: Path) -> dict[str, Any]:

@@ -12,7 +12,9 @@ def latest(world: Path, table: str) -> list[dict[str, Any]]:
     """Every record of `table`, keeping the greatest updated_at per id."""
     conn = sqlite3.connect(world / "mes" / "mes.sqlite")
     try:
-        rows = conn.execute(f"SELECT id, body FROM {table} ORDER BY updated_at, id").fetchall()
+        rows = conn.execute(
+            f"SELECT id, body FROM {table} ORDER BY updated_at, id"
+        ).fetchall()
     finally:
         conn.close()
     out: dict[str, dict[str, Any]] = {}
@@ -25,6 +27,8 @@ def all_rows(world: Path, table: str) -> list[tuple[int, str]]:
     """(updated_at, id) of every stored row."""
     conn = sqlite3.connect(world / "mes" / "mes.sqlite")
     try:
-        return conn.execute(f"SELECT updated_at, id FROM {table} ORDER BY 1, 2").fetchall()
+        return conn.execute(
+            f"SELECT updated_at, id FROM {table} ORDER BY 1, 2"
+        ).fetchall()
     finally:
         conn.close()

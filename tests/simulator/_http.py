@@ -8,8 +8,12 @@ import urllib.request
 from typing import Any
 
 
-def call(url: str, key: str | None = "k3y", method: str = "GET",
-         body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
+def call(
+    url: str,
+    key: str | None = "k3y",
+    method: str = "GET",
+    body: dict[str, Any] | None = None,
+) -> tuple[int, dict[str, str], Any]:
     """Return (status, headers, decoded JSON) without raising on HTTP errors."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -24,7 +28,9 @@ def call(url: str, key: str | None = "k3y", method: str = "GET",
         return err.code, dict(err.headers), json.loads(err.read())
 
 
-def fetch_all(base: str, entity: str, limit: int = 137, **window: str) -> list[dict[str, Any]]:
+def fetch_all(
+    base: str, entity: str, limit: int = 137, **window: str
+) -> list[dict[str, Any]]:
     """Page through an entity with the cursor; returns every record."""
     out: list[dict[str, Any]] = []
     cursor = None

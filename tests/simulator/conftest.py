@@ -12,8 +12,8 @@ INCLUDE = Path(__file__).resolve().parents[2] / "include"
 if str(INCLUDE) not in sys.path:
     sys.path.insert(0, str(INCLUDE))
 
-from plant_sim.config import load_config  # noqa: E402
-from plant_sim.world import generate_world  # noqa: E402
+from plant_sim.config import load_config
+from plant_sim.world import generate_world
 
 CONFIGS = INCLUDE / "plant_sim" / "configs"
 SEED = 7
@@ -25,7 +25,9 @@ def small_config_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_world(tmp_path_factory: pytest.TempPathFactory, small_config_path: Path) -> Path:
+def small_world(
+    tmp_path_factory: pytest.TempPathFactory, small_config_path: Path
+) -> Path:
     """The small config generated once per session (seed 7)."""
     out = tmp_path_factory.mktemp("world_small")
     generate_world(load_config(small_config_path), SEED, out)

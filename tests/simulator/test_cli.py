@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
 SMALL = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
 
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -24,8 +25,14 @@ def _port() -> int:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "plant_sim", *args], env=ENV, text=True,
-                          capture_output=True, check=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "plant_sim", *args],
+        env=ENV,
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
 
 
 def _wait_health(url: str, proc: subprocess.Popen) -> dict:
@@ -46,20 +53,52 @@ def test_help_lists_commands() -> None:
 
 
 def test_generate_then_serve(tmp_path: Path) -> None:
-    summary = json.loads(_cli("generate", "--config", str(SMALL), "--seed", "7",
-                              "--out", str(tmp_path / "w")).stdout)
+    summary = json.loads(
+        _cli(
+            "generate",
+            "--config",
+            str(SMALL),
+            "--seed",
+            "7",
+            "--out",
+            str(tmp_path / "w"),
+        ).stdout
+    )
     assert summary["first_shift_start"] == "2026-10-24T04:00:00Z"
     mes, qms = _port(), _port()
-    proc = subprocess.Popen([sys.executable, "-m", "plant_sim", "serve", "--world",
-                             str(tmp_path / "w"), "--mes-port", str(mes), "--qms-port", str(qms),
-                             "--api-key", "k3y", "--inbox", str(tmp_path / "inbox")],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plant_sim",
+            "serve",
+            "--world",
+            str(tmp_path / "w"),
+            "--mes-port",
+            str(mes),
+            "--qms-port",
+            str(qms),
+            "--api-key",
+            "k3y",
+            "--inbox",
+            str(tmp_path / "inbox"),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         health = _wait_health(f"http://127.0.0.1:{mes}/api/v1", proc)
         assert health["status"] == "ok" and "confirmations" in health["entities"]
-        status, _h, body = call(f"http://127.0.0.1:{qms}/api/v1/usage-decisions?limit=3")
+        status, _h, body = call(
+            f"http://127.0.0.1:{qms}/api/v1/usage-decisions?limit=3"
+        )
         assert status == 200 and len(body["data"]) == 3
-        assert len(list((tmp_path / "inbox" / "scada").glob("SCADA_TAGS_*.csv"))) == 3 * 24 + 1  # DST: 25 h
+        assert (
+            len(list((tmp_path / "inbox" / "scada").glob("SCADA_TAGS_*.csv")))
+            == 3 * 24 + 1
+        )  # DST: 25 h
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -72,11 +111,39 @@ def test_up_live_moves_rows_and_files(pg, scratch_dbs, tmp_path: Path) -> None:
     eam = scratch_dbs("sim_test_up_eam")
     mes, qms = _port(), _port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plant_sim", "up", "--config", str(SMALL), "--seed", "7",
-         "--out", str(tmp_path / "w"), "--truth-dsn", pg.dsn, "--erp-dsn", erp, "--eam-dsn", eam,
-         "--mes-port", str(mes), "--qms-port", str(qms), "--clock", "live", "--speed", "7200",
-         "--inbox", str(tmp_path / "inbox")],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "plant_sim",
+            "up",
+            "--config",
+            str(SMALL),
+            "--seed",
+            "7",
+            "--out",
+            str(tmp_path / "w"),
+            "--truth-dsn",
+            pg.dsn,
+            "--erp-dsn",
+            erp,
+            "--eam-dsn",
+            eam,
+            "--mes-port",
+            str(mes),
+            "--qms-port",
+            str(qms),
+            "--clock",
+            "live",
+            "--speed",
+            "7200",
+            "--inbox",
+            str(tmp_path / "inbox"),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_health(f"http://127.0.0.1:{mes}/api/v1", proc)
         with psycopg.connect(eam, autocommit=True) as conn:
@@ -88,7 +155,12 @@ def test_up_live_moves_rows_and_files(pg, scratch_dbs, tmp_path: Path) -> None:
         assert later > first
         assert files_later > files_first
         with psycopg.connect(pg.dsn) as conn:
-            assert conn.execute("select count(*) from truth.oee_machine_shift").fetchone()[0] == 36
+            assert (
+                conn.execute("select count(*) from truth.oee_machine_shift").fetchone()[
+                    0
+                ]
+                == 36
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

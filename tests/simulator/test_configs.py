@@ -15,7 +15,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "include" / "plant_sim" / "confi
 
 def test_default_config_generates(tmp_path: Path) -> None:
     cfg = load_config(CONFIGS / "default.toml")
-    assert (len(cfg.sites), len(cfg.lines), len(cfg.machines), cfg.days) == (1, 3, 12, 14)
+    assert (len(cfg.sites), len(cfg.lines), len(cfg.machines), cfg.days) == (
+        1,
+        3,
+        12,
+        14,
+    )
     t0 = time.perf_counter()
     manifest = generate_world(cfg, 42, tmp_path)
     seconds = time.perf_counter() - t0
@@ -28,7 +33,9 @@ def test_default_config_generates(tmp_path: Path) -> None:
 
 def test_second_site_in_shanghai(tmp_path: Path) -> None:
     text = (CONFIGS / "small.toml").read_text(encoding="utf-8")
-    text = text.replace("[[products]]", '''[[sites]]
+    text = text.replace(
+        "[[products]]",
+        """[[sites]]
 code = "SHA"
 name_en = "Shanghai Plant"
 name_zh = "上海工厂"
@@ -44,14 +51,29 @@ machine_type = "MOLD"
 machines = 2
 products = ["100047"]
 
-[[products]]''', 1)
+[[products]]""",
+        1,
+    )
     cfg_path = tmp_path / "two_sites.toml"
     cfg_path.write_text(text, encoding="utf-8")
     manifest = generate_world(load_config(cfg_path), 5, tmp_path / "w")
-    assert [s["timezone"] for s in manifest["sites"]] == ["Europe/Berlin", "Asia/Shanghai"]
+    assert [s["timezone"] for s in manifest["sites"]] == [
+        "Europe/Berlin",
+        "Asia/Shanghai",
+    ]
     with open(tmp_path / "w" / "truth" / "shift_calendar.csv", encoding="utf-8") as fh:
         cal = [r for r in csv.DictReader(fh) if r["site_code"] == "SHA"]
-    assert cal[0]["shift_start_at"] == "2026-10-23T22:00:00Z"  # 06:00 in Shanghai (UTC+8)
+    assert (
+        cal[0]["shift_start_at"] == "2026-10-23T22:00:00Z"
+    )  # 06:00 in Shanghai (UTC+8)
     assert {int(r["shift_seconds"]) for r in cal} == {28800}  # no DST in China
-    assert json.loads((tmp_path / "w" / "world.json").read_text())["mes_counts"]["work_orders"] > 0
-    assert any(p.name.startswith("WMS_MOVEMENTS_SHA_") for p in (tmp_path / "w" / "drops" / "wms").iterdir())
+    assert (
+        json.loads((tmp_path / "w" / "world.json").read_text())["mes_counts"][
+            "work_orders"
+        ]
+        > 0
+    )
+    assert any(
+        p.name.startswith("WMS_MOVEMENTS_SHA_")
+        for p in (tmp_path / "w" / "drops" / "wms").iterdir()
+    )

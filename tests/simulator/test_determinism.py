@@ -23,10 +23,17 @@ def test_same_seed_same_bytes(tmp_path: Path, small_config_path: Path) -> None:
     generate_world(cfg, 11, tmp_path / "b")
     a, b = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
     assert len(a) >= 250
-    for name in ("mes/mes.sqlite", "qms/qms.sqlite", "truth/oee_machine_shift.csv",
-                 "truth/injected_defects.csv", "erp/production_orders.csv", "eam/failures.csv",
-                 "drops/index.csv", "drops/wms/WMS_CYCLECOUNT_ERF_20261024.csv",
-                 "drops/plm/PLM_EXPORT_ERF_20261024.xml"):
+    for name in (
+        "mes/mes.sqlite",
+        "qms/qms.sqlite",
+        "truth/oee_machine_shift.csv",
+        "truth/injected_defects.csv",
+        "erp/production_orders.csv",
+        "eam/failures.csv",
+        "drops/index.csv",
+        "drops/wms/WMS_CYCLECOUNT_ERF_20261024.csv",
+        "drops/plm/PLM_EXPORT_ERF_20261024.xml",
+    ):
         assert name in a, name
     assert a == b
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from _feed import all_rows
 from _http import call, fetch_all
-
 from plant_sim.systems.mes import ENTITIES
 from plant_sim.timeutil import iso, parse_iso_utc
 
@@ -30,8 +29,13 @@ def test_windows_partition_the_feed(mes_runtime, small_world: Path) -> None:
     seen: list[tuple[int, str]] = []
     t = lo - (lo % 3600)
     while t < hi:
-        got = fetch_all(base, "machine-states", limit=50,
-                        updated_since=iso(t), updated_before=iso(t + step))
+        got = fetch_all(
+            base,
+            "machine-states",
+            limit=50,
+            updated_since=iso(t),
+            updated_before=iso(t + step),
+        )
         for r in got:
             u = parse_iso_utc(r["updated_at"])
             assert t <= u < t + step
@@ -40,9 +44,13 @@ def test_windows_partition_the_feed(mes_runtime, small_world: Path) -> None:
     assert sorted(seen) == rows
     # boundary semantics: since is inclusive, before is exclusive
     u0, id0 = rows[len(rows) // 2]
-    incl = fetch_all(base, "machine-states", updated_since=iso(u0), updated_before=iso(u0 + 1))
+    incl = fetch_all(
+        base, "machine-states", updated_since=iso(u0), updated_before=iso(u0 + 1)
+    )
     assert id0 in {r["state_id"] for r in incl}
-    excl = fetch_all(base, "machine-states", updated_since=iso(u0 - 5), updated_before=iso(u0))
+    excl = fetch_all(
+        base, "machine-states", updated_since=iso(u0 - 5), updated_before=iso(u0)
+    )
     assert id0 not in {r["state_id"] for r in excl}
 
 
@@ -57,7 +65,14 @@ def test_offsets_are_accepted_and_naive_rejected(mes_runtime) -> None:
 
 def test_bad_requests(mes_runtime) -> None:
     base = mes_runtime.mes_url
-    for q in ("limit=0", "limit=1001", "limit=x", "cursor=%%%", "foo=1", "updated_before=yesterday"):
+    for q in (
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=%%%",
+        "foo=1",
+        "updated_before=yesterday",
+    ):
         status, _h, body = call(f"{base}/work-orders?{q}")
         assert status == 400, q
         assert body["error"] == "bad_request"
@@ -70,7 +85,9 @@ def test_default_limit_is_500(tmp_path: Path) -> None:
     from plant_sim.runtime import Runtime
     from plant_sim.world import generate_world
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "include/plant_sim/configs/default.toml")
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "include/plant_sim/configs/default.toml"
+    )
     generate_world(cfg, 3, tmp_path)
     n = len(all_rows(tmp_path, "machine_states"))
     assert n > 1000
@@ -96,12 +113,18 @@ def test_api_key_required(mes_runtime) -> None:
 def test_fault_injection_and_request_counter(mes_runtime) -> None:
     base = mes_runtime.mes_url
     root = base.rsplit("/api/v1", 1)[0]
-    status, _h, body = call(f"{root}/_admin/faults", method="POST", body={"status": 500, "count": 3})
+    status, _h, body = call(
+        f"{root}/_admin/faults", method="POST", body={"status": 500, "count": 3}
+    )
     assert status == 200 and body["pending"] == 3
     before = call(f"{root}/_admin/requests")[2]["data_requests"]
     codes = [call(f"{base}/work-orders?limit=1")[0] for _ in range(4)]
     assert codes == [500, 500, 500, 200]
-    call(f"{root}/_admin/faults", method="POST", body={"status": 429, "count": 1, "retry_after": 2})
+    call(
+        f"{root}/_admin/faults",
+        method="POST",
+        body={"status": 429, "count": 1, "retry_after": 2},
+    )
     status, headers, _b = call(f"{base}/work-orders?limit=1")
     assert status == 429 and headers["Retry-After"] == "2"
     assert call(f"{base}/work-orders?limit=1")[0] == 200
@@ -115,15 +138,21 @@ def test_live_clock_hides_future_records(small_world: Path) -> None:
 
     rows = all_rows(small_world, "confirmations")
     cut = rows[len(rows) // 3][0]
-    rt = Runtime(small_world, mes_port=0, qms_port=0, clock_mode="live", speed=0.0,
-                 start=iso(cut))
+    rt = Runtime(
+        small_world,
+        mes_port=0,
+        qms_port=0,
+        clock_mode="live",
+        speed=0.0,
+        start=iso(cut),
+    )
     rt.start()
     try:
         got = fetch_all(rt.mes_url, "confirmations", limit=1000)
-        assert [(parse_iso_utc(r["updated_at"]), r["confirmation_id"]) for r in got] == [
-            r for r in rows if r[0] <= cut
-        ]
-        status, headers, _ = call(f"{rt.mes_url}/confirmations?limit=1", key=None)
+        assert [
+            (parse_iso_utc(r["updated_at"]), r["confirmation_id"]) for r in got
+        ] == [r for r in rows if r[0] <= cut]
+        _status, headers, _ = call(f"{rt.mes_url}/confirmations?limit=1", key=None)
         assert headers["X-Server-Clock"] == iso(cut)
     finally:
         rt.stop()

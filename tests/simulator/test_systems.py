@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from _feed import latest
 from _files import drops, read_csv
-
 from plant_sim.timeutil import iso, parse_iso_utc
 
 
@@ -21,8 +20,11 @@ def _truth(world: Path, table: str) -> list[dict[str, str]]:
 
 
 def _quarantined(world: Path, entity: str) -> set[str]:
-    return {r["record_id"] for r in _truth(world, "injected_defects")
-            if r["entity"] == entity and r["action"] == "quarantine"}
+    return {
+        r["record_id"]
+        for r in _truth(world, "injected_defects")
+        if r["entity"] == entity and r["action"] == "quarantine"
+    }
 
 
 def test_scada_counter_deltas_equal_mes_counts(small_world: Path) -> None:
@@ -37,7 +39,9 @@ def test_scada_counter_deltas_equal_mes_counts(small_world: Path) -> None:
     bad = _quarantined(small_world, "confirmations")
     mes: dict[tuple[str, str, str], int] = defaultdict(int)
     damaged: set[tuple[str, str, str]] = set()
-    op_machine = {o["operation_id"]: o["machine_code"] for o in latest(small_world, "operations")}
+    op_machine = {
+        o["operation_id"]: o["machine_code"] for o in latest(small_world, "operations")
+    }
     for c in latest(small_world, "confirmations"):
         key = (op_machine[c["operation_id"]], c["production_date"], c["shift_code"])
         if c["confirmation_id"] in bad:
@@ -75,8 +79,11 @@ def test_wms_issues_equal_mes_consumption(small_world: Path) -> None:
     assert set(wms) == set(mes)
     for lot, qty in mes.items():
         assert wms[lot] == pytest.approx(qty, abs=1e-6), lot
-    assert legacy == sum(1 for d in _truth(small_world, "injected_defects")
-                         if d["kind"] == "wms_xref_code")
+    assert legacy == sum(
+        1
+        for d in _truth(small_world, "injected_defects")
+        if d["kind"] == "wms_xref_code"
+    )
 
 
 def test_wms_is_gb18030_with_chinese(small_world: Path) -> None:
@@ -92,16 +99,32 @@ def test_eam_failures_match_mes_unplanned_downtime(small_world: Path) -> None:
     with open(small_world / "eam" / "equipment.csv", encoding="utf-8") as fh:
         eq = {r["equipment_id"]: r for r in csv.DictReader(fh)}
     with open(small_world / "eam" / "failures.csv", encoding="utf-8") as fh:
-        failures = {(eq[r["equipment_id"]]["equipment_code"], r["started_at"], r["ended_at"],
-                     r["failure_code"]) for r in csv.DictReader(fh)}
-    mes = {(s["machine_code"], s["start_at"], s["end_at"], s["reason_code"])
-           for s in latest(small_world, "machine_states") if s["state"] == "unplanned_downtime"}
+        failures = {
+            (
+                eq[r["equipment_id"]]["equipment_code"],
+                r["started_at"],
+                r["ended_at"],
+                r["failure_code"],
+            )
+            for r in csv.DictReader(fh)
+        }
+    mes = {
+        (s["machine_code"], s["start_at"], s["end_at"], s["reason_code"])
+        for s in latest(small_world, "machine_states")
+        if s["state"] == "unplanned_downtime"
+    }
     assert len(mes) >= 3
     assert failures == mes
     levels = defaultdict(int)
     for r in eq.values():
         levels[r["hierarchy_level"]] += 1
-    assert dict(levels) == {"enterprise": 1, "site": 1, "area": 1, "line": 2, "machine": 4}
+    assert dict(levels) == {
+        "enterprise": 1,
+        "site": 1,
+        "area": 1,
+        "line": 2,
+        "machine": 4,
+    }
     rel = {r["machine_code"]: r for r in _truth(small_world, "reliability_machine")}
     per_machine = defaultdict(int)
     for m, *_ in mes:
@@ -109,12 +132,16 @@ def test_eam_failures_match_mes_unplanned_downtime(small_world: Path) -> None:
     for m, n in per_machine.items():
         assert int(rel[m]["failure_count"]) == n
         assert float(rel[m]["mtbf_seconds"]) == pytest.approx(
-            int(rel[m]["running_seconds"]) / n)
+            int(rel[m]["running_seconds"]) / n
+        )
 
 
 def test_energy_follows_states_and_truth(small_world: Path) -> None:
-    bad_files = {d["file_name"] for d in _truth(small_world, "injected_defects")
-                 if d["kind"] == "ems_malformed_file"}
+    bad_files = {
+        d["file_name"]
+        for d in _truth(small_world, "injected_defects")
+        if d["kind"] == "ems_malformed_file"
+    }
     assert bad_files
     kwh: dict[str, float] = defaultdict(float)
     for path in drops(small_world, "ems", "EMS_READINGS_"):
@@ -132,7 +159,8 @@ def test_energy_follows_states_and_truth(small_world: Path) -> None:
         truth[r["machine_code"]] += float(r["energy_kwh"])
         if r["kwh_per_good_unit"]:
             assert float(r["kwh_per_good_unit"]) == pytest.approx(
-                float(r["energy_kwh"]) / int(r["good_qty"]))
+                float(r["energy_kwh"]) / int(r["good_qty"])
+            )
     assert set(truth) == set(kwh)
     for m in truth:
         assert kwh[m] == pytest.approx(truth[m], abs=1e-6)
@@ -142,7 +170,10 @@ def test_inventory_truth_matches_cycle_counts(small_world: Path) -> None:
     counts = {}
     for path in drops(small_world, "wms", "WMS_CYCLECOUNT_"):
         for r in read_csv(path, "gb18030"):
-            counts[(r["material"], r["count_date"])] = (float(r["book_qty"]), float(r["counted_qty"]))
+            counts[(r["material"], r["count_date"])] = (
+                float(r["book_qty"]),
+                float(r["counted_qty"]),
+            )
     truth = _truth(small_world, "inventory_material_day")
     assert len(truth) == len(counts) >= 6
     assert any(float(t["diff_qty"]) != 0 for t in truth)
@@ -168,8 +199,10 @@ def test_genealogy_edges_link_received_to_produced_lots(small_world: Path) -> No
 
 
 def test_fpy_truth(small_world: Path) -> None:
-    prod = {(r["line_code"], r["production_date"]): r
-            for r in _truth(small_world, "production_line_day")}
+    prod = {
+        (r["line_code"], r["production_date"]): r
+        for r in _truth(small_world, "production_line_day")
+    }
     for r in _truth(small_world, "fpy_line_day"):
         p = prod[(r["line_code"], r["production_date"])]
         pq = int(p["good_qty"]) + int(p["scrap_qty"]) + int(p["rework_qty"])

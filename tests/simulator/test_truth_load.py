@@ -21,7 +21,9 @@ def test_truth_loaded_exactly(pg, small_world: Path) -> None:
             "select sum(gq), sum(pq), count(*), min(shift_end_at - shift_start_at), "
             "max(shift_end_at - shift_start_at)::text from truth.oee_machine_shift"
         ).fetchone()
-        with open(small_world / "truth" / "oee_machine_shift.csv", encoding="utf-8") as fh:
+        with open(
+            small_world / "truth" / "oee_machine_shift.csv", encoding="utf-8"
+        ) as fh:
             rows = list(csv.DictReader(fh))
         assert row[0] == sum(int(r["gq"]) for r in rows)
         assert row[1] == sum(int(r["pq"]) for r in rows)
@@ -29,4 +31,7 @@ def test_truth_loaded_exactly(pg, small_world: Path) -> None:
         assert row[4] == "09:00:00"
         # reload replaces, never appends
         load_world(small_world, pg.dsn)
-        assert conn.execute("select count(*) from truth.oee_machine_shift").fetchone()[0] == 36
+        assert (
+            conn.execute("select count(*) from truth.oee_machine_shift").fetchone()[0]
+            == 36
+        )

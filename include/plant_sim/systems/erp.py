@@ -20,37 +20,103 @@ from plant_sim.timeutil import local_naive
 V = ("_visible_at", "timestamptz")
 
 SPEC: Spec = {
-    "plants": [("plant_code", "text"), ("name_en", "text"), ("name_zh", "text"),
-               ("timezone", "text"), V],
-    "materials": [("material_number", "text"), ("material_type", "text"), ("name_en", "text"),
-                  ("name_zh", "text"), ("base_unit", "text"), V],
-    "material_xref": [("material_number", "text"), ("system", "text"), ("external_code", "text"),
-                      V],
-    "boms": [("parent_material", "text"), ("bom_revision", "text"), ("component_material", "text"),
-             ("qty_per", "numeric"), ("unit", "text"), V],
-    "routings": [("material_number", "text"), ("line_code", "text"), ("machine_code", "text"),
-                 ("operation_seq", "integer"), ("ideal_cycle_seconds", "numeric"), V],
-    "customers": [("customer_number", "text"), ("name_en", "text"), ("name_zh", "text"),
-                  ("country", "text"), V],
-    "sales_orders": [("sales_order_number", "text"), ("customer_number", "text"),
-                     ("material_number", "text"), ("order_qty", "numeric"), ("unit", "text"),
-                     ("requested_date", "date"), ("created_at", "timestamp"), V],
-    "production_orders": [("order_number", "text"), ("plant_code", "text"),
-                          ("material_number", "text"), ("line_code", "text"),
-                          ("planned_qty", "numeric"), ("unit", "text"), ("due_date", "date"),
-                          ("released_at", "timestamp"), ("sales_order_number", "text"), V],
-    "purchase_orders": [("po_number", "text"), ("plant_code", "text"), ("vendor_name", "text"),
-                        ("material_number", "text"), ("order_qty", "numeric"), ("unit", "text"),
-                        ("ordered_at", "timestamp"), ("delivery_date", "date"), V],
-    "inventory_balances": [("plant_code", "text"), ("material_number", "text"),
-                           ("balance_date", "date"), ("qty", "numeric"), ("unit", "text"), V],
+    "plants": [
+        ("plant_code", "text"),
+        ("name_en", "text"),
+        ("name_zh", "text"),
+        ("timezone", "text"),
+        V,
+    ],
+    "materials": [
+        ("material_number", "text"),
+        ("material_type", "text"),
+        ("name_en", "text"),
+        ("name_zh", "text"),
+        ("base_unit", "text"),
+        V,
+    ],
+    "material_xref": [
+        ("material_number", "text"),
+        ("system", "text"),
+        ("external_code", "text"),
+        V,
+    ],
+    "boms": [
+        ("parent_material", "text"),
+        ("bom_revision", "text"),
+        ("component_material", "text"),
+        ("qty_per", "numeric"),
+        ("unit", "text"),
+        V,
+    ],
+    "routings": [
+        ("material_number", "text"),
+        ("line_code", "text"),
+        ("machine_code", "text"),
+        ("operation_seq", "integer"),
+        ("ideal_cycle_seconds", "numeric"),
+        V,
+    ],
+    "customers": [
+        ("customer_number", "text"),
+        ("name_en", "text"),
+        ("name_zh", "text"),
+        ("country", "text"),
+        V,
+    ],
+    "sales_orders": [
+        ("sales_order_number", "text"),
+        ("customer_number", "text"),
+        ("material_number", "text"),
+        ("order_qty", "numeric"),
+        ("unit", "text"),
+        ("requested_date", "date"),
+        ("created_at", "timestamp"),
+        V,
+    ],
+    "production_orders": [
+        ("order_number", "text"),
+        ("plant_code", "text"),
+        ("material_number", "text"),
+        ("line_code", "text"),
+        ("planned_qty", "numeric"),
+        ("unit", "text"),
+        ("due_date", "date"),
+        ("released_at", "timestamp"),
+        ("sales_order_number", "text"),
+        V,
+    ],
+    "purchase_orders": [
+        ("po_number", "text"),
+        ("plant_code", "text"),
+        ("vendor_name", "text"),
+        ("material_number", "text"),
+        ("order_qty", "numeric"),
+        ("unit", "text"),
+        ("ordered_at", "timestamp"),
+        ("delivery_date", "date"),
+        V,
+    ],
+    "inventory_balances": [
+        ("plant_code", "text"),
+        ("material_number", "text"),
+        ("balance_date", "date"),
+        ("qty", "numeric"),
+        ("unit", "text"),
+        V,
+    ],
 }
 KEYS = {
-    "plants": "plant_code", "materials": "material_number",
-    "material_xref": "system, external_code", "boms": "parent_material, bom_revision, component_material",
-    "routings": "material_number, line_code, machine_code", "customers": "customer_number",
-    "sales_orders": "sales_order_number", "production_orders": "order_number",
-    "purchase_orders": "po_number", "inventory_balances": "plant_code, material_number, balance_date",
+    "plants": "plant_code",
+    "materials": "material_number",
+    "material_xref": "system, external_code",
+    "boms": "parent_material, bom_revision, component_material",
+    "routings": "material_number, line_code, machine_code",
+    "customers": "customer_number",
+    "sales_orders": "sales_order_number",
+    "production_orders": "order_number",
+    "purchase_orders": "po_number",
+    "inventory_balances": "plant_code, material_number, balance_date",
 }
 
 INBOUND_SQL = r"""
@@ -155,47 +221,124 @@ class ErpSystem:
         self.w = TableWriter(gen.out / "erp", SPEC)
         self.po_seq = 0
         cfg = gen.cfg
-        t0 = min(int(dt.datetime(cfg.start_date.year, cfg.start_date.month, cfg.start_date.day,
-                                 tzinfo=s.tz).timestamp()) for s in cfg.sites) - 30 * 86400
+        t0 = (
+            min(
+                int(
+                    dt.datetime(
+                        cfg.start_date.year,
+                        cfg.start_date.month,
+                        cfg.start_date.day,
+                        tzinfo=s.tz,
+                    ).timestamp()
+                )
+                for s in cfg.sites
+            )
+            - 30 * 86400
+        )
         self.t_master = t0
         vis = _vis(t0)
         for s in cfg.sites:
-            self.w.row("plants", {"plant_code": s.code, "name_en": s.name_en, "name_zh": s.name_zh,
-                                  "timezone": s.timezone, "_visible_at": vis})
+            self.w.row(
+                "plants",
+                {
+                    "plant_code": s.code,
+                    "name_en": s.name_en,
+                    "name_zh": s.name_zh,
+                    "timezone": s.timezone,
+                    "_visible_at": vis,
+                },
+            )
         for p in cfg.products:
-            self.w.row("materials", {"material_number": p.erp_material, "material_type": "FERT",
-                                     "name_en": p.name_en, "name_zh": p.name_zh,
-                                     "base_unit": "PCS", "_visible_at": vis})
+            self.w.row(
+                "materials",
+                {
+                    "material_number": p.erp_material,
+                    "material_type": "FERT",
+                    "name_en": p.name_en,
+                    "name_zh": p.name_zh,
+                    "base_unit": "PCS",
+                    "_visible_at": vis,
+                },
+            )
         for m in cfg.materials:
-            self.w.row("materials", {"material_number": m.erp_material, "material_type": "ROH",
-                                     "name_en": m.name_en, "name_zh": m.name_zh,
-                                     "base_unit": m.unit, "_visible_at": vis})
+            self.w.row(
+                "materials",
+                {
+                    "material_number": m.erp_material,
+                    "material_type": "ROH",
+                    "name_en": m.name_en,
+                    "name_zh": m.name_zh,
+                    "base_unit": m.unit,
+                    "_visible_at": vis,
+                },
+            )
         for code, mes in [(p.erp_material, p.mes_item) for p in cfg.products] + [
-                (m.erp_material, m.mes_item) for m in cfg.materials]:
-            self.w.row("material_xref", {"material_number": code, "system": "MES",
-                                         "external_code": mes, "_visible_at": vis})
-            self.w.row("material_xref", {"material_number": code, "system": "WMS_LEGACY",
-                                         "external_code": legacy_code(code), "_visible_at": vis})
+            (m.erp_material, m.mes_item) for m in cfg.materials
+        ]:
+            self.w.row(
+                "material_xref",
+                {
+                    "material_number": code,
+                    "system": "MES",
+                    "external_code": mes,
+                    "_visible_at": vis,
+                },
+            )
+            self.w.row(
+                "material_xref",
+                {
+                    "material_number": code,
+                    "system": "WMS_LEGACY",
+                    "external_code": legacy_code(code),
+                    "_visible_at": vis,
+                },
+            )
         for p in cfg.products:
             for b in p.bom:
-                self.w.row("boms", {"parent_material": p.erp_material, "bom_revision": "A",
-                                    "component_material": b.component, "qty_per": b.qty,
-                                    "unit": cfg.material(b.component).unit, "_visible_at": vis})
+                self.w.row(
+                    "boms",
+                    {
+                        "parent_material": p.erp_material,
+                        "bom_revision": "A",
+                        "component_material": b.component,
+                        "qty_per": b.qty,
+                        "unit": cfg.material(b.component).unit,
+                        "_visible_at": vis,
+                    },
+                )
         for line in cfg.lines:
             for code in line.products:
                 p = cfg.product(code)
                 for i, m in enumerate(line.machines):
-                    self.w.row("routings", {
-                        "material_number": code, "line_code": line.code, "machine_code": m.code,
-                        "operation_seq": (i + 1) * 10,
-                        "ideal_cycle_seconds": round(p.ideal_cycle_s * m.cycle_factor, 1),
-                        "_visible_at": vis})
-        self.customers = [("C10001", "Rhein Antriebe GmbH", "莱茵驱动有限公司", "DE"),
-                          ("C10002", "Shanghai Motion Co.", "上海运动控制有限公司", "CN"),
-                          ("C10003", "Nordic Pumps AB", "北欧泵业公司", "SE")]
+                    self.w.row(
+                        "routings",
+                        {
+                            "material_number": code,
+                            "line_code": line.code,
+                            "machine_code": m.code,
+                            "operation_seq": (i + 1) * 10,
+                            "ideal_cycle_seconds": round(
+                                p.ideal_cycle_s * m.cycle_factor, 1
+                            ),
+                            "_visible_at": vis,
+                        },
+                    )
+        self.customers = [
+            ("C10001", "Rhein Antriebe GmbH", "莱茵驱动有限公司", "DE"),
+            ("C10002", "Shanghai Motion Co.", "上海运动控制有限公司", "CN"),
+            ("C10003", "Nordic Pumps AB", "北欧泵业公司", "SE"),
+        ]
         for c in self.customers:
-            self.w.row("customers", {"customer_number": c[0], "name_en": c[1], "name_zh": c[2],
-                                     "country": c[3], "_visible_at": vis})
+            self.w.row(
+                "customers",
+                {
+                    "customer_number": c[0],
+                    "name_en": c[1],
+                    "name_zh": c[2],
+                    "country": c[3],
+                    "_visible_at": vis,
+                },
+            )
 
     def day(self, gen: Any, ev: Any) -> None:
         tz = ev.site.tz
@@ -204,43 +347,76 @@ class ErpSystem:
             created = wo.released_at - r.randint(2, 5) * 86400
             so = f"SO{wo.erp_order_number}"
             cust = self.customers[r.randrange(len(self.customers))][0]
-            self.w.row("sales_orders", {
-                "sales_order_number": so, "customer_number": cust,
-                "material_number": wo.product.erp_material, "order_qty": wo.planned_qty,
-                "unit": "PCS", "requested_date": (wo.due_date + dt.timedelta(days=3)).isoformat(),
-                "created_at": local_naive(created, tz), "_visible_at": _vis(created)})
+            self.w.row(
+                "sales_orders",
+                {
+                    "sales_order_number": so,
+                    "customer_number": cust,
+                    "material_number": wo.product.erp_material,
+                    "order_qty": wo.planned_qty,
+                    "unit": "PCS",
+                    "requested_date": (wo.due_date + dt.timedelta(days=3)).isoformat(),
+                    "created_at": local_naive(created, tz),
+                    "_visible_at": _vis(created),
+                },
+            )
             released = wo.released_at - 300
-            self.w.row("production_orders", {
-                "order_number": wo.erp_order_number, "plant_code": ev.site.code,
-                "material_number": wo.product.erp_material, "line_code": wo.line.code,
-                "planned_qty": wo.planned_qty, "unit": "PCS", "due_date": wo.due_date.isoformat(),
-                "released_at": local_naive(released, tz), "sales_order_number": so,
-                "_visible_at": _vis(released)})
+            self.w.row(
+                "production_orders",
+                {
+                    "order_number": wo.erp_order_number,
+                    "plant_code": ev.site.code,
+                    "material_number": wo.product.erp_material,
+                    "line_code": wo.line.code,
+                    "planned_qty": wo.planned_qty,
+                    "unit": "PCS",
+                    "due_date": wo.due_date.isoformat(),
+                    "released_at": local_naive(released, tz),
+                    "sales_order_number": so,
+                    "_visible_at": _vis(released),
+                },
+            )
         for rc in ev.receipts:
             self.po_seq += 1
             ordered = rc.received_at - 3 * 86400
-            self.w.row("purchase_orders", {
-                "po_number": f"45{rc.receipt_id[-7:]}", "plant_code": ev.site.code,
-                "vendor_name": "华东材料供应有限公司", "material_number": rc.material,
-                "order_qty": rc.qty, "unit": gen.cfg.material(rc.material).unit,
-                "ordered_at": local_naive(ordered, tz),
-                "delivery_date": dt.datetime.fromtimestamp(rc.received_at, tz).date().isoformat(),
-                "_visible_at": _vis(ordered)})
+            self.w.row(
+                "purchase_orders",
+                {
+                    "po_number": f"45{rc.receipt_id[-7:]}",
+                    "plant_code": ev.site.code,
+                    "vendor_name": "华东材料供应有限公司",
+                    "material_number": rc.material,
+                    "order_qty": rc.qty,
+                    "unit": gen.cfg.material(rc.material).unit,
+                    "ordered_at": local_naive(ordered, tz),
+                    "delivery_date": dt.datetime.fromtimestamp(rc.received_at, tz)
+                    .date()
+                    .isoformat(),
+                    "_visible_at": _vis(ordered),
+                },
+            )
         self._day_end = ev.shifts[-1].end
 
     def inventory_balance(self, site: Any, mat: Any, day: dt.date, qty: float) -> None:
         """End-of-day ERP book (after the WMS cycle count)."""
-        self.w.row("inventory_balances", {
-            "plant_code": site.code, "material_number": mat.erp_material,
-            "balance_date": day.isoformat(), "qty": qty, "unit": mat.unit,
-            "_visible_at": _vis(self._day_end + 3600)})
+        self.w.row(
+            "inventory_balances",
+            {
+                "plant_code": site.code,
+                "material_number": mat.erp_material,
+                "balance_date": day.isoformat(),
+                "qty": qty,
+                "unit": mat.unit,
+                "_visible_at": _vis(self._day_end + 3600),
+            },
+        )
 
     def finish(self, gen: Any) -> None:
         self.w.close()
 
 
 def _vis(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def folder(world: Path) -> Path:

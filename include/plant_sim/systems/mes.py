@@ -45,7 +45,9 @@ class FeedStore:
                 f"CREATE TABLE {table} (updated_at INTEGER NOT NULL, id TEXT NOT NULL, "
                 "body TEXT NOT NULL, PRIMARY KEY (updated_at, id)) WITHOUT ROWID"
             )
-        self.buffers: dict[str, list[tuple[int, str, str]]] = {t: [] for t, _ in entities.values()}
+        self.buffers: dict[str, list[tuple[int, str, str]]] = {
+            t: [] for t, _ in entities.values()
+        }
         self.counts: dict[str, int] = {t: 0 for t, _ in entities.values()}
 
     def add(self, entity: str, record: dict[str, Any], updated_at: int) -> None:

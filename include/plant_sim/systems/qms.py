@@ -48,22 +48,31 @@ class QmsSystem:
     def start(self, gen: Any) -> None:
         self.store = FeedStore(gen.out / "qms" / "qms.sqlite", ENTITIES)
         self.seq = 0
-        t0 = min(shifts_for_day(s.code, gen.cfg.start_date, s.tz)[0].start
-                 for s in gen.cfg.sites) - 86400
+        t0 = (
+            min(
+                shifts_for_day(s.code, gen.cfg.start_date, s.tz)[0].start
+                for s in gen.cfg.sites
+            )
+            - 86400
+        )
         for p in gen.cfg.products:
             for code, en, zh, unit, target, tol in CHARACTERISTICS:
-                self.store.add("characteristics", {
-                    "characteristic_id": f"{p.erp_material}-{code}",
-                    "material_number": p.erp_material,
-                    "characteristic_code": code,
-                    "name_en": en,
-                    "name_zh": zh,
-                    "unit": unit,
-                    "target": target,
-                    "lower_spec_limit": round(target - tol, 4),
-                    "upper_spec_limit": round(target + tol, 4),
-                    "updated_at": iso(t0),
-                }, t0)
+                self.store.add(
+                    "characteristics",
+                    {
+                        "characteristic_id": f"{p.erp_material}-{code}",
+                        "material_number": p.erp_material,
+                        "characteristic_code": code,
+                        "name_en": en,
+                        "name_zh": zh,
+                        "unit": unit,
+                        "target": target,
+                        "lower_spec_limit": round(target - tol, 4),
+                        "upper_spec_limit": round(target + tol, 4),
+                        "updated_at": iso(t0),
+                    },
+                    t0,
+                )
 
     def _id(self, prefix: str) -> str:
         self.seq += 1
@@ -76,12 +85,21 @@ class QmsSystem:
             mat = c.op.wo.product.erp_material
             created = c.end + 300
             il = self._id("IL")
-            self.store.add("inspection-lots", {
-                "inspection_lot_id": il, "lot_id": lot, "material_number": mat,
-                "site_code": ev.site.code, "machine_code": c.op.machine.code,
-                "lot_qty": c.good, "sample_size": 5, "created_at": local_naive(created, tz),
-                "updated_at": iso(created + 30),
-            }, created + 30)
+            self.store.add(
+                "inspection-lots",
+                {
+                    "inspection_lot_id": il,
+                    "lot_id": lot,
+                    "material_number": mat,
+                    "site_code": ev.site.code,
+                    "machine_code": c.op.machine.code,
+                    "lot_qty": c.good,
+                    "sample_size": 5,
+                    "created_at": local_naive(created, tz),
+                    "updated_at": iso(created + 30),
+                },
+                created + 30,
+            )
             out_of_spec = 0
             measured = created + 600
             for code, _en, _zh, unit, target, tol in CHARACTERISTICS:
@@ -90,31 +108,56 @@ class QmsSystem:
                     ok = target - tol <= value <= target + tol
                     out_of_spec += not ok
                     rid = self._id("IR")
-                    self.store.add("inspection-results", {
-                        "result_id": rid, "inspection_lot_id": il,
-                        "characteristic_id": f"{mat}-{code}", "sample_no": sample,
-                        "value": value, "unit": unit, "in_spec": ok,
-                        "measured_at": local_naive(measured, tz),
-                        "updated_at": iso(measured + 60),
-                    }, measured + 60)
+                    self.store.add(
+                        "inspection-results",
+                        {
+                            "result_id": rid,
+                            "inspection_lot_id": il,
+                            "characteristic_id": f"{mat}-{code}",
+                            "sample_no": sample,
+                            "value": value,
+                            "unit": unit,
+                            "in_spec": ok,
+                            "measured_at": local_naive(measured, tz),
+                            "updated_at": iso(measured + 60),
+                        },
+                        measured + 60,
+                    )
             decided = measured + 1800
             if out_of_spec:
                 nc = self._id("NC")
-                self.store.add("nonconformances", {
-                    "nc_id": nc, "inspection_lot_id": il, "lot_id": lot,
-                    "severity": "major" if out_of_spec > 1 else "minor",
-                    "description_en": f"{out_of_spec} sample value(s) out of specification",
-                    "description_zh": f"{out_of_spec}个样本值超出规格",
-                    "opened_at": local_naive(measured + 120, tz), "status": "open",
-                    "updated_at": iso(measured + 180),
-                }, measured + 180)
-            decision = "ACCEPT" if out_of_spec == 0 else (
-                "ACCEPT_WITH_DEVIATION" if out_of_spec == 1 else "REJECT")
-            self.store.add("usage-decisions", {
-                "usage_decision_id": self._id("UD"), "inspection_lot_id": il, "lot_id": lot,
-                "decision": decision, "decided_at": local_naive(decided, tz),
-                "updated_at": iso(decided + 30),
-            }, decided + 30)
+                self.store.add(
+                    "nonconformances",
+                    {
+                        "nc_id": nc,
+                        "inspection_lot_id": il,
+                        "lot_id": lot,
+                        "severity": "major" if out_of_spec > 1 else "minor",
+                        "description_en": f"{out_of_spec} sample value(s) out of specification",
+                        "description_zh": f"{out_of_spec}个样本值超出规格",
+                        "opened_at": local_naive(measured + 120, tz),
+                        "status": "open",
+                        "updated_at": iso(measured + 180),
+                    },
+                    measured + 180,
+                )
+            decision = (
+                "ACCEPT"
+                if out_of_spec == 0
+                else ("ACCEPT_WITH_DEVIATION" if out_of_spec == 1 else "REJECT")
+            )
+            self.store.add(
+                "usage-decisions",
+                {
+                    "usage_decision_id": self._id("UD"),
+                    "inspection_lot_id": il,
+                    "lot_id": lot,
+                    "decision": decision,
+                    "decided_at": local_naive(decided, tz),
+                    "updated_at": iso(decided + 30),
+                },
+                decided + 30,
+            )
         for c in ev.confirmations:
             if c.scrap <= 0:
                 continue
@@ -125,13 +168,22 @@ class QmsSystem:
                 n = left if left <= 2 else r.randint(1, left)
                 left -= n
                 en, zh = DEFECT_CODES[code]
-                self.store.add("defects", {
-                    "defect_record_id": self._id("DF"), "confirmation_id": c.confirmation_id,
-                    "material_number": c.op.wo.product.erp_material,
-                    "machine_code": c.op.machine.code, "defect_code": code,
-                    "defect_text_en": en, "defect_text_zh": zh, "qty": n,
-                    "recorded_at": local_naive(c.end, tz), "updated_at": iso(c.end + 240),
-                }, c.end + 240)
+                self.store.add(
+                    "defects",
+                    {
+                        "defect_record_id": self._id("DF"),
+                        "confirmation_id": c.confirmation_id,
+                        "material_number": c.op.wo.product.erp_material,
+                        "machine_code": c.op.machine.code,
+                        "defect_code": code,
+                        "defect_text_en": en,
+                        "defect_text_zh": zh,
+                        "qty": n,
+                        "recorded_at": local_naive(c.end, tz),
+                        "updated_at": iso(c.end + 240),
+                    },
+                    c.end + 240,
+                )
         self.store.flush()
 
     def finish(self, gen: Any) -> None:

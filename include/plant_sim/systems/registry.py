@@ -14,4 +14,11 @@ def all_systems() -> list[Any]:
     from plant_sim.systems.scada import ScadaEmsSystem
     from plant_sim.systems.wms import WmsSystem
 
-    return [ErpSystem(), EamSystem(), WmsSystem(), ScadaEmsSystem(), QmsSystem(), PlmSystem()]
+    return [
+        ErpSystem(),
+        EamSystem(),
+        WmsSystem(),
+        ScadaEmsSystem(),
+        QmsSystem(),
+        PlmSystem(),
+    ]

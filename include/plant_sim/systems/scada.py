@@ -10,7 +10,6 @@ Energy is the state power (table below) integrated over the machine's state inte
 from __future__ import annotations
 
 import datetime as dt
-import math
 import random
 from collections import defaultdict
 from typing import Any
@@ -18,8 +17,13 @@ from typing import Any
 from plant_sim import rng as rngmod
 from plant_sim.world import REASONS
 
-POWER_KW = {"running": 18.0, "setup": 6.0, "idle": 3.5, "planned_downtime": 1.0,
-            "unplanned_downtime": 1.5}
+POWER_KW = {
+    "running": 18.0,
+    "setup": 6.0,
+    "idle": 3.5,
+    "planned_downtime": 1.0,
+    "unplanned_downtime": 1.5,
+}
 TYPE_POWER = {"CNC": 1.0, "MOLD": 1.6, "PRESS": 2.0, "ASSY": 0.4, "PACK": 0.5}
 STD_TAGS = ("temperature", "pressure", "vibration", "power", "counter")
 LEVELS = {
@@ -33,7 +37,7 @@ LEVELS = {
 
 
 def _hour_name(prefix: str, site: str, hour: int) -> str:
-    stamp = dt.datetime.fromtimestamp(hour, dt.timezone.utc).strftime("%Y%m%dT%H%MZ")
+    stamp = dt.datetime.fromtimestamp(hour, dt.UTC).strftime("%Y%m%dT%H%MZ")
     return f"{prefix}_{site}_{stamp}.csv"
 
 
@@ -45,7 +49,9 @@ class ScadaEmsSystem:
     def start(self, gen: Any) -> None:
         self.counter: dict[str, int] = defaultdict(int)
         n = gen.cfg.scada_tags
-        self.tags = list(STD_TAGS[: min(n, 5)]) + [f"aux_{i:02d}" for i in range(6, n + 1)]
+        self.tags = list(STD_TAGS[: min(n, 5)]) + [
+            f"aux_{i:02d}" for i in range(6, n + 1)
+        ]
         self.energy: dict[tuple[str, str], float] = defaultdict(float)
 
     def day(self, gen: Any, ev: Any) -> None:
@@ -83,8 +89,12 @@ class ScadaEmsSystem:
         for h in hours:
             lines = ["ts;machine_code;tag;value;quality"]
             base = (h - t0) // 60
-            stamps = [dt.datetime.fromtimestamp(h + 60 * k, dt.timezone.utc)
-                      .strftime("%Y-%m-%dT%H:%M:%SZ") for k in range(60)]
+            stamps = [
+                dt.datetime.fromtimestamp(h + 60 * k, dt.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                )
+                for k in range(60)
+            ]
             for m in machines:
                 smp = samples[m.code]
                 dfx = defects[m.code]
@@ -115,57 +125,105 @@ class ScadaEmsSystem:
                         else:
                             lines.append(f"{ts};{m.code};{tag};{rnd() * 100:.3f};GOOD")
             name = _hour_name("SCADA_TAGS", site.code, h)
-            gen.drops.path("scada", name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            gen.drops.path("scada", name).write_text(
+                "\n".join(lines) + "\n", encoding="utf-8"
+            )
             gen.drops.register("scada", name, h + 3600 + 120)
         self._alarms(gen, ev, by_m, machines, hours)
         self._ems(gen, ev, by_m, machines, hours, ptype)
 
-    def _pick_defects(self, gen: Any, r: Any, code: str, smp: list[tuple[str, int]],
-                      t0: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"gap": set(), "flat": set(), "flat_value": 0.0, "spike": -1}
+    def _pick_defects(
+        self, gen: Any, r: Any, code: str, smp: list[tuple[str, int]], t0: int
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "gap": set(),
+            "flat": set(),
+            "flat_value": 0.0,
+            "spike": -1,
+        }
         n = len(smp)
-        iso_at = lambda idx: dt.datetime.fromtimestamp(t0 + 60 * idx, dt.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        iso_at = lambda idx: dt.datetime.fromtimestamp(t0 + 60 * idx, dt.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
         if gen.defects.hit("scada_spike"):
             idx = r.randrange(n)
             out["spike"] = idx
-            gen.defects.record("scada_spike", record_id=f"{code}|temperature|{iso_at(idx)}")
+            gen.defects.record(
+                "scada_spike", record_id=f"{code}|temperature|{iso_at(idx)}"
+            )
         if gen.defects.hit("scada_flatline"):
-            running = [i for i, (s, _c) in enumerate(smp) if s == "running" and i + 30 < n]
-            start = running[r.randrange(len(running))] if running else r.randrange(n - 30)
+            running = [
+                i for i, (s, _c) in enumerate(smp) if s == "running" and i + 30 < n
+            ]
+            start = (
+                running[r.randrange(len(running))] if running else r.randrange(n - 30)
+            )
             out["flat"] = set(range(start, start + 30))
             out["flat_value"] = round(2.2 * (0.9 + r.random() * 0.2), 3)
-            gen.defects.record("scada_flatline", record_id=f"{code}|vibration|{iso_at(start)}",
-                               detail=f"30 samples of {out['flat_value']} from {iso_at(start)}")
+            gen.defects.record(
+                "scada_flatline",
+                record_id=f"{code}|vibration|{iso_at(start)}",
+                detail=f"30 samples of {out['flat_value']} from {iso_at(start)}",
+            )
         if gen.defects.hit("scada_gap"):
             hour = r.randrange(n // 60)
             start = hour * 60 + r.randint(10, 40)
             out["gap"] = set(range(start, start + 15))
-            gen.defects.record("scada_gap", record_id=f"{code}|*|{iso_at(start)}",
-                               detail=f"15 minutes of all tags missing from {iso_at(start)}")
+            gen.defects.record(
+                "scada_gap",
+                record_id=f"{code}|*|{iso_at(start)}",
+                detail=f"15 minutes of all tags missing from {iso_at(start)}",
+            )
         return out
 
-    def _alarms(self, gen: Any, ev: Any, by_m: dict[str, list[Any]], machines: list[Any],
-                hours: range) -> None:
+    def _alarms(
+        self,
+        gen: Any,
+        ev: Any,
+        by_m: dict[str, list[Any]],
+        machines: list[Any],
+        hours: range,
+    ) -> None:
         per_hour: dict[int, list[str]] = defaultdict(list)
         for m in machines:
             for iv in by_m[m.code]:
                 if iv.state == "unplanned_downtime":
                     _s, en, zh = REASONS[iv.reason]
-                    raised = dt.datetime.fromtimestamp(iv.start, dt.timezone.utc)
-                    cleared = dt.datetime.fromtimestamp(iv.end, dt.timezone.utc)
-                    per_hour[iv.start - iv.start % 3600].append(";".join([
-                        raised.strftime("%Y-%m-%dT%H:%M:%SZ"), cleared.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        m.code, f"ALM-{iv.reason}", en, zh, "HIGH"]))
+                    raised = dt.datetime.fromtimestamp(iv.start, dt.UTC)
+                    cleared = dt.datetime.fromtimestamp(iv.end, dt.UTC)
+                    per_hour[iv.start - iv.start % 3600].append(
+                        ";".join(
+                            [
+                                raised.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                cleared.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                m.code,
+                                f"ALM-{iv.reason}",
+                                en,
+                                zh,
+                                "HIGH",
+                            ]
+                        )
+                    )
         for h in hours:
             name = _hour_name("SCADA_ALARMS", ev.site.code, h)
-            rows = ["raised_at;cleared_at;machine_code;alarm_code;text_en;text_zh;priority",
-                    *per_hour.get(h, [])]
-            gen.drops.path("scada", name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+            rows = [
+                "raised_at;cleared_at;machine_code;alarm_code;text_en;text_zh;priority",
+                *per_hour.get(h, []),
+            ]
+            gen.drops.path("scada", name).write_text(
+                "\n".join(rows) + "\n", encoding="utf-8"
+            )
             gen.drops.register("scada", name, h + 3600 + 120)
 
-    def _ems(self, gen: Any, ev: Any, by_m: dict[str, list[Any]], machines: list[Any],
-             hours: range, ptype: dict[str, float]) -> None:
+    def _ems(
+        self,
+        gen: Any,
+        ev: Any,
+        by_m: dict[str, list[Any]],
+        machines: list[Any],
+        hours: range,
+        ptype: dict[str, float],
+    ) -> None:
         tz = ev.site.tz
         day_kwh: dict[str, float] = defaultdict(float)
         for h in hours:
@@ -179,7 +237,11 @@ class ScadaEmsSystem:
                     for iv in ivs:
                         if iv.end <= a or iv.start >= b:
                             continue
-                        kws += (min(b, iv.end) - max(a, iv.start)) * POWER_KW[iv.state] * ptype[m.code]
+                        kws += (
+                            (min(b, iv.end) - max(a, iv.start))
+                            * POWER_KW[iv.state]
+                            * ptype[m.code]
+                        )
                     kwh = round(kws / 3600, 3)
                     sa = dt.datetime.fromtimestamp(a, tz).isoformat()
                     sb = dt.datetime.fromtimestamp(b, tz).isoformat()
@@ -202,11 +264,18 @@ class ScadaEmsSystem:
         for m in machines:
             kwh = round(day_kwh[m.code], 3)
             g = good[m.code]
-            gen.truth.row("energy_machine_day", {
-                "site_code": m.site_code, "line_code": m.line_code, "machine_code": m.code,
-                "production_date": ev.day.isoformat(), "energy_kwh": kwh, "good_qty": g,
-                "kwh_per_good_unit": kwh / g if g else None,
-            })
+            gen.truth.row(
+                "energy_machine_day",
+                {
+                    "site_code": m.site_code,
+                    "line_code": m.line_code,
+                    "machine_code": m.code,
+                    "production_date": ev.day.isoformat(),
+                    "energy_kwh": kwh,
+                    "good_qty": g,
+                    "kwh_per_good_unit": kwh / g if g else None,
+                },
+            )
 
     def finish(self, gen: Any) -> None:
         return None
