@@ -802,6 +802,7 @@ class WorldGen:
             a["rq"] = a.get("rq", 0) + c.rework
             a["pri"] = a.get("pri", 0.0) + c.op.ideal_cycle * c.produced
         for m in (m for m in self.cfg.machines if m.site_code == ev.site.code):
+            day = [0, 0, 0.0, 0, 0, 0, 0]  # pbt, apt, pri, pq, gq, sq, rq
             for s in ev.shifts:
                 a = acc.get((m.code, s.shift_code), {})
                 pdt = int(a.get("planned_downtime", 0))
@@ -809,6 +810,10 @@ class WorldGen:
                 apt = int(a.get("running", 0))
                 pri = float(a.get("pri", 0.0))
                 pq, gq = int(a.get("pq", 0)), int(a.get("gq", 0))
+                for i, v in enumerate(
+                    (pbt, apt, pri, pq, gq, int(a.get("sq", 0)), int(a.get("rq", 0)))
+                ):
+                    day[i] += v
                 avail = apt / pbt if pbt else None
                 eff = pri / apt if apt else None
                 qual = gq / pq if pq else None
@@ -842,6 +847,7 @@ class WorldGen:
                         "oee": oee,
                     },
                 )
+            self._machine_day(m, ev.day, day)
         line_day: dict[str, list[int]] = {}
         for c in valid:
             t = line_day.setdefault(c.op.machine.line_code, [0, 0, 0])
@@ -896,6 +902,33 @@ class WorldGen:
                     "unit": unit,
                 },
             )
+
+    def _machine_day(self, m: Machine, day: dt.date, v: list[Any]) -> None:
+        """ISO 22400 elements and KPIs per machine × production date (sum of its shifts)."""
+        pbt, apt, pri, pq, gq, sq, rq = v
+        avail = apt / pbt if pbt else None
+        eff = pri / apt if apt else None
+        qual = gq / pq if pq else None
+        self.truth.row(
+            "oee_machine_day",
+            {
+                "site_code": m.site_code,
+                "line_code": m.line_code,
+                "machine_code": m.code,
+                "production_date": day.isoformat(),
+                "pbt_seconds": pbt,
+                "apt_seconds": apt,
+                "pri_seconds": round(pri, 6),
+                "pq": pq,
+                "gq": gq,
+                "sq": sq,
+                "rq": rq,
+                "availability": avail,
+                "effectiveness": eff,
+                "quality_ratio": qual,
+                "oee": avail * eff * qual if None not in (avail, eff, qual) else 0.0,
+            },
+        )
 
     def emit_reliability(self) -> None:
         """MTBF / MTTR per machine over the whole world."""

@@ -179,3 +179,27 @@ def test_item_codes_differ_from_erp_numbers(small_world: Path) -> None:
     wos = latest(small_world, "work_orders")
     assert wos and all(w["item_code"].startswith("ITM-") for w in wos)
     assert all(w["erp_order_number"].isdigit() for w in wos)
+
+
+def test_machine_day_is_sum_of_its_shifts(small_world: Path) -> None:
+    shifts = _truth(small_world, "oee_machine_shift")
+    days = _truth(small_world, "oee_machine_day")
+    assert len(days) == 4 * 3
+    for d in days:
+        mine = [
+            s
+            for s in shifts
+            if (s["machine_code"], s["production_date"])
+            == (d["machine_code"], d["production_date"])
+        ]
+        assert len(mine) == 3
+        for col in ("pbt_seconds", "apt_seconds", "pq", "gq", "sq", "rq"):
+            assert int(d[col]) == sum(int(s[col]) for s in mine), col
+        assert float(d["pri_seconds"]) == pytest.approx(
+            sum(float(s["pri_seconds"]) for s in mine)
+        )
+        a, e, q = (
+            float(d[k]) for k in ("availability", "effectiveness", "quality_ratio")
+        )
+        assert float(d["oee"]) == pytest.approx(a * e * q, rel=1e-12)
+        assert a == pytest.approx(int(d["apt_seconds"]) / int(d["pbt_seconds"]))
