@@ -5,7 +5,7 @@ from __future__ import annotations
 from factory_platform.assets import warehouse_asset
 from factory_platform.dag_factory import START_DATE, default_args
 from factory_platform.dbt_project import DBT_PROJECT_DIR, MANIFEST_PATH
-from factory_platform.sources import SOURCES
+from factory_platform.sources import all_sources
 
 GATED_MARTS_URI = "gate://warehouse/marts"
 
@@ -18,16 +18,26 @@ def gated_marts_asset():
 
 
 def raw_assets():
-    return [warehouse_asset(f"raw_{s.system}", e.name) for s in SOURCES.values() for e in s.entities]
+    return [warehouse_asset(f"raw_{s.system}", e.name) for s in all_sources().values() for e in s.entities]
 
 
 def build_transform_dag(doc_md: str | None):
     from airflow.sdk import dag, task
-    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, LoadMode, TestBehavior, TestIndirectSelection
-    from cosmos.profiles import PostgresUserPasswordProfileMapping
-
     from airflow.sdk.definitions.asset import AssetAny
+    from cosmos import (
+        DbtTaskGroup,
+        ExecutionConfig,
+        ProfileConfig,
+        ProjectConfig,
+        RenderConfig,
+    )
+    from cosmos.constants import (
+        ExecutionMode,
+        LoadMode,
+        TestBehavior,
+        TestIndirectSelection,
+    )
+    from cosmos.profiles import PostgresUserPasswordProfileMapping
 
     profile = ProfileConfig(
         profile_name="factory_platform",

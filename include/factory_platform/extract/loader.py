@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from factory_platform.extract.fields import Field, RecordRejected, parse_record
 from factory_platform.warehouse import ensure_warehouse_once
@@ -38,6 +38,20 @@ class SourceRecord:
     record_ref: str
     payload: dict[str, Any]
     raw_text: str | None = None
+
+
+@dataclass
+class Extraction:
+    """What a client delivers for one batch. `rejected` and `duplicates` may grow while
+    `records` is being iterated (a malformed file, a file delivered twice)."""
+
+    records: Iterable[SourceRecord]
+    source_label: str
+    replace_sources: list[str] | None = None  # file drops: replace rows of these files
+    rejected: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    duplicates: int = 0
+    on_committed: Callable[[], None] | None = None  # e.g. move files to the archive
+    on_rejected: Callable[[str], None] | None = None  # e.g. move files to quarantine
 
 
 @dataclass(frozen=True)
@@ -101,19 +115,34 @@ def ensure_raw_table(conn, target: LoadTarget) -> None:
 def load_batch(
     dsn: str,
     target: LoadTarget,
-    records: Iterable[SourceRecord],
+    extraction: Extraction,
     *,
     interval_start: datetime,
     interval_end: datetime,
     window_start: datetime,
-    source_label: str,
     run_id: str | None = None,
-    replace_sources: list[str] | None = None,
 ) -> LoadResult:
-    """Load one batch: replace the target rows of [window_start, interval_end) (or of
-    `replace_sources`, for file drops) with the distinct valid records; quarantine the rest."""
+    """Load one batch: replace the target rows of [window_start, interval_end) (or of the
+    extraction's `replace_sources`, for file drops) with the distinct valid records;
+    quarantine the rest. Calls the extraction's `on_committed` after the commit."""
+    try:
+        result = _load_batch(dsn, target, extraction, interval_start=interval_start,
+                             interval_end=interval_end, window_start=window_start, run_id=run_id)
+    except LoadRejected as exc:
+        if extraction.on_rejected:
+            extraction.on_rejected(str(exc))
+        raise
+    if extraction.on_committed:
+        extraction.on_committed()
+    return result
+
+
+def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window_start,
+                run_id) -> LoadResult:
     import psycopg
 
+    source_label = extraction.source_label
+    replace_sources = extraction.replace_sources
     ensure_warehouse_once(dsn)
     batch_id = batch_id_for(target.system, target.entity, window_start, interval_end)
     result = LoadResult(batch_id=batch_id)
@@ -133,7 +162,7 @@ def load_batch(
             f"create temp table _incoming on commit drop as select * from {target.table} with no data"
         )
         with conn.cursor().copy(f"copy _incoming ({copy_columns}) from stdin") as copy:
-            for record in records:
+            for record in extraction.records:
                 result.rows_read += 1
                 try:
                     values, extras = parse_record(record.payload, target.fields)
@@ -145,6 +174,8 @@ def load_batch(
                     extra_columns.setdefault(name)
                 extra = json.dumps(extras, ensure_ascii=False, default=str) if extras else None
                 copy.write_row([*values, extra, record.source])
+        quarantined.extend(extraction.rejected)
+        result.rows_read += len(extraction.rejected)
         result.rows_quarantined = len(quarantined)
         result.reasons = [f"{src} {ref}: {reason}" for src, ref, reason, _ in quarantined[:5]]
         _fail_if_too_many_rejected(target, result, source_label)
@@ -157,8 +188,11 @@ def load_batch(
             f"from _incoming order by {key}{cursor_order}"
         ).rowcount
         result.duplicates_skipped = (result.rows_read - result.rows_quarantined) - distinct_rows
+        result.rows_read += extraction.duplicates
+        result.duplicates_skipped += extraction.duplicates
 
         if replace_sources is not None:
+            replace_sources = list(replace_sources)
             deleted = conn.execute(
                 f"delete from {target.table} where _source = any(%s)", (replace_sources,)
             )

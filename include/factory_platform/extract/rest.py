@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 from urllib.parse import urlencode
 
-from factory_platform.extract.loader import SourceRecord
+from factory_platform.extract.loader import Extraction, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +105,16 @@ def _retry_after(header: str | None, endpoint: RestEndpoint, attempt: int) -> fl
         except ValueError:
             pass
     return endpoint.backoff_s * 2**attempt
+
+
+def open_extraction(source, entity, window) -> Extraction:
+    """Client entry point (see `extract.clients`): the entity's records updated in the window."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(source.conn_id)
+    scheme = conn.extra_dejson.get("scheme", "http")
+    port = f":{conn.port}" if conn.port else ""
+    endpoint = RestEndpoint(base_url=f"{scheme}://{conn.host}{port}", api_key=conn.password or None)
+    records = iter_records(endpoint, entity.endpoint, window.start, window.end,
+                           id_field=entity.natural_key[0], page_size=source.page_size)
+    return Extraction(records=records, source_label=f"{endpoint.base_url}{entity.endpoint}")

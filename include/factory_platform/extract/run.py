@@ -1,8 +1,7 @@
-"""The extraction task: resolve the system's connection, read one interval, load it.
+"""The extraction task: read one window of one entity through its system's client, load it.
 
-Called by every `extract_<system>` DAG task with the run's data interval. Pure functions in
-`rest`, `loader` and the other clients do the work; this module only wires them to Airflow
-connections, so pointing the platform at a real plant is configuration only.
+Called by every `extract_<system>` DAG task with the run's data interval. Clients resolve
+Airflow connections, so pointing the platform at a real plant is configuration only.
 """
 
 from __future__ import annotations
@@ -11,20 +10,12 @@ import logging
 from dataclasses import asdict
 from datetime import datetime
 
-from factory_platform.extract import loader, rest
+from factory_platform.extract import loader
+from factory_platform.extract.clients import Window, client_for
 from factory_platform.sources import Entity, Source, get_source
 from factory_platform.warehouse import warehouse_dsn
 
 log = logging.getLogger(__name__)
-
-
-def rest_endpoint(conn_id: str) -> rest.RestEndpoint:
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    scheme = conn.extra_dejson.get("scheme", "http")
-    port = f":{conn.port}" if conn.port else ""
-    return rest.RestEndpoint(base_url=f"{scheme}://{conn.host}{port}", api_key=conn.password or None)
 
 
 def load_target(source: Source, entity: Entity) -> loader.LoadTarget:
@@ -36,23 +27,21 @@ def load_target(source: Source, entity: Entity) -> loader.LoadTarget:
 
 
 def extract_interval(system: str, entity_name: str, interval_start: datetime,
-                     interval_end: datetime, run_id: str | None = None) -> dict:
+                     interval_end: datetime, run_id: str | None = None,
+                     dsn: str | None = None) -> dict:
     """Extract `[interval_start - lookback, interval_end)` of one entity into raw_<system>."""
     source = get_source(system)
     entity = source.entity(entity_name)
-    window_start = interval_start - source.lookback
-    if source.interface != "rest":
-        raise NotImplementedError(f"{system}: interface {source.interface!r} has no client yet")
-    endpoint = rest_endpoint(source.conn_id)
-    records = rest.iter_records(endpoint, entity.endpoint, window_start, interval_end,
-                                id_field=entity.natural_key[0], page_size=source.page_size)
+    window = Window(start=interval_start - source.lookback, end=interval_end,
+                    interval_start=interval_start, interval_end=interval_end)
+    extraction = client_for(source.interface).open_extraction(source, entity, window)
     result = loader.load_batch(
-        warehouse_dsn(), load_target(source, entity), records,
-        interval_start=interval_start, interval_end=interval_end, window_start=window_start,
-        source_label=f"{endpoint.base_url}{entity.endpoint}", run_id=run_id,
+        dsn or warehouse_dsn(), load_target(source, entity), extraction,
+        interval_start=interval_start, interval_end=interval_end, window_start=window.start,
+        run_id=run_id,
     )
-    log.info("%s.%s [%s, %s): read %d, loaded %d, quarantined %d, duplicates %d, replaced %d",
-             system, entity_name, window_start, interval_end, result.rows_read,
-             result.rows_loaded, result.rows_quarantined, result.duplicates_skipped,
-             result.rows_replaced)
+    log.info("%s.%s [%s, %s) from %s: read %d, loaded %d, quarantined %d, duplicates %d, "
+             "replaced %d", system, entity_name, window.start, interval_end,
+             extraction.source_label, result.rows_read, result.rows_loaded,
+             result.rows_quarantined, result.duplicates_skipped, result.rows_replaced)
     return asdict(result)

@@ -1,62 +1,17 @@
-"""The source registry: every plant system, its interface, schedule and entities, declared once.
+"""MES: REST JSON API with an `updated_since` cursor and keyset pages (see the plant's MES docs).
 
-Adding an entity is one `Entity(...)` entry; adding a system is one `Source(...)` entry (plus,
-for a new kind of interface, one client in `factory_platform.extract`). The extraction DAGs,
-the raw tables, their assets and the load audit are all derived from this registry.
+All MES timestamps are UTC. Records are a change feed: the same id may arrive in several
+versions (staging keeps the latest `updated_at`).
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field
-
-F = Field
-
-
-@dataclass(frozen=True)
-class Entity:
-    """One entity of a source system, landed as `raw_<system>.<name>`."""
-
-    name: str
-    endpoint: str  # API path, SQL table or file pattern, depending on the interface
-    natural_key: tuple[str, ...]
-    cursor: str  # column that places a record in an interval (e.g. updated_at)
-    fields: tuple[Field, ...]
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Source:
-    """A plant system and how it is reached."""
-
-    system: str  # slug: raw_<system>, dbt source, extractor, connection and DAG id
-    title: str
-    interface: str  # rest | sql | csv_drop | xml_drop
-    conn_id: str
-    schedule_cron: str  # data-interval cron (UTC)
-    lookback: timedelta
-    entities: tuple[Entity, ...]
-    max_reject_share: float = 0.05
-    page_size: int = 500
-    encoding: str = "utf-8"
-    owner: str = "data-platform"
-
-    @property
-    def dag_id(self) -> str:
-        return f"extract_{self.system}"
-
-    def entity(self, name: str) -> Entity:
-        for entity in self.entities:
-            if entity.name == name:
-                return entity
-        raise KeyError(f"{self.system} has no entity {name!r}")
-
+from factory_platform.extract.fields import Field as F
+from factory_platform.sources import Entity, Source
 
 _MES_WHERE = (F("site_code", required=True), F("line_code", required=True))
 
-MES = Source(
+SOURCE = Source(
     system="mes",
     title="MES — work orders, operations, confirmations, machine states, consumption, lots",
     interface="rest",
@@ -147,11 +102,3 @@ MES = Source(
     ),
 )
 
-SOURCES: dict[str, Source] = {source.system: source for source in (MES,)}
-
-
-def get_source(system: str) -> Source:
-    try:
-        return SOURCES[system]
-    except KeyError:
-        raise KeyError(f"unknown plant system {system!r}; known: {sorted(SOURCES)}") from None

@@ -1,0 +1,79 @@
+"""The source registry: every plant system, its interface, schedule and entities, declared once.
+
+One module per system in this package defines `SOURCE = Source(...)`; the registry collects them.
+Adding an entity is one `Entity(...)` entry in its system's module; adding a system is one new
+module (plus, for a new kind of interface, one client registered in `extract/clients.py`).
+The extraction DAGs, raw tables, assets and load audit are all derived from this registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+
+from factory_platform.extract.fields import Field
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity of a source system, landed as `raw_<system>.<name>`."""
+
+    name: str
+    endpoint: str  # API path, SQL table/query name or file-name pattern, by interface
+    natural_key: tuple[str, ...]
+    cursor: str | None  # column that places a record in an interval (e.g. updated_at)
+    fields: tuple[Field, ...]
+    description: str = ""
+    options: tuple[tuple[str, str], ...] = ()  # interface-specific settings, e.g. (("kind", "snapshot"),)
+
+    def option(self, name: str, default: str | None = None) -> str | None:
+        return dict(self.options).get(name, default)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A plant system and how it is reached."""
+
+    system: str  # slug: raw_<system>, dbt source, extractor, connection and DAG id
+    title: str
+    interface: str  # rest | sql | csv_drop | xml_drop (see extract/clients.py)
+    conn_id: str  # Airflow connection (for drops: a connection whose `extra.path` is the inbox)
+    schedule_cron: str  # data-interval cron (UTC)
+    lookback: timedelta
+    entities: tuple[Entity, ...]
+    max_reject_share: float = 0.05
+    page_size: int = 500
+    encoding: str = "utf-8"
+    owner: str = "data-platform"
+
+    @property
+    def dag_id(self) -> str:
+        return f"extract_{self.system}"
+
+    def entity(self, name: str) -> Entity:
+        for entity in self.entities:
+            if entity.name == name:
+                return entity
+        raise KeyError(f"{self.system} has no entity {name!r}")
+
+
+@lru_cache(maxsize=1)
+def all_sources() -> dict[str, Source]:
+    """Every `SOURCE` defined by a module of this package, by system slug."""
+    found: dict[str, Source] = {}
+    for module in pkgutil.iter_modules(__path__):
+        source = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SOURCE", None)
+        if isinstance(source, Source):
+            found[source.system] = source
+    return dict(sorted(found.items()))
+
+
+def get_source(system: str) -> Source:
+    sources = all_sources()
+    try:
+        return sources[system]
+    except KeyError:
+        raise KeyError(f"unknown plant system {system!r}; known: {sorted(sources)}") from None
