@@ -6,11 +6,17 @@ The environment is set in `pytest_configure`, before any test module imports Air
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -26,6 +32,8 @@ from launcher.settings import (  # noqa: E402
 )
 
 INSTANCE = test_instance()
+PLANT_SEED = 7
+PLANT_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "small.toml"
 
 
 def _cluster() -> Cluster:
@@ -44,7 +52,7 @@ def pytest_configure(config) -> None:
     config._sfdp_started_cluster = not cluster.is_running()
     cluster.start()
     cluster.wait_ready()
-    for name in ("warehouse", "airflow"):
+    for name in ("warehouse", "airflow", "erp", "eam"):
         cluster.ensure_database(name)
     _migrate_airflow()
 
@@ -93,3 +101,73 @@ def pytest_unconfigure(config) -> None:
     again in about a second); a cluster another session started is left to that session."""
     if getattr(config, "_sfdp_started_cluster", False):
         _cluster().stop()
+
+
+@dataclass
+class Plant:
+    """The served test plant: small.toml, seed 7 — 2 lines × 2 machines, 3 days across DST."""
+
+    world: Path
+    inbox: Path
+    start: datetime  # first shift start (UTC)
+    end: datetime  # last shift end (UTC)
+    mes_url: str
+    qms_url: str
+    api_key: str
+
+    def truth_rows(self, table: str) -> list[dict]:
+        with open(self.world / "truth" / f"{table}.csv", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def warehouse_dsn() -> str:
+    from factory_platform.warehouse import env_dsn
+
+    return env_dsn()
+
+
+@pytest.fixture(scope="session")
+def plant(warehouse_dsn) -> Plant:
+    """Generate the test world, load its truth and the ERP/EAM databases, and serve MES, QMS
+    and the file drops (batch clock: everything visible, every file dropped at start).
+    The platform meets it only over HTTP, SQL and the inbox folders, as a real plant."""
+    world = INSTANCE.var_dir / "worlds" / f"small-{PLANT_SEED}"
+    inbox = world / "inbox"
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "include"))
+    python = sys.executable
+    cluster = _cluster()
+    subprocess.run([python, "-m", "plant_sim", "generate", "--config", str(PLANT_CONFIG),
+                    "--seed", str(PLANT_SEED), "--out", str(world)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([python, "-m", "plant_sim", "load", "--world", str(world),
+                    "--truth-dsn", warehouse_dsn, "--erp-dsn", cluster.dsn("erp"),
+                    "--eam-dsn", cluster.dsn("eam")],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    shutil.rmtree(inbox, ignore_errors=True)  # a fresh delivery: every file dropped again
+    api_key = load_or_create_secrets(INSTANCE)["MES_API_KEY"]
+    server = subprocess.Popen(
+        [python, "-m", "plant_sim", "serve", "--world", str(world), "--inbox", str(inbox),
+         "--mes-port", str(INSTANCE.mes_port), "--qms-port", str(INSTANCE.qms_port),
+         "--api-key", api_key, "--clock", "batch"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    mes_url = f"http://127.0.0.1:{INSTANCE.mes_port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{mes_url}/api/v1/health", timeout=2) as response:
+                if json.load(response).get("status") == "ok":
+                    break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the simulated plant did not start")
+            time.sleep(0.3)
+    calendar = [dict(r) for r in csv.DictReader(open(world / "truth" / "shift_calendar.csv"))]
+    start = min(datetime.fromisoformat(r["shift_start_at"]) for r in calendar)
+    end = max(datetime.fromisoformat(r["shift_end_at"]) for r in calendar)
+    yield Plant(world=world, inbox=inbox, start=start.astimezone(timezone.utc),
+                end=end.astimezone(timezone.utc), mes_url=mes_url,
+                qms_url=f"http://127.0.0.1:{INSTANCE.qms_port}", api_key=api_key)
+    server.terminate()
+    server.wait(timeout=10)

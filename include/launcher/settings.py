@@ -7,6 +7,7 @@ The same function builds the environment for `make run` (written once into `.env
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shlex
@@ -121,6 +122,13 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
         "AIRFLOW_CONN_EAM_DB": f"postgres://{pg_user}:{pw}@{host}:{port}/eam",
         "AIRFLOW_CONN_MES_API": f"http://mes:{secret['MES_API_KEY']}@127.0.0.1:{instance.mes_port}",
         "AIRFLOW_CONN_QMS_API": f"http://qms:{secret['MES_API_KEY']}@127.0.0.1:{instance.qms_port}",
+        # File drops: one folder per system (archive/ and quarantine/ are created inside it)
+        **{
+            f"AIRFLOW_CONN_{system.upper()}_DROPS": json.dumps(
+                {"conn_type": "fs", "extra": {"path": str(instance.plant_dir / "inbox" / system)}}
+            )
+            for system in ("wms", "scada", "ems", "plm")
+        },
         # Airflow
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
