@@ -133,7 +133,7 @@ def plant(warehouse_dsn) -> Plant:
     and the file drops (batch clock: everything visible, every file dropped at start).
     The platform meets it only over HTTP, SQL and the inbox folders, as a real plant."""
     world = INSTANCE.var_dir / "worlds" / f"small-{PLANT_SEED}"
-    inbox = world / "inbox"
+    inbox = INSTANCE.plant_dir / "inbox"  # where the *_drops connections point
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "include"))
     python = sys.executable
     cluster = _cluster()
