@@ -32,8 +32,11 @@ from launcher.settings import (  # noqa: E402
 )
 
 INSTANCE = test_instance()
-PLANT_SEED = 7
-PLANT_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "small.toml"
+# The acceptance plant: default.toml — 1 site, 3 lines, 12 machines, 14 days across the DST
+# change, every defect kind. SFDP_TEST_PLANT=small picks the 3-day world for quick iterations.
+PLANT_NAME = os.environ.get("SFDP_TEST_PLANT", "default")
+PLANT_SEED = 42
+PLANT_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / f"{PLANT_NAME}.toml"
 
 
 def _cluster() -> Cluster:
@@ -100,12 +103,14 @@ def pytest_unconfigure(config) -> None:
     """Leave things as found: stop the test cluster if this session started it (it starts
     again in about a second); a cluster another session started is left to that session."""
     if getattr(config, "_sfdp_started_cluster", False):
+        if "airflow.settings" in sys.modules:  # close Airflow's pooled connections first
+            sys.modules["airflow.settings"].dispose_orm()
         _cluster().stop()
 
 
 @dataclass
 class Plant:
-    """The served test plant: small.toml, seed 7 — 2 lines × 2 machines, 3 days across DST."""
+    """The served test plant (PLANT_CONFIG, PLANT_SEED)."""
 
     world: Path
     inbox: Path
@@ -132,7 +137,7 @@ def plant(warehouse_dsn) -> Plant:
     """Generate the test world, load its truth and the ERP/EAM databases, and serve MES, QMS
     and the file drops (batch clock: everything visible, every file dropped at start).
     The platform meets it only over HTTP, SQL and the inbox folders, as a real plant."""
-    world = INSTANCE.var_dir / "worlds" / f"small-{PLANT_SEED}"
+    world = INSTANCE.var_dir / "worlds" / f"{PLANT_NAME}-{PLANT_SEED}"
     inbox = INSTANCE.plant_dir / "inbox"  # where the *_drops connections point
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "include"))
     python = sys.executable
