@@ -35,6 +35,9 @@ create table if not exists ops.load_audit (
 comment on table ops.load_audit is
     'One row per extraction batch: what was read, loaded, quarantined and skipped as duplicate.';
 create index if not exists load_audit_system_entity on ops.load_audit (system, entity, interval_start);
+alter table ops.load_audit add column if not exists status text not null default 'loaded';
+comment on column ops.load_audit.status is
+    'loaded, or rejected (too many bad records: nothing loaded, the bad ones quarantined)';
 
 create table if not exists ops.quarantine (
     quarantine_id   bigserial primary key,

@@ -178,7 +178,16 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
         result.rows_read += len(extraction.rejected)
         result.rows_quarantined = len(quarantined)
         result.reasons = [f"{src} {ref}: {reason}" for src, ref, reason, _ in quarantined[:5]]
-        _fail_if_too_many_rejected(target, result, source_label)
+        rejection = _too_many_rejected(target, result, source_label)
+        if rejection:
+            # Nothing of the batch loads; its rejected records are still kept and counted.
+            conn.rollback()
+            _write_quarantine(conn, batch_id, target, quarantined)
+            result.rows_loaded = 0
+            _record_audit(conn, target, result, interval_start, interval_end, window_start,
+                          source_label, run_id, started_at, status="rejected")
+            conn.commit()
+            raise LoadRejected(rejection)
 
         key = ", ".join(f'"{c}"' for c in target.natural_key)
         cursor_order = f', "{target.replace_column}" desc' if target.replace_column else ""
@@ -212,13 +221,7 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
         )
         result.rows_loaded = inserted.rowcount
 
-        conn.execute("delete from ops.quarantine where batch_id = %s", (batch_id,))
-        with conn.cursor().copy(
-            "copy ops.quarantine (batch_id, system, entity, source, record_ref, reason, "
-            "raw_payload) from stdin"
-        ) as copy:
-            for src, ref, reason, payload in quarantined:
-                copy.write_row([batch_id, target.system, target.entity, src, ref, reason, payload])
+        _write_quarantine(conn, batch_id, target, quarantined)
         for name in extra_columns:
             conn.execute(
                 "insert into ops.schema_drift (system, entity, column_name, first_batch_id) "
@@ -241,37 +244,50 @@ def _payload_text(payload: dict[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, default=str)
 
 
-def _fail_if_too_many_rejected(target: LoadTarget, result: LoadResult, source_label: str) -> None:
+def _write_quarantine(conn, batch_id: str, target: LoadTarget, quarantined) -> None:
+    """Replace this batch's quarantine rows (a re-run of the batch re-quarantines, once)."""
+    conn.execute("delete from ops.quarantine where batch_id = %s", (batch_id,))
+    with conn.cursor().copy(
+        "copy ops.quarantine (batch_id, system, entity, source, record_ref, reason, "
+        "raw_payload) from stdin"
+    ) as copy:
+        for src, ref, reason, payload in quarantined:
+            copy.write_row([batch_id, target.system, target.entity, src, ref, reason, payload])
+
+
+def _too_many_rejected(target: LoadTarget, result: LoadResult, source_label: str) -> str | None:
+    """The failure message when the rejected share passes the source's threshold."""
     if not result.rows_read:
-        return
+        return None
     share = result.rows_quarantined / result.rows_read
-    if share > target.max_reject_share:
-        raise LoadRejected(
-            f"{target.system}.{target.entity} from {source_label}: {result.rows_quarantined} of "
-            f"{result.rows_read} records rejected ({share:.0%} > allowed "
-            f"{target.max_reject_share:.0%}); nothing loaded. First reasons: "
-            + "; ".join(result.reasons)
-        )
+    if share <= target.max_reject_share:
+        return None
+    return (
+        f"{target.system}.{target.entity} from {source_label}: {result.rows_quarantined} of "
+        f"{result.rows_read} records rejected ({share:.0%} > allowed "
+        f"{target.max_reject_share:.0%}); nothing loaded, the rejected records are in "
+        f"ops.quarantine (batch {result.batch_id}). First reasons: " + "; ".join(result.reasons)
+    )
 
 
 def _record_audit(conn, target, result, interval_start, interval_end, window_start,
-                  source_label, run_id, started_at) -> None:
+                  source_label, run_id, started_at, status: str = "loaded") -> None:
     conn.execute(
         """
         insert into ops.load_audit (batch_id, system, entity, interval_start, interval_end,
             window_start, source, rows_read, rows_loaded, rows_quarantined, duplicates_skipped,
-            rows_replaced, run_id, started_at, finished_at)
-        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+            rows_replaced, run_id, started_at, finished_at, status)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s)
         on conflict (batch_id) do update set
             source = excluded.source, rows_read = excluded.rows_read,
             rows_loaded = excluded.rows_loaded, rows_quarantined = excluded.rows_quarantined,
             duplicates_skipped = excluded.duplicates_skipped,
             rows_replaced = excluded.rows_replaced, run_id = excluded.run_id,
-            started_at = excluded.started_at, finished_at = now()
+            started_at = excluded.started_at, finished_at = now(), status = excluded.status
         """,
         (result.batch_id, target.system, target.entity, interval_start, interval_end,
          window_start, source_label, result.rows_read, result.rows_loaded,
          result.rows_quarantined, result.duplicates_skipped, result.rows_replaced, run_id,
-         started_at),
+         started_at, status),
     )
 
