@@ -1,0 +1,33 @@
+"""EMS: hourly energy-meter exports, kWh per machine and 15 minutes (see the plant's EMS docs).
+
+UTF-8, `;`, LF, header; interval bounds are local ISO 8601 **with** offset (`timestamptz`).
+Files are dropped 5 minutes after their hour; a file cut off mid-row is quarantined whole.
+"""
+
+from datetime import timedelta
+
+from factory_platform.extract.fields import Field as F
+from factory_platform.sources import Entity, Source
+
+SOURCE = Source(
+    system="ems",
+    title="EMS — energy meter readings (kWh per machine and 15 minutes)",
+    interface="csv_drop",
+    conn_id="ems_drops",
+    schedule_cron="0 * * * *",
+    lookback=timedelta(hours=3),
+    entities=(
+        Entity(
+            name="meter_readings",
+            endpoint=r"EMS_READINGS_[A-Z0-9]+_(?P<hour>\d{8}T\d{2})00Z\.csv",
+            natural_key=("meter_id", "interval_start"), cursor=None,
+            description="Energy per meter (one per machine) and 15-minute interval, in kWh.",
+            fields=(
+                F("meter_id", required=True), F("machine_code", required=True),
+                F("interval_start", "timestamptz", required=True),
+                F("interval_end", "timestamptz", required=True),
+                F("kwh", "numeric", required=True, minimum=0),
+            ),
+        ),
+    ),
+)
