@@ -6,10 +6,9 @@ dbt model and test passed. Each reporting table is replaced in one transaction f
 so BI tools reading `reporting.*` never see unchecked or half-written data.
 """
 
+from airflow.sdk import dag, task
 from factory_platform.dag_factory import START_DATE, default_args
 from factory_platform.transform import gated_marts_asset
-
-from airflow.sdk import dag, task
 
 
 @dag(
