@@ -157,8 +157,10 @@ def api_token(instance: Instance, secret: dict[str, str]) -> str:
 
 
 def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
-    """Once per world: a manual extract run over the plant's history so far, so the marts
-    and reporting show days of data within minutes instead of only the last interval."""
+    """Once per world: a manual run of every extraction DAG over the plant's history so far,
+    so the marts and reporting show days of data within minutes, not only the last interval."""
+    from factory_platform.sources import all_sources
+
     marker = instance.var_dir / "history-loaded"
     _, world_start = live_plant_config(instance)
     if marker.exists() and marker.read_text() == world_start.isoformat():
@@ -171,23 +173,25 @@ def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
         "conf": {"reload_start": world_start.isoformat(), "reload_end": end.isoformat()},
         "note": "make run: initial load of the simulated plant's history",
     }
-    request = urllib.request.Request(
-        f"http://localhost:{instance.api_port}/api/v2/dags/extract_mes/dagRuns",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        method="POST",
-    )
     deadline = time.monotonic() + 180
-    while True:  # the DAG exists once the dag-processor has parsed it
-        try:
-            with urllib.request.urlopen(request, timeout=30):
-                break
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(3)
+    for source in all_sources().values():
+        request = urllib.request.Request(
+            f"http://localhost:{instance.api_port}/api/v2/dags/{source.dag_id}/dagRuns",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        while True:  # a DAG exists once the dag-processor has parsed it
+            try:
+                with urllib.request.urlopen(request, timeout=30):
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
     marker.write_text(world_start.isoformat())
-    log(f"triggered extract_mes for the plant's history {world_start:%Y-%m-%d %H:%M} → {end:%H:%M} UTC")
+    log(f"triggered every extract_* DAG for the plant's history "
+        f"{world_start:%Y-%m-%d %H:%M} → {end:%H:%M} UTC")
 
 
 def cmd_run(_: argparse.Namespace) -> None:
