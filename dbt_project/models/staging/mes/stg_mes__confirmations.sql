@@ -1,11 +1,11 @@
 with source as (
-    select * from {{ source('mes', 'confirmations') }}
+    select * from {{ source_or_empty('mes', 'confirmations') }}
 ),
 
 latest as (
     select distinct on (confirmation_id) *
     from source
-    order by confirmation_id, updated_at desc
+    order by confirmation_id, updated_at desc, _extracted_at desc
 ),
 
 renamed as (
@@ -17,6 +17,8 @@ renamed as (
         line_code,
         machine_code,
         item_code,
+        production_date as source_production_date,
+        shift_code as source_shift_code,
         start_at as confirmation_start_at,
         end_at as confirmation_end_at,
         good_qty::bigint as good_count,

@@ -1,11 +1,11 @@
 with source as (
-    select * from {{ source('mes', 'work_orders') }}
+    select * from {{ source_or_empty('mes', 'work_orders') }}
 ),
 
 latest as (
     select distinct on (work_order_id) *
     from source
-    order by work_order_id, updated_at desc
+    order by work_order_id, updated_at desc, _extracted_at desc
 ),
 
 renamed as (
