@@ -41,7 +41,10 @@ the same value, so staging needs no second rule.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator
@@ -348,16 +351,59 @@ def _date_window_query(endpoint: SqlEndpoint, entity, window) -> Query:
                  date_column=date_column)
 
 
+MAX_IDLE_CONNECTIONS = 8
+_idle_connections: dict[str, list] = {}
+_idle_lock = threading.Lock()
+
+
+@contextmanager
+def source_connection(endpoint: SqlEndpoint, application_name: str = "sfdp-extract"):
+    """A read-only, repeatable-read connection to the source. A process that reads many windows
+    (a backfill loop, the tests) reuses idle ones instead of paying a new login each time; one
+    that failed is closed, never reused."""
+    import psycopg
+
+    conn = None
+    with _idle_lock:
+        idle = _idle_connections.get(endpoint.dsn, [])
+        while idle and conn is None:
+            candidate = idle.pop()
+            if not (candidate.closed or candidate.broken):
+                conn = candidate
+    if conn is None:
+        conn = psycopg.connect(endpoint.dsn, application_name=application_name)
+        conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        yield conn
+        conn.rollback()  # end the read-only transaction: nothing to keep
+    except BaseException:
+        conn.close()
+        raise
+    with _idle_lock:
+        idle = _idle_connections.setdefault(endpoint.dsn, [])
+        if len(idle) < MAX_IDLE_CONNECTIONS:
+            idle.append(conn)
+            return
+    conn.close()
+
+
+@atexit.register
+def close_idle_connections() -> None:
+    """Close every idle source connection (at exit, or when a caller wants a clean slate)."""
+    with _idle_lock:
+        connections = [c for idle in _idle_connections.values() for c in idle]
+        _idle_connections.clear()
+    for conn in connections:
+        conn.close()
+
+
 def stream_records(endpoint: SqlEndpoint, entity, window, *, page_size: int = 500,
                    application_name: str = "sfdp-extract") -> Iterator[SourceRecord]:
     """Yield the window's rows as records, fetched `page_size` at a time through a named cursor
-    in one read-only transaction (the connection opens only when the load starts reading; the
-    zone lookup and the read see the same snapshot of the source)."""
-    import psycopg
-
-    with psycopg.connect(endpoint.dsn, application_name=application_name) as conn:
-        conn.read_only = True
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    in one read-only transaction (the connection is taken only when the load starts reading;
+    the zone lookup and the read see the same snapshot of the source)."""
+    with source_connection(endpoint, application_name) as conn:
         query = build_query(conn, endpoint, entity, window)
         with conn.cursor(name=f"sfdp_{entity.name}") as cursor:
             cursor.itersize = page_size
