@@ -1,5 +1,35 @@
+{#- Good, scrap and rework pieces per line and local production day (published to reporting).
+    Incremental: the line-days with a confirmation (or its operation) recorded in the run's
+    data interval are recomputed whole. -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key=['line_code', 'production_date'],
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+    )
+}}
+
 with confirmations as (
     select * from {{ ref('fct_operation_confirmation') }}
+),
+
+{% if interval_is_set() -%}
+changed_line_days as (
+    select distinct line_code, production_date
+    from confirmations
+    where
+        {{ changed_in_interval('recorded_at') }}
+        or {{ changed_in_interval('operation_recorded_at') }}
+),
+{%- endif %}
+
+in_scope as (
+    select *
+    from confirmations
+    {% if interval_is_set() -%}
+    where (line_code, production_date) in (select * from changed_line_days)
+    {%- endif %}
 ),
 
 final as (
@@ -12,7 +42,7 @@ final as (
         sum(rework_count)::bigint as rework_count,
         sum(produced_count)::bigint as produced_count,
         count(*)::bigint as confirmation_count
-    from confirmations
+    from in_scope
     group by site_code, line_code, production_date
 )
 
