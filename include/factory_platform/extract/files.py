@@ -41,7 +41,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -123,11 +123,16 @@ def inbox_of(source) -> Path:
 def file_period(match: re.Match) -> datetime:
     """The UTC start of the hour or day a file name carries."""
     groups = match.groupdict()
-    if groups.get("hour"):
-        return datetime.strptime(groups["hour"], "%Y%m%dT%H").replace(tzinfo=timezone.utc)
-    if groups.get("day"):
-        return datetime.strptime(groups["day"], "%Y%m%d").replace(tzinfo=timezone.utc)
+    if groups.get("hour") or groups.get("day"):
+        return _period(groups.get("hour"), groups.get("day"))
     raise ValueError(f"file-name pattern {match.re.pattern!r} has no 'hour' or 'day' group")
+
+
+@lru_cache(maxsize=1 << 16)
+def _period(hour: str | None, day: str | None) -> datetime:
+    if hour:
+        return datetime.strptime(hour, "%Y%m%dT%H").replace(tzinfo=timezone.utc)
+    return datetime.strptime(day, "%Y%m%d").replace(tzinfo=timezone.utc)
 
 
 def find_drop_files(inbox: Path, pattern: str, start: datetime, end: datetime) -> list[DropFile]:

@@ -378,16 +378,18 @@ def _load_file_batch(dsn, target, extraction, *, interval_start, interval_end, w
     stamp = (batch_id, started_at, interval_start, interval_end)
 
     with psycopg.connect(dsn) as conn:
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"ddl {target.table}",))
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"ddl raw_{target.system}",))
         if fast:
             _ensure_historian_tables(conn, target)
-        else:
+        elif not _file_table_ready(conn, target):
             ensure_raw_table(conn, target)
             conn.execute(f"create index if not exists {target.entity}__source_idx "
                          f"on {target.table} (_source)")
         conn.commit()
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (target.table,))
-        if fast:
+        if not sources:
+            pass  # no file in this window: only the audit row
+        elif fast:
             _copy_delimited_files(conn, target, extraction.delimited_files, sources, stamp,
                                   result, quarantined, extra_columns)
         else:
@@ -450,18 +452,26 @@ def _insert_file_records(conn, target, records, sources, stamp, result, quaranti
             extra = json.dumps(extras, ensure_ascii=False, default=str) if extras else None
             copy.write_row([*values, extra, record.source])
     key = ", ".join(f'"{c}"' for c in target.natural_key)
-    distinct_rows = conn.execute(
-        f"create temp table _distinct on commit drop as select distinct on ({key}) * "
-        f"from _incoming order by {key}, _source"
-    ).rowcount
-    result.duplicates_skipped = parsed - distinct_rows
     deleted = conn.execute(f"delete from {target.table} where _source = any(%s)", (sources,))
     result.rows_replaced = deleted.rowcount
     result.rows_loaded = conn.execute(
         f"insert into {target.table} ({all_columns}, _batch_id, _extracted_at, "
-        f"_interval_start, _interval_end) select {all_columns}, %s, %s, %s, %s from _distinct",
+        f"_interval_start, _interval_end) select distinct on ({key}) {all_columns}, "
+        f"%s, %s, %s, %s from _incoming order by {key}, _source",
         stamp,
     ).rowcount
+    result.duplicates_skipped = parsed - result.rows_loaded
+
+
+def _file_table_ready(conn, target: LoadTarget) -> bool:
+    """One quick catalog look: the raw table has every declared column and its `_source` index."""
+    have = conn.execute(
+        "select coalesce(array_agg(attname::text), '{}'), "
+        "to_regclass(%s) is not null from pg_attribute "
+        "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
+        (f"raw_{target.system}.{target.entity}__source_idx", target.table),
+    ).fetchone()
+    return have[1] and {f.name for f in target.fields} <= set(have[0])
 
 
 def _ensure_historian_tables(conn, target: LoadTarget) -> None:
@@ -493,8 +503,10 @@ def _ensure_historian_tables(conn, target: LoadTarget) -> None:
         columns.append(ddl)
     conn.execute(f"create table if not exists {rows_table} ({', '.join(columns)}, "
                  "_extra jsonb, _file_id bigint not null)")
-    conn.execute(f"create index if not exists {target.entity}__rows_file_idx "
-                 f"on {rows_table} using brin (_file_id)")
+    # Files append in id order, so a BRIN index finds a file's rows at almost no insert cost;
+    # minmax-multi keeps it selective when reloaded files land in space freed by vacuum.
+    conn.execute(f"create index if not exists {target.entity}__rows_file_idx on {rows_table} "
+                 "using brin (_file_id int8_minmax_multi_ops) with (pages_per_range = 32)")
     existing = {
         row[0] for row in conn.execute(
             "select column_name from information_schema.columns "
@@ -564,9 +576,28 @@ def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantin
                      (loaded, file_id))
 
 
+class _Backslash(Exception):
+    """COPY's text format would read a backslash as an escape: use the CSV format instead."""
+
+
 def _copy_file_bytes(conn, rows_table: str, file: DelimitedFile, file_id: int) -> int:
+    """COPY the file in text format (the fastest); a file with a backslash goes as CSV
+    (no escapes; quote character \\x01, i.e. none), so every byte lands as delivered."""
+    conn.execute("savepoint text_format")
+    try:
+        loaded = _copy_file_bytes_as(conn, rows_table, file, file_id, csv=False)
+    except _Backslash:
+        conn.execute("rollback to savepoint text_format")
+        return _copy_file_bytes_as(conn, rows_table, file, file_id, csv=True)
+    conn.execute("release savepoint text_format")
+    return loaded
+
+
+def _copy_file_bytes_as(conn, rows_table: str, file: DelimitedFile, file_id: int,
+                        csv: bool) -> int:
     """Stream the file's data lines to COPY with `<delimiter><file_id>` appended to each."""
-    options = ["format csv", f"delimiter '{file.delimiter}'", "quote E'\\x01'", "null ''"]
+    options = ([f"format csv, delimiter '{file.delimiter}', quote E'\\x01', null ''"] if csv
+               else [f"format text, delimiter '{file.delimiter}', null ''"])
     pg_encoding = _PG_ENCODINGS.get(file.encoding.lower().replace("-", "").replace("_", ""),
                                     file.encoding.upper())
     if pg_encoding:
@@ -584,6 +615,8 @@ def _copy_file_bytes(conn, rows_table: str, file: DelimitedFile, file_id: int) -
             data = pending + chunk
             cut = data.rfind(b"\n") + 1
             pending = data[cut:]
+            if not csv and b"\\" in data:
+                raise _Backslash
             if cut:
                 copy.write(data[:cut].replace(line_end, suffix + line_end))
         if pending.strip():

@@ -70,8 +70,19 @@ def _attributes(element, mapping: dict[str, str], prefix: str = "") -> dict[str,
 
 
 def _texts_by_lang(element, tag: str, stem: str) -> dict[str, str]:
-    return {f"{stem}_{child.get('lang', 'xx')}": (child.text or "")
-            for child in element.findall(tag)}
+    return {f"{stem}_{child.get('lang', 'xx')}": _text(child) for child in element.findall(tag)}
+
+
+def _text(element) -> str:
+    """An element's text; an entity reference stays as written (`&name;`), never resolved."""
+    from lxml import etree
+
+    parts = [element.text or ""]
+    for child in element:
+        if child.tag is etree.Entity:
+            parts.append(child.text or "")
+        parts.append(child.tail or "")
+    return "".join(parts)
 
 
 def parse_export(path: Path, record_kind: str, file_name: str) -> Iterator[SourceRecord]:
