@@ -23,6 +23,7 @@ from launcher.settings import (
     load_or_create_secrets,
     platform_environment,
     run_instance,
+    service_environment,
     write_env_file,
 )
 
@@ -199,8 +200,8 @@ def cmd_run(_: argparse.Namespace) -> None:
     instance = run_instance()
     secret = load_or_create_secrets(instance)
     env = platform_environment(instance, secret)
-    write_env_file(PROJECT_ROOT / ".env", {k: v for k, v in env.items() if k != "SFDP_INSTANCE"})
-    full_env = {**os.environ, **env}
+    write_env_file(PROJECT_ROOT / ".env", env)
+    full_env = service_environment(instance, {**os.environ, **env})
 
     cluster = cluster_for(instance, secret)
     if cluster.ensure_initialised():

@@ -155,9 +155,14 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
         "PYTHONPATH": str(PROJECT_ROOT / "include"),
-        # Marks every process we start, so `make stop` can find exactly ours.
-        "SFDP_INSTANCE": str(instance.var_dir),
     }
+
+
+def service_environment(instance: Instance, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a service we start: `env` plus the marker `make stop` finds it by.
+    (Never set the marker in a shell or test process: whatever that starts — the PostgreSQL
+    cluster, say — would count as one of the services.)"""
+    return {**env, "SFDP_INSTANCE": str(instance.var_dir)}
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from launcher import processes
-from launcher.settings import test_instance
+from launcher.settings import service_environment, test_instance
 
 from .test_extract_rest import emitted, reset
 
@@ -26,7 +26,7 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 def airflow_services(plant):
     """api-server (the Task SDK's execution API) and scheduler of the test instance."""
     instance = test_instance()
-    env = dict(os.environ, SFDP_INSTANCE=str(instance.var_dir))
+    env = service_environment(instance, dict(os.environ))
     subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for name, args in (("api-server", ["api-server", "--port", str(instance.api_port)]),
