@@ -11,6 +11,8 @@ late files.
   `.reason.txt`, each of its lines in `ops.quarantine` — and contributes no kWh; every batch
   is counted in `ops.load_audit`.
 
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
 Client: `include/factory_platform/extract/files.py` (README_files.md); registry entry:
 `include/factory_platform/sources/ems.py`.
 """

@@ -11,6 +11,8 @@ late exports.
 * **Nothing lost:** a file that is not well-formed XML moves to `quarantine/` with a reason and
   is recorded in `ops.quarantine`; a file moves to `archive/` once all three entities loaded it.
 
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
 Client: `include/factory_platform/extract/plm_xml.py` (README_files.md); registry entry:
 `include/factory_platform/sources/plm.py`.
 """

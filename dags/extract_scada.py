@@ -14,6 +14,8 @@ minute) and alarms (`raw_scada.alarms`). A 3-hour lookback catches files dropped
 * **Nothing lost:** bad files go to `quarantine/` with a reason; `ops.quarantine` and
   `ops.load_audit` account for every line.
 
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
 Client: `include/factory_platform/extract/files.py` (README_files.md); registry entry:
 `include/factory_platform/sources/scada.py`.
 """

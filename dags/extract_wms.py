@@ -13,6 +13,8 @@ Every hour (UTC data intervals) the WMS exports dropped into the inbox of connec
 * **Nothing lost:** a cut-off or unreadable file moves to `quarantine/` with a `.reason.txt`;
   its lines and every bad record are in `ops.quarantine`; each batch is in `ops.load_audit`.
 
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
 Client: `include/factory_platform/extract/files.py` (README_files.md); registry entry:
 `include/factory_platform/sources/wms.py`.
 """
