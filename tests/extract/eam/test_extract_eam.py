@@ -111,17 +111,23 @@ def test_second_pass_and_7_day_backfill_change_nothing(eam_loaded, plant, wareho
 # --- a scratch copy of the EAM where rows change after insert -------------------------------
 
 @pytest.fixture(scope="module")
-def scratch_eam(plant, pg):
+def scratch_eam_databases(plant, pg):
+    """A copy of the plant's EAM (tests add rows that change) and an empty scratch warehouse."""
     from plant_sim.loaders import load_system
 
     eam_dsn = pg.create_database("sql_test_eam")
     warehouse = pg.create_database("sql_test_eam_warehouse")
     load_system(plant.world, "eam", eam_dsn)
-    uri = os.environ["AIRFLOW_CONN_EAM_DB"].rsplit("/", 1)[0] + "/sql_test_eam"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW_CONN_EAM_DB", uri)
-        yield eam_dsn, warehouse
+    yield eam_dsn, warehouse
     close_idle_connections()  # the scratch databases are dropped after the session
+
+
+@pytest.fixture
+def scratch_eam(scratch_eam_databases, monkeypatch):
+    """`eam_db` points at the scratch EAM for one test."""
+    uri = os.environ["AIRFLOW_CONN_EAM_DB"].rsplit("/", 1)[0] + "/sql_test_eam"
+    monkeypatch.setenv("AIRFLOW_CONN_EAM_DB", uri)
+    return scratch_eam_databases
 
 
 def _hour(day: int, hour: int) -> datetime:
@@ -197,3 +203,29 @@ def test_bad_eam_rows_are_quarantined_with_their_reason(scratch_eam, plant):
         ("F99000002", "required field 'equipment_id' is missing or null")]
     assert quarantined[0][2].startswith("eam_db:eam.failures [")
     assert audit_problems(warehouse, "eam") == []
+
+
+def test_version_window_is_index_ranges_or_ed(scratch_eam):
+    """`coalesce(actual_end_at, actual_start_at, planned_start_at)` in the window is read through
+    indexes (a BitmapOr of the closed orders' range and the few open ones), never by computing
+    the coalesce for every row."""
+    from factory_platform.extract.clients import Window
+    from factory_platform.extract.sql import build_query, resolve_endpoint
+    from psycopg import sql
+
+    eam_dsn, _warehouse = scratch_eam
+    with psycopg.connect(eam_dsn, autocommit=True) as conn:
+        for column in VERSION_COLUMNS["maintenance_orders"]:
+            conn.execute(f"create index if not exists mo_{column} "
+                         f"on eam.maintenance_orders ({column})")
+    window = Window(_hour(1, 2), _hour(1, 11), _hour(1, 10), _hour(1, 11))
+    with psycopg.connect(eam_dsn) as conn:
+        conn.execute("set enable_seqscan = off")  # a small table: make the planner show its choice
+        query = build_query(conn, resolve_endpoint("eam_db"),
+                            eam_source().entity("maintenance_orders"), window)
+        plan = "\n".join(r[0] for r in conn.execute(sql.SQL("explain ") + query.statement,
+                                                     query.params))
+    assert "BitmapOr" in plan and "Seq Scan" not in plan, plan
+    assert "Bitmap Index Scan on mo_actual_end_at" in plan, plan
+    assert ("Index Cond: ((actual_end_at >= '2026-11-01 02:00:00+00'::timestamp with time zone) "
+            "AND (actual_end_at < '2026-11-01 11:00:00+00'") in plan, plan

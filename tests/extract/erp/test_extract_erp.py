@@ -135,9 +135,9 @@ def _scratch_conn_uri(database: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scratch_erp(plant, pg):
-    """A copy of the plant's ERP with extra rows (DST night, bad rows), as `erp_db`, and an
-    empty scratch warehouse."""
+def scratch_erp_databases(plant, pg):
+    """A copy of the plant's ERP with extra rows (DST night, bad rows), and an empty scratch
+    warehouse."""
     from plant_sim.loaders import load_system
 
     erp_dsn = pg.create_database("sql_test_erp")
@@ -159,10 +159,15 @@ def scratch_erp(plant, pg):
             "('9100001', 'ERF', null, 'ERF-L1', 100, 'PCS', '2026-10-29', '2026-10-27 05:30', null),"
             "('9100002', 'ERF', '100046', 'ERF-L1', -5, 'PCS', '2026-10-29', '2026-10-27 05:40', null),"
             "('9100003', 'ERF', '100046', null, 100, 'PCS', '2026-10-30', '2026-10-28 14:10', null)")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW_CONN_ERP_DB", _scratch_conn_uri("sql_test_erp"))
-        yield erp_dsn, warehouse
+    yield erp_dsn, warehouse
     close_idle_connections()  # the scratch databases are dropped after the session
+
+
+@pytest.fixture
+def scratch_erp(scratch_erp_databases, monkeypatch):
+    """`erp_db` points at the scratch ERP for one test."""
+    monkeypatch.setenv("AIRFLOW_CONN_ERP_DB", _scratch_conn_uri("sql_test_erp"))
+    return scratch_erp_databases
 
 
 def _window_keys(entity_name: str, start: datetime, end: datetime) -> list[str]:
@@ -329,3 +334,29 @@ def test_plants_in_two_zones_each_use_their_own(scratch_erp):
         with psycopg.connect(erp_dsn) as conn:
             conn.execute("delete from erp.production_orders where order_number = '9200001'")
             conn.execute("delete from erp.plants where plant_code = 'SHA'")
+
+
+def test_window_query_is_an_index_range_not_a_scan(scratch_erp):
+    """With an index on the local time column the planner reads only the window's range."""
+    from factory_platform.extract.clients import Window
+    from factory_platform.extract.sql import build_query, resolve_endpoint
+    from psycopg import sql
+
+    erp_dsn, _warehouse = scratch_erp
+    with psycopg.connect(erp_dsn, autocommit=True) as conn:
+        conn.execute("create index if not exists production_orders_released_at "
+                     "on erp.production_orders (released_at)")
+    start = datetime(2026, 10, 25, 1, tzinfo=UTC)
+    window = Window(start - timedelta(hours=3), start + timedelta(hours=1), start,
+                    start + timedelta(hours=1))
+    with psycopg.connect(erp_dsn) as conn:
+        conn.execute("set enable_seqscan = off")  # a tiny table: make the planner show its choice
+        query = build_query(conn, resolve_endpoint("erp_db"),
+                            erp_source().entity("production_orders"), window)
+        plan = "\n".join(r[0] for r in conn.execute(sql.SQL("explain ") + query.statement,
+                                                     query.params))
+    assert "production_orders_released_at" in plan and "Seq Scan" not in plan, plan
+    # [22:00Z, 02:00Z) is local [00:00 CEST, 03:00 CET): the index range is that, widened by the
+    # zone's other offset (an hour each side); the exact UTC test filters the few rows inside
+    assert ("released_at >= '2026-10-24 23:00:00'::timestamp without time zone) AND "
+            "(released_at < '2026-10-25 04:00:00'") in plan, plan
