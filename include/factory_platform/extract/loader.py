@@ -540,7 +540,8 @@ def _ensure_historian_tables(conn, target: LoadTarget) -> None:
 
 def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantined,
                           extra_columns) -> None:
-    """Fast path: COPY each file's bytes into `__rows`; fall back per file when refused."""
+    """Fast path: one COPY for the batch's files; when Postgres refuses it, each file again
+    under its own savepoint, and a file refused alone is read record by record."""
     import psycopg
 
     rows_table, files_table = historian_tables(target)
@@ -549,31 +550,55 @@ def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantin
     if old_ids:
         result.rows_replaced = conn.execute(
             f"delete from {rows_table} where _file_id = any(%s)", (old_ids,)).rowcount
+    if not files:
+        return
+    file_ids = dict(conn.execute(
+        f"insert into {files_table} (source, batch_id, extracted_at, interval_start, "
+        "interval_end) select name, %s, %s, %s, %s from unnest(%s::text[]) as name "
+        "returning source, file_id", (*stamp, [f.name for f in files])).fetchall())
     declared = {f.name for f in target.fields}
+    copyable = [f for f in files
+                if set(f.columns) <= declared and len(set(f.columns)) == len(f.columns)]
+    loaded_by_copy: dict[str, int] = {}
+    groups: dict[tuple, list[DelimitedFile]] = {}
+    for file in copyable:
+        groups.setdefault((file.columns, file.encoding, file.delimiter, file.crlf), []).append(file)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        conn.execute("savepoint delimited_files")
+        try:
+            counts = _copy_bytes(conn, rows_table, [(f, file_ids[f.name]) for f in group],
+                                 csv=False)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError, _Backslash):
+            conn.execute("rollback to savepoint delimited_files")
+            continue
+        conn.execute("release savepoint delimited_files")
+        loaded_by_copy.update(counts)
     for file in files:
-        file_id = conn.execute(
-            f"insert into {files_table} (source, batch_id, extracted_at, interval_start, "
-            "interval_end) values (%s, %s, %s, %s, %s) returning file_id", (file.name, *stamp),
-        ).fetchone()[0]
-        loaded: int | None = None
-        if set(file.columns) <= declared and len(set(file.columns)) == len(file.columns):
+        file_id = file_ids[file.name]
+        loaded = loaded_by_copy.get(file.name)
+        if loaded is None and file in copyable:
             conn.execute("savepoint delimited_file")
             try:
                 loaded = _copy_file_bytes(conn, rows_table, file, file_id)
                 conn.execute("release savepoint delimited_file")
-                read = loaded
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
                 conn.execute("rollback to savepoint delimited_file")
                 log.warning("%s: %s refused by COPY (%s); reading it record by record",
                             target.table, file.name, str(exc).splitlines()[0])
-                loaded = None
         if loaded is None:
             read, loaded = _copy_file_records(conn, rows_table, target, file, file_id,
                                               quarantined, extra_columns)
+        else:
+            read = loaded
         result.rows_read += read
         result.rows_loaded += loaded
-        conn.execute(f"update {files_table} set rows_loaded = %s where file_id = %s",
-                     (loaded, file_id))
+        loaded_by_copy[file.name] = loaded
+    conn.execute(
+        f"update {files_table} f set rows_loaded = v.n from unnest(%s::bigint[], %s::bigint[]) "
+        "as v(id, n) where f.file_id = v.id",
+        ([file_ids[f.name] for f in files], [loaded_by_copy[f.name] for f in files]))
 
 
 class _Backslash(Exception):
@@ -581,47 +606,58 @@ class _Backslash(Exception):
 
 
 def _copy_file_bytes(conn, rows_table: str, file: DelimitedFile, file_id: int) -> int:
-    """COPY the file in text format (the fastest); a file with a backslash goes as CSV
+    """COPY one file in text format (the fastest); a file with a backslash goes as CSV
     (no escapes; quote character \\x01, i.e. none), so every byte lands as delivered."""
     conn.execute("savepoint text_format")
     try:
-        loaded = _copy_file_bytes_as(conn, rows_table, file, file_id, csv=False)
+        counts = _copy_bytes(conn, rows_table, [(file, file_id)], csv=False)
     except _Backslash:
         conn.execute("rollback to savepoint text_format")
-        return _copy_file_bytes_as(conn, rows_table, file, file_id, csv=True)
-    conn.execute("release savepoint text_format")
-    return loaded
+        counts = _copy_bytes(conn, rows_table, [(file, file_id)], csv=True)
+    else:
+        conn.execute("release savepoint text_format")
+    return counts[file.name]
 
 
-def _copy_file_bytes_as(conn, rows_table: str, file: DelimitedFile, file_id: int,
-                        csv: bool) -> int:
-    """Stream the file's data lines to COPY with `<delimiter><file_id>` appended to each."""
-    options = ([f"format csv, delimiter '{file.delimiter}', quote E'\\x01', null ''"] if csv
-               else [f"format text, delimiter '{file.delimiter}', null ''"])
-    pg_encoding = _PG_ENCODINGS.get(file.encoding.lower().replace("-", "").replace("_", ""),
-                                    file.encoding.upper())
+def _copy_bytes(conn, rows_table: str, parts: list[tuple[DelimitedFile, int]],
+                csv: bool) -> dict[str, int]:
+    """Stream the files' data lines (same columns and format) through one COPY, each line
+    with `<delimiter><file_id>` appended; returns the rows per file."""
+    first = parts[0][0]
+    options = ([f"format csv, delimiter '{first.delimiter}', quote E'\\x01', null ''"] if csv
+               else [f"format text, delimiter '{first.delimiter}', null ''"])
+    pg_encoding = _PG_ENCODINGS.get(first.encoding.lower().replace("-", "").replace("_", ""),
+                                    first.encoding.upper())
     if pg_encoding:
         options.append(f"encoding '{pg_encoding}'")
-    columns = ", ".join(f'"{c}"' for c in file.columns) + ", _file_id"
-    line_end = b"\r\n" if file.crlf else b"\n"
-    suffix = f"{file.delimiter}{file_id}".encode("ascii")
+    columns = ", ".join(f'"{c}"' for c in first.columns) + ", _file_id"
+    line_end = b"\r\n" if first.crlf else b"\n"
+    counts: dict[str, int] = {}
     cursor = conn.cursor()
-    with open(file.path, "rb") as fh, cursor.copy(
-        f"copy {rows_table} ({columns}) from stdin ({', '.join(options)})"
-    ) as copy:
-        fh.seek(file.data_offset)
-        pending = b""
-        while chunk := fh.read(COPY_CHUNK_BYTES):
-            data = pending + chunk
-            cut = data.rfind(b"\n") + 1
-            pending = data[cut:]
-            if not csv and b"\\" in data:
-                raise _Backslash
-            if cut:
-                copy.write(data[:cut].replace(line_end, suffix + line_end))
-        if pending.strip():
-            copy.write(pending + suffix)
-    return cursor.rowcount
+    with cursor.copy(f"copy {rows_table} ({columns}) from stdin ({', '.join(options)})") as copy:
+        for file, file_id in parts:
+            suffix = f"{file.delimiter}{file_id}".encode("ascii")
+            lines = 0
+            with open(file.path, "rb") as fh:
+                fh.seek(file.data_offset)
+                pending = b""
+                while chunk := fh.read(COPY_CHUNK_BYTES):
+                    data = pending + chunk
+                    cut = data.rfind(b"\n") + 1
+                    pending = data[cut:]
+                    if not csv and b"\\" in data:
+                        raise _Backslash
+                    if cut:
+                        lines += data.count(b"\n", 0, cut)
+                        copy.write(data[:cut].replace(line_end, suffix + line_end))
+                if pending.strip():
+                    lines += 1
+                    copy.write(pending + suffix + line_end)
+            counts[file.name] = lines
+    if sum(counts.values()) != cursor.rowcount:
+        raise RuntimeError(f"{rows_table}: COPY took {cursor.rowcount} rows, the files hold "
+                           f"{sum(counts.values())} lines")
+    return counts
 
 
 def _copy_file_records(conn, rows_table, target, file, file_id, quarantined,

@@ -150,16 +150,21 @@ def test_historian_bad_lines_are_quarantined_with_line_numbers(case, warehouse_d
     lines[3] = lines[3].replace(";103;", ";12,5;")  # line 5: not a number
     lines[7] = lines[7].rsplit(";", 1)[0]  # line 9: a field short
     lines[10] = lines[10].replace("ERF-L1-M01", "")  # line 12: required field empty
-    result = case("scada", "tag_values", {"SCADA_TAGS_ERF_20261020T0500Z.csv":
-                                          body(SCADA_HEADER, lines)})
-    assert (result["rows_read"], result["rows_loaded"], result["rows_quarantined"]) == (100, 97, 3)
+    good = [line.replace("ERF-L1-M01", "ERG-L1-M01") for line in scada_lines()]
+    result = case("scada", "tag_values", {  # the batch's single COPY fails: file by file
+        "SCADA_TAGS_ERF_20261020T0500Z.csv": body(SCADA_HEADER, lines),
+        "SCADA_TAGS_ERG_20261020T0500Z.csv": body(SCADA_HEADER, good)})
+    assert (result["rows_read"], result["rows_loaded"], result["rows_quarantined"]) == (200, 197, 3)
     quarantined = rows(warehouse_dsn, "select record_ref, reason from ops.quarantine "
                                       "where system = 'scada_case' order by quarantine_id")
     assert [ref for ref, _ in quarantined] == ["line 5", "line 12", "line 9"]
     assert "value" in quarantined[0][1] and "machine_code" in quarantined[1][1]
     assert "4 fields" in quarantined[2][1]
-    assert scalar(warehouse_dsn, "select sum(value) from raw_scada_case.tag_values") == sum(
+    assert scalar(warehouse_dsn, "select sum(value) from raw_scada_case.tag_values where "
+                                 "machine_code = 'ERF-L1-M01'") == sum(
         100 + i for i in range(100) if i not in (3, 7, 10))
+    assert scalar(warehouse_dsn, "select sum(rows_loaded) from raw_scada_case.tag_values__files "
+                                 "where source like 'SCADA_TAGS_ERG%%'") == 100
 
 
 def test_historian_fast_path_keeps_every_byte(case, warehouse_dsn):
