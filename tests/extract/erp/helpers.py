@@ -4,7 +4,9 @@ plant's emitted rows read from the world folder."""
 from __future__ import annotations
 
 import csv
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,28 +37,73 @@ def hourly(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
 
 def extract_intervals(system: str, intervals, dsn: str, entities=None,
                       snapshot_every: int = 24) -> dict[str, list[dict]]:
-    """`extract_interval` for every entity over `intervals` (in order per entity; entities in
-    parallel, as the DAG's tasks run). Returns the load summaries per entity.
+    """`extract_interval` for every entity of one system over `intervals` (see
+    `extract_systems`). Returns the load summaries per entity."""
+    return extract_systems({system: intervals}, dsn, {system: entities} if entities else None,
+                           snapshot_every)[system]
 
-    Snapshot entities (no cursor) read the same whole table whatever the interval, so to keep
-    the tests fast they run on every `snapshot_every`-th interval and the last one only."""
+
+def extract_systems(intervals_by_system: dict, dsn: str, entities: dict | None = None,
+                    snapshot_every: int = 24) -> dict[str, dict[str, list[dict]]]:
+    """`extract_interval` for every entity of each system over its intervals: in order per
+    entity, entities in parallel (as the DAGs' tasks run). Returns summaries per system and
+    entity.
+
+    Snapshot entities read the same whole table whatever the interval, so to keep the tests
+    fast they run on every `snapshot_every`-th interval and the last one only."""
     from factory_platform.extract.run import extract_interval
     from factory_platform.sources import get_source
     from factory_platform.warehouse import ensure_warehouse_once
 
-    names = entities or [e.name for e in get_source(system).entities]
     # once, before the threads: concurrent ops DDL and loads can deadlock (see README_sql.md)
     ensure_warehouse_once(dsn)
+    jobs = [(system, name) for system in intervals_by_system
+            for name in ((entities or {}).get(system)
+                         or [e.name for e in get_source(system).entities])]
 
-    def run(name: str) -> list[dict]:
-        chosen = list(intervals)
+    def run(job: tuple[str, str]) -> list[dict]:
+        system, name = job
+        chosen = list(intervals_by_system[system])
         if get_source(system).entity(name).option("mode") == "snapshot" and snapshot_every > 1:
             chosen = chosen[:-1][::snapshot_every] + chosen[-1:]
         return [extract_interval(system, name, start, end, run_id="test", dsn=dsn)
                 for start, end in chosen]
 
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        return dict(zip(names, pool.map(run, names)))
+    out: dict[str, dict[str, list[dict]]] = {system: {} for system in intervals_by_system}
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        for (system, name), summaries in zip(jobs, pool.map(run, jobs)):
+            out[system][name] = summaries
+    return out
+
+
+@dataclass
+class Loaded:
+    """The plant's whole history extracted once per test session (ERP and EAM together)."""
+
+    intervals: list
+    summaries: dict  # entity → load summaries
+    seconds: float  # wall time of the combined ERP + EAM load
+
+
+_WORLD_LOADS: dict[str, Loaded] = {}
+
+
+def world_loaded(plant, dsn: str, system: str) -> Loaded:
+    """Reset raw_erp/raw_eam and extract every interval of the world for both systems (once
+    per session, both in one pool: the tests share the cost); the `system`'s part."""
+    if not _WORLD_LOADS:
+        for each in SQL_SYSTEMS:
+            reset_system(dsn, each)
+        intervals = world_intervals(plant)
+        started = time.monotonic()
+        summaries = extract_systems({each: intervals for each in SQL_SYSTEMS}, dsn)
+        seconds = time.monotonic() - started
+        for each in SQL_SYSTEMS:
+            _WORLD_LOADS[each] = Loaded(intervals, summaries[each], seconds)
+    return _WORLD_LOADS[system]
+
+
+SQL_SYSTEMS = ("erp", "eam")
 
 
 def reset_system(dsn: str, system: str) -> None:
