@@ -68,16 +68,38 @@ comment on table ops.schema_drift is
 """
 
 
+def _is_current(conn) -> bool:
+    """True when every schema and the newest ops column exist: then there is nothing to do,
+    and no DDL (whose locks could deadlock against running loads) is issued."""
+    row = conn.execute(
+        "select count(*) = %s, "
+        "exists (select 1 from information_schema.columns where table_schema = 'ops' "
+        "        and table_name = 'load_audit' and column_name = 'status') "
+        "       and to_regclass('ops.quarantine') is not null "
+        "       and to_regclass('ops.schema_drift') is not null "
+        "from pg_namespace where nspname = any(%s)",
+        (len(SCHEMAS), list(SCHEMAS)),
+    ).fetchone()
+    return bool(row[0] and row[1])
+
+
 def ensure_warehouse(dsn: str) -> None:
-    """Create the layer schemas and the ops tables if they do not exist."""
+    """Create the layer schemas and the ops tables if they do not exist.
+
+    Each statement runs on its own (autocommit) under a session advisory lock, and nothing runs
+    at all when the warehouse is current, so concurrent loads never wait on this DDL."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if _is_current(conn):
+            return
         conn.execute("select pg_advisory_lock(20261122)")
         try:
             for schema in SCHEMAS:
                 conn.execute(f"create schema if not exists {schema}")
-            conn.execute(OPS_DDL)
+            for statement in OPS_DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
         finally:
             conn.execute("select pg_advisory_unlock(20261122)")
 

@@ -42,11 +42,11 @@ def cluster_for(instance: Instance, secret: dict[str, str]) -> Cluster:
 
 def prepare_databases(cluster: Cluster, env: dict[str, str]) -> None:
     """Create the warehouse (with its schemas and ops tables), Airflow's and the plant's databases."""
-    from factory_platform import warehouse
+    from factory_platform.bootstrap import bootstrap_warehouse
 
     for name in ("warehouse", "airflow", *PLANT_DATABASES):
         cluster.ensure_database(name)
-    warehouse.ensure_warehouse(cluster.dsn("warehouse"))
+    bootstrap_warehouse(cluster.dsn("warehouse"))
 
 
 def migrate_airflow(instance: Instance, env: dict[str, str]) -> None:

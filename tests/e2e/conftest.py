@@ -24,12 +24,13 @@ def dagbag(project_root):
 
 def reset_platform_schemas(dsn: str) -> None:
     """Drop everything the pipeline builds (not the truth), as on a fresh deployment."""
-    from factory_platform.warehouse import SCHEMAS, ensure_warehouse
+    from factory_platform.bootstrap import bootstrap_warehouse
+    from factory_platform.warehouse import SCHEMAS
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         for schema in SCHEMAS:
             conn.execute(f"drop schema if exists {schema} cascade")
-    ensure_warehouse(dsn)
+    bootstrap_warehouse(dsn)
 
 
 def run_dag(dagbag, dag_id: str, **kwargs):

@@ -146,7 +146,20 @@ def batch_id_for(system: str, entity: str, window_start: datetime, window_end: d
     return f"{system}.{entity}:{window_start.isoformat()}/{window_end.isoformat()}"
 
 
+def raw_table_ready(conn, target: LoadTarget) -> bool:
+    """One catalog look: the raw table exists with every declared column (and its index)."""
+    have = conn.execute(
+        "select coalesce(array_agg(attname::text), '{}') from pg_attribute "
+        "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
+        (target.table,),
+    ).fetchone()[0]
+    return {f.name for f in target.fields} | {"_batch_id"} <= set(have)
+
+
 def ensure_raw_table(conn, target: LoadTarget) -> None:
+    """Create the raw table (and its window index), or add newly declared columns."""
+    if raw_table_ready(conn, target):
+        return
     columns = [f'"{f.name}" {f.pg_type}' for f in target.fields]
     columns += [f"{name} {ddl}" for name, ddl in METADATA_COLUMNS]
     conn.execute(f"create schema if not exists raw_{target.system}")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from launcher import processes
 from launcher.settings import service_environment, test_instance
 
