@@ -17,6 +17,6 @@
                 {%- do columns.append('null::' ~ data_type ~ ' as ' ~ name) -%}
             {%- endif -%}
         {%- endfor -%}
-        (select {{ columns | join(', ') }} where false)
+        (select {{ columns | join(', ') }} where false) as {{ table_name }}
     {%- endif -%}
 {%- endmacro %}
