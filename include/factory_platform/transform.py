@@ -71,7 +71,10 @@ def build_transform_dag(doc_md: str | None):
                 test_indirect_selection=TestIndirectSelection.CAUTIOUS,
             ),
             render_config=RenderConfig(
-                load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_EACH,
+                load_method=LoadMode.DBT_MANIFEST,
+                # one task per model: `dbt build` runs it, then its tests (fail fast, one
+                # dbt start-up per model instead of two)
+                test_behavior=TestBehavior.BUILD,
                 emit_datasets=False,
             ),
             operator_args={"install_deps": False},
