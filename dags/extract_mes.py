@@ -11,7 +11,7 @@ plus a 2-hour lookback, and COPY-loaded into `raw_mes.<entity>`.
   batch is counted in `ops.load_audit`.
 * **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
 
-Source registry: `include/factory_platform/sources.py`.
+Source registry: `include/factory_platform/sources/mes.py`.
 """
 
 from factory_platform.dag_factory import build_extract_dag
