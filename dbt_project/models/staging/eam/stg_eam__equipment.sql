@@ -1,0 +1,36 @@
+{#- The EAM equipment register, latest snapshot per equipment: every extraction run lands the
+    whole register, so the newest extraction of an id is its current state.     An id missing from the newest snapshot (retired) is kept, flagged. -#}
+with source as (
+    select * from {{ source_or_empty('eam', 'equipment') }}
+),
+
+last_snapshot as (
+    select max(_extracted_at) as extracted_at from source
+),
+
+latest as (
+    select distinct on (equipment_id) *
+    from source
+    order by equipment_id, _extracted_at desc, _batch_id desc
+),
+
+renamed as (
+    select
+        equipment_id,
+        equipment_code,
+        parent_equipment_id,
+        lower(hierarchy_level) as hierarchy_level,
+        name_en,
+        name_zh,
+        site_code,
+        machine_type,
+        manufacturer,
+        commissioned_on as commissioned_date,
+        latest._extracted_at = last_snapshot.extracted_at as is_in_last_snapshot,
+        latest._extracted_at as extracted_at,
+        latest._batch_id as batch_id
+    from latest
+    cross join last_snapshot
+)
+
+select * from renamed
