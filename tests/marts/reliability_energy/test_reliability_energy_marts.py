@@ -1,0 +1,197 @@
+"""Maintenance and energy marts equal the simulator's truth.
+
+The whole 14-day plant is extracted from the MES API, the EAM database and the EMS file drops
+into raw_*, `dbt build` runs through the dbt CLI, and the marts are compared with the `truth`
+schema (never with SQL of the models under test): reliability per machine (failure count,
+running and unplanned downtime seconds exactly, MTBF/MTTR to 1e-9), energy intensity per
+machine × production date (kWh and kWh per good unit to 1e-9, good pieces exactly), and the
+EAM equipment hierarchy in dim_equipment (line, site, Chinese names).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from factory_platform.extract.run import extract_interval
+from factory_platform.sources import get_source
+
+pytestmark = pytest.mark.slow
+
+SYSTEMS = ("mes", "eam", "ems")
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
+DBT_DIR = str(PROJECT_ROOT / "dbt_project")
+# What this module builds: EAM/EMS/PLM staging, the equipment, maintenance and energy layers,
+# the maintenance and energy marts and whatever they need upstream (MES staging, production
+# facts, seeds), and the equipment snapshot. Other domains' models are not built here.
+DBT_SELECT = [
+    "+path:models/marts/maintenance", "+path:models/marts/energy",
+    "+path:models/conformed/equipment", "+path:models/conformed/maintenance",
+    "+path:models/conformed/energy",
+    "path:models/staging/eam", "path:models/staging/ems", "path:models/staging/plm",
+    "snap_equipment",
+]
+TOLERANCE = 1e-9
+
+
+def day_windows(plant) -> list[tuple[datetime, datetime]]:
+    """Daily extraction windows from the day before the first shift to the day after the last."""
+    start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    end = plant.end + timedelta(days=1)
+    days = []
+    while start < end:
+        days.append((start, start + timedelta(days=1)))
+        start += timedelta(days=1)
+    return days
+
+
+def extract_all(system: str, windows, dsn: str) -> None:
+    for entity in get_source(system).entities:
+        for start, end in windows:
+            extract_interval(system, entity.name, start, end, dsn=dsn)
+
+
+def reset_platform_schemas(dsn: str) -> None:
+    """Drop everything the pipeline builds (not the truth), as on a fresh deployment."""
+    from factory_platform.bootstrap import bootstrap_warehouse
+    from factory_platform.warehouse import SCHEMAS
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for schema in SCHEMAS:
+            conn.execute(f"drop schema if exists {schema} cascade")
+    bootstrap_warehouse(dsn)
+
+
+def dbt_build(*args: str) -> subprocess.CompletedProcess:
+    """`dbt build` of this module's models through the CLI; fails the test with dbt's output."""
+    command = [DBT, "build", "--project-dir", DBT_DIR, "--profiles-dir", DBT_DIR,
+               "--select", *DBT_SELECT, "--indirect-selection", "cautious", "--threads", "4", *args]
+    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")  # no tracking round trips
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, f"dbt build {' '.join(args)} failed:\n{result.stdout[-6000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def built(plant, warehouse_dsn):
+    """Raw MES, EAM and EMS for the whole plant, then one full `dbt build`."""
+    started = time.monotonic()
+    reset_platform_schemas(warehouse_dsn)
+    windows = day_windows(plant)
+    for system in SYSTEMS:
+        extract_all(system, windows, warehouse_dsn)
+    extracted = time.monotonic()
+    dbt_build("--full-refresh")
+    print(f"\nextract {extracted - started:.1f} s, dbt build {time.monotonic() - extracted:.1f} s")
+    return warehouse_dsn
+
+
+def keyed(dsn: str, query: str, key: tuple[str, ...]) -> dict[tuple, dict]:
+    """Rows of a query as dicts, by their key columns."""
+    with psycopg.connect(dsn) as conn:
+        cursor = conn.execute(query)
+        names = [c.name for c in cursor.description]
+        records = [dict(zip(names, row)) for row in cursor.fetchall()]
+    table = {tuple(r[k] for k in key): r for r in records}
+    assert len(table) == len(records), f"duplicate keys in {query!r}"
+    return table
+
+
+def compare(mart: dict, truth: dict, exact: dict[str, str], ratios: dict[str, str]) -> tuple:
+    """Full outer comparison by key: `exact` columns must be equal, `ratios` within TOLERANCE
+    (NULL only where the truth is NULL). Returns (differences, rows compared, max abs diff)."""
+    differences, max_abs = [], 0.0
+    for key in sorted(mart.keys() | truth.keys(), key=str):
+        ours, theirs = mart.get(key), truth.get(key)
+        if ours is None or theirs is None:
+            differences.append((key, "only in " + ("truth" if ours is None else "mart")))
+            continue
+        for column, truth_column in exact.items():
+            if ours[column] != theirs[truth_column]:
+                differences.append((key, column, ours[column], theirs[truth_column]))
+        for column, truth_column in ratios.items():
+            a, b = ours[column], theirs[truth_column]
+            if a is None or b is None:
+                if (a is None) != (b is None):
+                    differences.append((key, column, a, b))
+                continue
+            max_abs = max(max_abs, abs(float(a) - float(b)))
+            if abs(float(a) - float(b)) > TOLERANCE:
+                differences.append((key, column, a, b))
+    return differences, len(mart.keys() & truth.keys()), max_abs
+
+
+def assert_equal_to_truth(name: str, mart: dict, truth: dict, exact: dict, ratios: dict) -> None:
+    differences, compared, max_abs = compare(mart, truth, exact, ratios)
+    print(f"\n{name}: {compared} rows compared with the truth, max |diff| {max_abs:.3g}")
+    assert differences == [], f"{name}: {len(differences)} differences; first: {differences[:5]}"
+    assert compared == len(truth) > 0
+
+
+def test_reliability_per_machine_equals_truth(built, warehouse_dsn):
+    key = ("machine_code",)
+    mart = keyed(warehouse_dsn, "select * from marts.mart_maintenance_reliability", key)
+    truth = keyed(warehouse_dsn, "select * from truth.reliability_machine", key)
+    exact = {"site_code": "site_code", "line_code": "line_code",
+             "failure_count": "failure_count", "running_seconds": "running_seconds",
+             "unplanned_downtime_seconds": "unplanned_downtime_seconds"}
+    ratios = {"mtbf_seconds": "mtbf_seconds", "mttr_seconds": "mttr_seconds"}
+    assert_equal_to_truth("mart_maintenance_reliability", mart, truth, exact, ratios)
+    assert any(r["failure_count"] > 0 for r in truth.values()), "the plant should have failures"
+    for machine, row in truth.items():  # NULL exactly where the truth has no failure
+        if row["failure_count"] == 0:
+            assert mart[machine]["mtbf_seconds"] is None and mart[machine]["mttr_seconds"] is None
+
+
+def test_energy_per_machine_and_day_equals_truth(built, warehouse_dsn):
+    key = ("machine_code", "production_date")
+    mart = keyed(warehouse_dsn, "select * from marts.mart_energy_intensity", key)
+    truth = keyed(warehouse_dsn, "select * from truth.energy_machine_day", key)
+    exact = {"site_code": "site_code", "line_code": "line_code", "good_count": "good_qty"}
+    ratios = {"energy_kwh": "energy_kwh", "kwh_per_good_unit": "kwh_per_good_unit"}
+    assert_equal_to_truth("mart_energy_intensity", mart, truth, exact, ratios)
+    malformed = keyed(warehouse_dsn, """
+        select count(*) as files from truth.injected_defects where kind = 'ems_malformed_file'
+        """, ("files",))
+    print(f"malformed EMS files in the plant (their kWh excluded): {list(malformed)[0][0]}")
+
+
+def test_energy_per_line_and_day_equals_the_truths_sums(built, warehouse_dsn):
+    key = ("line_code", "production_date")
+    mart = keyed(warehouse_dsn, "select * from marts.mart_energy_intensity_line_day", key)
+    truth = keyed(warehouse_dsn, """
+        select site_code, line_code, production_date, sum(energy_kwh) as energy_kwh,
+               sum(good_qty)::bigint as good_qty
+        from truth.energy_machine_day group by site_code, line_code, production_date""", key)
+    for row in truth.values():
+        row["kwh_per_good_unit"] = row["energy_kwh"] / row["good_qty"] if row["good_qty"] else None
+    exact = {"site_code": "site_code", "good_count": "good_qty"}
+    ratios = {"energy_kwh": "energy_kwh", "kwh_per_good_unit": "kwh_per_good_unit"}
+    assert_equal_to_truth("mart_energy_intensity_line_day", mart, truth, exact, ratios)
+
+
+def test_dim_equipment_has_every_eam_machine_with_line_site_and_chinese_names(
+        built, warehouse_dsn):
+    key = ("equipment_code",)
+    dim = keyed(warehouse_dsn, "select * from conformed.dim_equipment", key)
+    with psycopg.connect(warehouse_dsn) as conn:
+        machines = conn.execute("""
+            select distinct site_code, line_code, machine_code
+            from truth.reliability_machine""").fetchall()
+    assert machines
+    for site_code, line_code, machine_code in machines:
+        row = dim[(machine_code,)]
+        assert row["hierarchy_level"] == "machine"
+        assert (row["site_code"], row["line_code"]) == (site_code, line_code)
+        assert row["machine_code"] == machine_code
+        assert row["equipment_path"].endswith(f"{line_code}/{machine_code}")
+    zh_names = [r["name_zh"] for r in dim.values() if r["name_zh"]]
+    assert zh_names and all(any("\u4e00" <= ch <= "\u9fff" for ch in n) for n in zh_names)
+    assert {r["hierarchy_level"] for r in dim.values()} >= {"site", "area", "line", "machine"}
