@@ -157,10 +157,22 @@ def test_energy_per_machine_and_day_equals_truth(built, warehouse_dsn):
     exact = {"site_code": "site_code", "line_code": "line_code", "good_count": "good_qty"}
     ratios = {"energy_kwh": "energy_kwh", "kwh_per_good_unit": "kwh_per_good_unit"}
     assert_equal_to_truth("mart_energy_intensity", mart, truth, exact, ratios)
-    malformed = keyed(warehouse_dsn, """
-        select count(*) as files from truth.injected_defects where kind = 'ems_malformed_file'
-        """, ("files",))
-    print(f"malformed EMS files in the plant (their kWh excluded): {list(malformed)[0][0]}")
+    # the malformed EMS files are quarantined: none of their readings reaches the facts
+    with psycopg.connect(warehouse_dsn) as conn:
+        malformed = [row[0] for row in conn.execute("""
+            select file_name from truth.injected_defects where kind = 'ems_malformed_file'""")]
+        loaded = conn.execute("""
+            select count(*) from conformed.fct_energy_reading
+            where source_file = any(%s)""", (malformed,)).fetchone()[0]
+        # the DST day (25 h of shifts) has 100 readings per machine, any other day 96,
+        # less 4 per quarantined hourly file
+        short_days = conn.execute("""
+            select count(*) from marts.mart_energy_intensity
+            where reading_count < 96""").fetchone()[0]
+    print(f"malformed EMS files (their kWh excluded): {malformed}")
+    assert malformed, "the plant should have malformed EMS files"
+    assert loaded == 0
+    assert short_days > 0
 
 
 def test_energy_per_line_and_day_equals_the_truths_sums(built, warehouse_dsn):
