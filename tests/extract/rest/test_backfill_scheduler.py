@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from launcher import processes
-from launcher.settings import service_environment, test_instance
+from launcher.settings import service_environment
+from launcher.settings import test_instance as instance_under_test
 
 from .test_extract_rest import emitted, reset
 
@@ -24,7 +25,7 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 @pytest.fixture(scope="module")
 def airflow_services(plant):
     """api-server (the Task SDK's execution API) and scheduler of the test instance."""
-    instance = test_instance()
+    instance = instance_under_test()
     env = service_environment(instance, dict(os.environ))
     subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -40,7 +41,7 @@ def airflow_services(plant):
 def close_earlier_backfills(dag_id: str) -> None:
     """A backfill left open by an interrupted earlier session would block a new one."""
     from airflow.models.backfill import Backfill
-    from airflow.utils import timezone
+    from airflow.sdk import timezone
     from airflow.utils.session import create_session
 
     with create_session() as session:
