@@ -30,15 +30,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
 DBT_DIR = str(PROJECT_ROOT / "dbt_project")
 DBT_SELECT = [
-    "+path:models/marts/orders", "+path:models/marts/inventory", "+path:models/marts/genealogy",
-    "+path:models/marts/operations", "+path:models/conformed/materials",
-    "path:models/staging/erp", "path:models/staging/wms", "path:models/staging/mes",
+    "+path:models/marts/orders",
+    "+path:models/marts/inventory",
+    "+path:models/marts/genealogy",
+    "+path:models/marts/operations",
+    "+path:models/conformed/materials",
+    "path:models/staging/erp",
+    "path:models/staging/wms",
+    "path:models/staging/mes",
 ]
 
 
 def day_windows(plant) -> list[tuple[datetime, datetime]]:
     """Daily windows from 30 days before the first shift to the day after the last."""
-    start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+    start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=30
+    )
     end = plant.end + timedelta(days=2)
     days = []
     while start < end:
@@ -69,11 +76,25 @@ def reset_platform_schemas(dsn: str) -> None:
 
 
 def dbt_build(*args: str) -> subprocess.CompletedProcess:
-    command = [DBT, "build", "--project-dir", DBT_DIR, "--profiles-dir", DBT_DIR,
-               "--select", *DBT_SELECT, "--indirect-selection", "cautious", "--threads", "4", *args]
+    command = [
+        DBT,
+        "build",
+        "--project-dir",
+        DBT_DIR,
+        "--profiles-dir",
+        DBT_DIR,
+        "--select",
+        *DBT_SELECT,
+        "--indirect-selection",
+        "cautious",
+        "--threads",
+        "4",
+        *args,
+    ]
     env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, f"dbt build failed:\n{result.stdout[-8000:]}"
     return result
 
@@ -94,20 +115,30 @@ def built(plant, warehouse_dsn):
             extract_all(system, windows, warehouse_dsn)
     extracted = time.monotonic()
     dbt_build("--full-refresh")
-    print(f"\nextract {extracted - started:.1f} s, dbt build {time.monotonic() - extracted:.1f} s")
+    print(
+        f"\nextract {extracted - started:.1f} s, dbt build {time.monotonic() - extracted:.1f} s"
+    )
     return warehouse_dsn
 
 
 def test_inventory_accuracy_equals_truth(built):
-    mart = rows(built, """
+    mart = rows(
+        built,
+        """
         select site_code, material_number, balance_date, book_quantity, physical_quantity,
                diff_quantity
-        from marts.mart_inventory_accuracy""")
-    truth = rows(built, """
+        from marts.mart_inventory_accuracy""",
+    )
+    truth = rows(
+        built,
+        """
         select site_code, material_number, balance_date, book_qty, physical_qty, diff_qty
-        from truth.inventory_material_day""")
-    norm = lambda rs: {(r[0], r[1], r[2]): tuple(Decimal(str(v)).normalize() for v in r[3:])
-                       for r in rs}
+        from truth.inventory_material_day""",
+    )
+    norm = lambda rs: {
+        (r[0], r[1], r[2]): tuple(Decimal(str(v)).normalize() for v in r[3:])
+        for r in rs
+    }
     ours, theirs = norm(mart), norm(truth)
     print(f"\ninventory: {len(ours)} mart rows, {len(theirs)} truth rows")
     assert len(theirs) > 0
@@ -121,35 +152,63 @@ def edge_set(rs) -> set[tuple]:
 
 
 def test_genealogy_edges_equal_truth(built):
-    truth = edge_set(rows(built, """
+    truth = edge_set(
+        rows(
+            built,
+            """
         select parent_lot_id, child_lot_id, parent_material_number, child_material_number, qty
-        from truth.genealogy_edges"""))
-    facts = edge_set(rows(built, """
+        from truth.genealogy_edges""",
+        )
+    )
+    facts = edge_set(
+        rows(
+            built,
+            """
         select consumed_lot_id, produced_lot_id, consumed_material_number,
                produced_material_number, consumed_quantity
-        from conformed.fct_material_lot_link"""))
-    mart = edge_set(rows(built, """
+        from conformed.fct_material_lot_link""",
+        )
+    )
+    mart = edge_set(
+        rows(
+            built,
+            """
         select distinct consumed_lot_id, produced_lot_id, consumed_material_number,
                produced_material_number, consumed_quantity
-        from marts.mart_genealogy where direction = 'backward'"""))
-    print(f"\ngenealogy: {len(truth)} truth edges, {len(facts)} fact edges, {len(mart)} mart")
+        from marts.mart_genealogy where direction = 'backward'""",
+        )
+    )
+    print(
+        f"\ngenealogy: {len(truth)} truth edges, {len(facts)} fact edges, {len(mart)} mart"
+    )
     assert truth
     assert facts == truth, (sorted(facts - truth)[:5], sorted(truth - facts)[:5])
     assert mart == truth, (sorted(mart - truth)[:5], sorted(truth - mart)[:5])
-    forward = edge_set(rows(built, """
+    forward = edge_set(
+        rows(
+            built,
+            """
         select distinct consumed_lot_id, produced_lot_id, consumed_material_number,
                produced_material_number, consumed_quantity
-        from marts.mart_genealogy where direction = 'forward'"""))
+        from marts.mart_genealogy where direction = 'forward'""",
+        )
+    )
     assert forward == truth
 
 
 def test_orphan_consumptions_reported(built):
-    orphans = rows(built, """
-        select record_id from truth.injected_defects where kind = 'mes_orphan'""")
+    orphans = rows(
+        built,
+        """
+        select record_id from truth.injected_defects where kind = 'mes_orphan'""",
+    )
     assert orphans
-    reported = rows(built, """
+    reported = rows(
+        built,
+        """
         select source_system, source_entity, source_record_id, external_code
-        from conformed.rpt_unmapped_material_codes""")
+        from conformed.rpt_unmapped_material_codes""",
+    )
     seen = {r[2] for r in reported}
     missing = [o[0] for o in orphans if o[0] not in seen]
     print(f"\nunmapped: {len(reported)} rows reported, {len(orphans)} orphans injected")
@@ -158,31 +217,49 @@ def test_orphan_consumptions_reported(built):
 
 
 def test_wms_legacy_codes_resolve(built):
-    legacy = rows(built, """
+    legacy = rows(
+        built,
+        """
         select m.movement_id, m.material_number, m.source_material_code
         from conformed.fct_material_movement m
-        where m.source_material_code like 'L-%'""")
-    injected = rows(built, """
-        select count(*) from truth.injected_defects where kind = 'wms_xref_code'""")[0][0]
+        where m.source_material_code like 'L-%'""",
+    )
+    injected = rows(
+        built,
+        """
+        select count(*) from truth.injected_defects where kind = 'wms_xref_code'""",
+    )[0][0]
     print(f"\nlegacy WMS codes: {len(legacy)} movements, {injected} injected")
     assert len(legacy) >= injected > 0
-    erp = {r[0] for r in rows(built, "select material_number from conformed.dim_material")}
+    erp = {
+        r[0] for r in rows(built, "select material_number from conformed.dim_material")
+    }
     assert all(r[1] in erp and not r[1].startswith("L-") for r in legacy)
-    unresolved = rows(built, "select count(*) from conformed.fct_material_movement "
-                             "where material_number is null")[0][0]
+    unresolved = rows(
+        built,
+        "select count(*) from conformed.fct_material_movement "
+        "where material_number is null",
+    )[0][0]
     assert unresolved == 0
 
 
 def test_chinese_descriptions_intact(built):
-    names = rows(built, """
+    names = rows(
+        built,
+        """
         select d.material_number, d.material_name_zh, s.name_zh
-        from conformed.dim_material d join erp.materials s using (material_number)"""
-                 .replace("erp.materials", "raw_erp.materials"))
+        from conformed.dim_material d join erp.materials s using (material_number)""".replace(
+            "erp.materials", "raw_erp.materials"
+        ),
+    )
     assert names and all(r[1] == r[2] for r in names)
     assert any(any("\u4e00" <= ch <= "\u9fff" for ch in r[1] or "") for r in names)
-    descs = rows(built, """
+    descs = rows(
+        built,
+        """
         select distinct material_description from staging.stg_wms__movements
-        where material_description is not null""")
+        where material_description is not null""",
+    )
     assert any(any("\u4e00" <= ch <= "\u9fff" for ch in r[0]) for r in descs)
     assert not any("\ufffd" in r[0] for r in descs)
 
@@ -191,9 +268,18 @@ def test_production_vs_plan_equals_confirmations(built):
     """Good pieces per ERP order = the confirmed good pieces of its work order (every operation:
     a work order's operations run in parallel on the line's machines), from raw, latest version
     per confirmation (quarantined ones never reach raw); per line, the sums equal the truth."""
-    mart = {r[0]: (r[1], r[2]) for r in rows(built, """
-        select order_number, line_code, produced_good_count from marts.mart_production_vs_plan""")}
-    confirmed = dict(rows(built, """
+    mart = {
+        r[0]: (r[1], r[2])
+        for r in rows(
+            built,
+            """
+        select order_number, line_code, produced_good_count from marts.mart_production_vs_plan""",
+        )
+    }
+    confirmed = dict(
+        rows(
+            built,
+            """
         with latest as (
             select distinct on (confirmation_id) *
             from raw_mes.confirmations
@@ -205,13 +291,20 @@ def test_production_vs_plan_equals_confirmations(built):
         )
         select w.erp_order_number, sum(c.good_qty)::bigint
         from latest c join work_orders w using (work_order_id)
-        group by 1"""))
+        group by 1""",
+        )
+    )
     total = sum(v[1] for v in mart.values())
     print(f"\nproduction vs plan: {len(mart)} orders, {total} good pieces")
     assert confirmed and total > 0
     assert {k: v[1] for k, v in mart.items() if v[1]} == confirmed
-    truth_lines = dict(rows(built, """
-        select line_code, sum(good_qty)::bigint from truth.production_line_day group by 1"""))
+    truth_lines = dict(
+        rows(
+            built,
+            """
+        select line_code, sum(good_qty)::bigint from truth.production_line_day group by 1""",
+        )
+    )
     mart_lines: dict[str, int] = {}
     for line, good in mart.values():
         mart_lines[line] = mart_lines.get(line, 0) + good
