@@ -309,3 +309,19 @@ def test_production_vs_plan_equals_confirmations(built):
     for line, good in mart.values():
         mart_lines[line] = mart_lines.get(line, 0) + good
     assert mart_lines == truth_lines
+
+
+def test_wms_local_times_in_utc(built):
+    """WMS local wall times are converted with the site's zone (the plant spans the DST change,
+    repeated hour included): every movement lies in the UTC hour its file name carries."""
+    total, in_file_hour = rows(
+        built,
+        """
+        select count(*),
+               count(*) filter (where date_trunc('hour', movement_at) = to_timestamp(
+                   substring(source_file_name from '(\\d{8}T\\d{2})00Z'), 'YYYYMMDD"T"HH24'
+               )::timestamp at time zone 'UTC')
+        from staging.stg_wms__movements""",
+    )[0]
+    print(f"\nWMS movements in their file's UTC hour: {in_file_hour} of {total}")
+    assert total > 0 and in_file_hour == total
