@@ -38,6 +38,7 @@ DBT_SELECT = [
     "path:models/staging/erp",
     "path:models/staging/wms",
     "path:models/staging/mes",
+    "snap_material",
 ]
 
 
@@ -325,3 +326,32 @@ def test_wms_local_times_in_utc(built):
     )[0]
     print(f"\nWMS movements in their file's UTC hour: {in_file_hour} of {total}")
     assert total > 0 and in_file_hour == total
+
+
+def test_source_health_counts_rejects(built):
+    """Per system: loads and rejects from ops; the MES rejects are the quarantined defects."""
+    health = {
+        r[0]: r[1:]
+        for r in rows(
+            built,
+            "select system, batch_count, rows_loaded_count, rows_quarantined_count,"
+            " quarantine_record_count from marts.mart_source_health",
+        )
+    }
+    quarantined = rows(
+        built,
+        "select count(*) from truth.injected_defects"
+        " where system = 'mes' and entity = 'confirmations' and action = 'quarantine'",
+    )[0][0]
+    print(f"\nsource health: {health}")
+    assert set(health) >= {"mes", "erp", "wms"}
+    assert all(h[0] > 0 and h[1] > 0 for h in health.values())
+    assert health["mes"][2] == health["mes"][3] == quarantined > 0
+
+
+def test_material_snapshot_has_current_versions(built):
+    current = rows(
+        built, "select count(*) from snapshots.snap_material where dbt_valid_to is null"
+    )
+    materials = rows(built, "select count(*) from raw_erp.materials")
+    assert current == materials and current[0][0] > 0
