@@ -41,14 +41,24 @@ def run_dag(dagbag, dag_id: str, **kwargs):
     return dag.test(**kwargs)
 
 
+EXTRACTION_DAGS = ("extract_erp", "extract_eam", "extract_plm", "extract_mes", "extract_qms",
+                   "extract_wms", "extract_ems", "extract_scada")
+
+
 def extract_whole_world(dagbag, plant, dag_id: str = "extract_mes"):
-    """One manual extraction run whose reload window covers the plant's whole history."""
+    """One manual extraction run whose reload window covers the plant's whole history (from
+    30 days before its first shift: ERP orders and master data are older than production)."""
     return run_dag(
         dagbag, dag_id,
         logical_date=plant.end + timedelta(days=1),
-        run_conf={"reload_start": plant.start.isoformat(),
-                  "reload_end": (plant.end + timedelta(days=1)).isoformat()},
+        run_conf={"reload_start": (plant.start - timedelta(days=30)).isoformat(),
+                  "reload_end": (plant.end + timedelta(days=2)).isoformat()},
     )
+
+
+def extract_every_system(dagbag, plant) -> list:
+    """Every extraction DAG, each in one reload run over the whole plant."""
+    return [extract_whole_world(dagbag, plant, dag_id) for dag_id in EXTRACTION_DAGS]
 
 
 def task_states(dag_run) -> dict[str, str]:

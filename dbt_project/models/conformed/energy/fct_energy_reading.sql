@@ -17,7 +17,7 @@ with readings as (
     select * from {{ ref('stg_ems__meter_readings') }}
     where
         {{ changed_in_interval('reading_start_at') }}
-        or {{ changed_in_interval('recorded_at') }}
+        or {{ changed_in_interval('extracted_at') }}
 ),
 
 equipment as (
@@ -88,7 +88,7 @@ final as (
         duration_seconds,
         energy_kwh,
         source_file,
-        recorded_at
+        extracted_at
     from placed
 )
 

@@ -21,7 +21,7 @@ renamed as (
         extract(epoch from interval_end - interval_start)::bigint as duration_seconds,
         kwh as energy_kwh,
         _source as source_file,
-        _extracted_at as recorded_at,
+        _extracted_at as extracted_at,
         _batch_id as batch_id
     from latest
 )
