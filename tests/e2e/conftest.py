@@ -13,7 +13,6 @@ import pytest
 @pytest.fixture(scope="session")
 def dagbag(project_root):
     from airflow.dag_processing.dagbag import DagBag
-
     from factory_platform.dbt_project import parse_manifest
 
     parse_manifest(dict(os.environ))
@@ -62,8 +61,8 @@ def extract_every_system(dagbag, plant) -> list:
 
 
 def task_states(dag_run) -> dict[str, str]:
-    from airflow.utils.session import create_session
     from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
 
     with create_session() as session:
         rows = session.query(TaskInstance.task_id, TaskInstance.state).filter(

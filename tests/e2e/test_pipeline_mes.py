@@ -129,7 +129,6 @@ def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, w
     not open, so the gated-marts asset gets no event and reporting keeps its last good rows."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
-
     from factory_platform.transform import GATED_MARTS_URI
 
     def gate_events() -> int:
