@@ -234,16 +234,10 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
         with conn.cursor().copy(f"copy _incoming ({copy_columns}) from stdin") as copy:
             for record in extraction.records:
                 result.rows_read += 1
-                try:
-                    values, extras = parse_record(record.payload, target.fields)
-                except RecordRejected as exc:
-                    quarantined.append((record.source, record.record_ref, str(exc),
-                                        record.raw_text or _payload_text(record.payload)))
+                row = _parsed_row(record, target, quarantined, extra_columns)
+                if row is None:
                     continue
-                for name in extras:
-                    extra_columns.setdefault(name)
-                extra = json.dumps(extras, ensure_ascii=False, default=str) if extras else None
-                copy.write_row([*values, extra, record.source])
+                copy.write_row([*row, record.source])
         quarantined.extend(extraction.rejected)
         result.rows_read += len(extraction.rejected)
         result.rows_quarantined = len(quarantined)
@@ -308,6 +302,21 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
 
 def _q(name: str | None) -> str:
     return f'"{name}"'
+
+
+def _parsed_row(record: SourceRecord, target: LoadTarget, quarantined: list,
+                extra_columns: dict[str, None]) -> list[Any] | None:
+    """The record's declared values plus its `_extra` JSON, ready for COPY; or None after
+    putting it in `quarantined` with the reason it cannot load."""
+    try:
+        values, extras = parse_record(record.payload, target.fields)
+    except RecordRejected as exc:
+        quarantined.append((record.source, record.record_ref, str(exc),
+                            record.raw_text or _payload_text(record.payload)))
+        return None
+    for name in extras:
+        extra_columns.setdefault(name)
+    return [*values, json.dumps(extras, ensure_ascii=False, default=str) if extras else None]
 
 
 def _payload_text(payload: dict[str, Any]) -> str:
@@ -453,17 +462,11 @@ def _insert_file_records(conn, target, records, sources, stamp, result, quaranti
     with conn.cursor().copy(f"copy _incoming ({all_columns}) from stdin") as copy:
         for record in records:
             result.rows_read += 1
-            try:
-                values, extras = parse_record(record.payload, target.fields)
-            except RecordRejected as exc:
-                quarantined.append((record.source, record.record_ref, str(exc),
-                                    record.raw_text or _payload_text(record.payload)))
+            row = _parsed_row(record, target, quarantined, extra_columns)
+            if row is None:
                 continue
             parsed += 1
-            for name in extras:
-                extra_columns.setdefault(name)
-            extra = json.dumps(extras, ensure_ascii=False, default=str) if extras else None
-            copy.write_row([*values, extra, record.source])
+            copy.write_row([*row, record.source])
     key = ", ".join(f'"{c}"' for c in target.natural_key)
     deleted = conn.execute(f"delete from {target.table} where _source = any(%s)", (sources,))
     result.rows_replaced = deleted.rowcount
@@ -683,16 +686,10 @@ def _copy_file_records(conn, rows_table, target, file, file_id, quarantined,
     with conn.cursor().copy(f"copy {rows_table} ({columns}) from stdin") as copy:
         for record in file.records(refused):
             read += 1
-            try:
-                values, extras = parse_record(record.payload, target.fields)
-            except RecordRejected as exc:
-                quarantined.append((record.source, record.record_ref, str(exc),
-                                    record.raw_text or _payload_text(record.payload)))
+            row = _parsed_row(record, target, quarantined, extra_columns)
+            if row is None:
                 continue
-            for name in extras:
-                extra_columns.setdefault(name)
-            extra = json.dumps(extras, ensure_ascii=False, default=str) if extras else None
-            copy.write_row([*values, extra, file_id])
+            copy.write_row([*row, file_id])
             loaded += 1
     quarantined.extend(refused)
     return read + len(refused), loaded
