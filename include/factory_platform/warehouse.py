@@ -65,6 +65,75 @@ create table if not exists ops.schema_drift (
 );
 comment on table ops.schema_drift is
     'Columns a source started sending that the registry does not declare (kept in _extra).';
+
+create table if not exists ops.erp_outbox (
+    outbox_id            bigserial primary key,
+    idempotency_key      text not null unique,
+    message_type         text not null,
+    business_key         text not null,
+    version              integer not null,
+    kind                 text not null check (kind in ('posting', 'reversal')),
+    content_hash         text not null,
+    payload              jsonb not null,
+    site_code            text,
+    production_date      date,
+    order_number         text,
+    state                text not null default 'pending'
+                         check (state in ('pending', 'accepted', 'rejected')),
+    erp_answer           text check (erp_answer in ('accepted', 'duplicate', 'rejected')),
+    erp_reason           text,
+    erp_document_number  text,
+    reverses_key         text,
+    dq_flagged           boolean not null default false,
+    run_id               text,
+    created_at           timestamptz not null default now(),
+    answered_at          timestamptz
+);
+comment on table ops.erp_outbox is
+    'Every message meant for the ERP: written pending (with its idempotency key) and committed '
+    'before sending, then the ERP answer. A pending row after a crash is resent with the same key.';
+create index if not exists erp_outbox_business_key on ops.erp_outbox (message_type, business_key, version);
+create index if not exists erp_outbox_pending on ops.erp_outbox (outbox_id) where state = 'pending';
+
+create table if not exists dq.check_result (
+    result_id       bigserial primary key,
+    run_id          text not null,
+    checked_at      timestamptz not null default now(),
+    check_name      text not null,
+    check_kind      text not null check (check_kind in ('dbt', 'gx')),
+    source_system   text not null,
+    target          text not null,
+    severity        text not null check (severity in ('error', 'warn')),
+    site_code       text not null,
+    production_day  date not null,
+    failing_count   bigint not null check (failing_count >= 0),
+    sample_keys     jsonb not null default '[]'
+);
+comment on table dq.check_result is
+    'Quality-gate history: one row per check, scope (site x production day) and run. A check '
+    'writes a row for every scope it evaluated, failing_count 0 when the scope passed.';
+create index if not exists check_result_scope on dq.check_result (site_code, production_day, checked_at);
+create index if not exists check_result_check on dq.check_result (check_name, checked_at);
+
+create or replace view dq.scope_status as
+with latest as (
+    select distinct on (check_name, site_code, production_day) *
+    from dq.check_result
+    order by check_name, site_code, production_day, checked_at desc, result_id desc
+)
+select site_code, production_day,
+       case when bool_or(severity = 'error' and failing_count > 0) then 'blocked'
+            when bool_or(severity = 'warn' and failing_count > 0) then 'flagged'
+            else 'passed' end as decision,
+       coalesce(array_agg(check_name order by check_name)
+                filter (where failing_count > 0), '{}') as failing_checks,
+       max(checked_at) as decided_at
+from latest
+group by site_code, production_day;
+comment on view dq.scope_status is
+    'The gate per scope (site x production day), from the latest result of every check: '
+    'blocked (an error-severity check fails: not published), flagged (only warnings: published '
+    'with a flag) or passed.'
 """
 
 
@@ -77,6 +146,8 @@ def _is_current(conn) -> bool:
         "        and table_name = 'load_audit' and column_name = 'status') "
         "       and to_regclass('ops.quarantine') is not null "
         "       and to_regclass('ops.schema_drift') is not null "
+        "       and to_regclass('dq.scope_status') is not null "
+        "       and to_regclass('ops.erp_outbox') is not null "
         "from pg_namespace where nspname = any(%s)",
         (len(SCHEMAS), list(SCHEMAS)),
     ).fetchone()

@@ -61,6 +61,16 @@ def test_extraction_runs_have_real_data_intervals(dagbag):
     assert info.end - info.start == timedelta(minutes=15)
 
 
+def test_transform_is_scheduled_on_exactly_the_raw_assets_the_extractions_produce(dagbag):
+    """transform_dbt refers to assets by URI; each must be an outlet of an extract DAG."""
+    produced = {outlet.uri for dag_id in EXTRACTION_DAGS
+                for task in dagbag.get_dag(dag_id).tasks for outlet in task.outlets}
+    transform = dagbag.get_dag("transform_dbt")
+    referenced = {ref.uri for ref in transform.timetable.asset_condition.objects}
+    assert len(referenced) >= 30  # every entity of the 8 systems
+    assert referenced == produced
+
+
 @pytest.mark.parametrize("dag_file", DAG_FILES)
 def test_dag_file_imports_without_heavy_work(project_root, dag_file):
     """A DAG file must not pull pandas or Great Expectations in at parse time."""
