@@ -29,7 +29,7 @@ Paths are under `DataArea/OperationsPerformance`; `SR` is `OperationsResponse/Se
 
 Orders are written sorted by number and confirmations by (start, end, key), quantities as the
 exact decimal text, timestamps in UTC: the same confirmations give the same bytes. Documents are
-checked against the XSDs (directory `B2MML_XSD_DIR`, default `/work/shared/b2mml/V0700`) with
+checked against the XSDs (directory `B2MML_XSD_DIR`, default: the vendored copy in `b2mml_xsd/`) with
 `xmlschema`, loading only files under that directory. lxml and xmlschema are imported inside the
 functions, so importing this module from DAG code is cheap.
 
@@ -54,7 +54,7 @@ B2MML_NAMESPACE = "http://www.mesa.org/xml/B2MML"
 RELEASE_ID = "V0700"
 ROOT_ELEMENT = "ProcessOperationsPerformance"
 ENTRY_XSD = "B2MML-OperationsPerformance.xsd"
-DEFAULT_XSD_DIR = Path("/work/shared/b2mml/V0700")
+DEFAULT_XSD_DIR = Path(__file__).resolve().parent / "b2mml_xsd"  # vendored V0700 XSDs
 ATTRIBUTION = (
     "The Business To Manufacturing Markup Language (B2MML) is used courtesy of MESA International."
 )

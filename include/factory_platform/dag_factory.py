@@ -6,17 +6,19 @@ when they run.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from factory_platform.assets import warehouse_asset
 from factory_platform.sources import get_source
 
-START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def default_args(owner: str = "data-platform") -> dict:
+    from factory_platform.alerts import task_failure_alert
+
     return {"owner": owner, "retries": 2, "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True}
+            "retry_exponential_backoff": True, "on_failure_callback": task_failure_alert}
 
 
 def build_extract_dag(system: str, doc_md: str | None):

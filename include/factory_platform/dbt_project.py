@@ -26,8 +26,31 @@ def parse_manifest(env: dict[str, str] | None = None) -> Path:
     result = subprocess.run(
         [str(dbt_executable()), "parse", "--project-dir", str(DBT_PROJECT_DIR),
          "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"],
-        env=env or dict(os.environ), capture_output=True, text=True,
+        env=env or dict(os.environ), capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"dbt parse failed:\n{result.stdout}\n{result.stderr}")
     return MANIFEST_PATH
+
+
+def dsn_environment(dsn: str) -> dict[str, str]:
+    """PG* variables for dbt's profile (dbt_project/profiles.yml) from a libpq DSN."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(dsn)
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
+             "dbname": "PGDATABASE"}
+    return {env: str(parts[key]) for key, env in names.items() if parts.get(key) is not None}
+
+
+def run_dbt(dsn: str, *args: str, target_path: str | None = None) -> subprocess.CompletedProcess:
+    """`dbt <args>` on the project against the warehouse `dsn` (outside Cosmos' per-model
+    tasks: the gate's test run, the post-publishing reconciliation). Returns dbt's result;
+    the caller decides what a non-zero return code means."""
+    extra = ["--target-path", target_path, "--log-path", target_path] if target_path else []
+    return subprocess.run(
+        [str(dbt_executable()), *args, "--project-dir", str(DBT_PROJECT_DIR),
+         "--profiles-dir", str(DBT_PROJECT_DIR), *extra],
+        env=dict(os.environ, **dsn_environment(dsn), DBT_SEND_ANONYMOUS_USAGE_STATS="false"),
+        capture_output=True, text=True, check=False,
+    )

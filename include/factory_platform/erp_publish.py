@@ -181,3 +181,62 @@ def _record_answer(conn, outbox_id: int, status: str, reason: str | None,
     conn.commit()
     if state == "rejected":
         log.warning("ERP rejected outbox row %s: %s", outbox_id, reason)
+
+
+def read_back_acknowledgements(dsn: str, run_id: str, hours: int = 3) -> dict:
+    """Load the ERP's own record of what arrived (erp.inbound_postings) for the last hours,
+    so the reconciliation compares with the ERP side, not with our outbox."""
+    from datetime import datetime, timedelta, timezone
+
+    from factory_platform.extract.run import extract_interval
+
+    now = datetime.now(timezone.utc)
+    return extract_interval("erp", "inbound_postings", now - timedelta(hours=hours),
+                            now + timedelta(minutes=1), run_id=run_id, dsn=dsn)
+
+
+def reconcile(dsn: str) -> dict:
+    """Rebuild mart_erp_reconciliation (and the staged ERP answers it reads); return totals."""
+    import psycopg
+
+    from factory_platform.dbt_project import run_dbt
+
+    done = run_dbt(dsn, "build", "--select", "stg_erp__inbound_postings",
+                   "mart_erp_reconciliation")
+    if done.returncode != 0:
+        raise RuntimeError(f"dbt build of the reconciliation failed:\n{done.stdout[-4000:]}")
+    with psycopg.connect(dsn) as conn:
+        orders, unreconciled = conn.execute(
+            "select count(*), count(*) filter (where not is_reconciled) "
+            "from marts.mart_erp_reconciliation").fetchone()
+    return {"orders": orders, "unreconciled_orders": unreconciled}
+
+
+def write_b2mml(dsn: str, run_id: str, out_dir) -> list[str]:
+    """The confirmations this run posted, as B2MML documents (one per site and day)."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from factory_platform.b2mml import write_documents
+
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        confirmations = conn.execute(
+            "select p.*, o.version as posting_version "
+            "from ops.erp_outbox o join publish.pub_erp__production_confirmation p "
+            "  on p.business_key = o.business_key and p.content_hash = o.content_hash "
+            "where o.message_type = 'production_confirmation' and o.kind = 'posting' "
+            "  and o.state = 'accepted' and o.run_id = %s",
+            (run_id,)).fetchall()
+    if not confirmations:
+        return []
+    rows = [dict(row, material_code=row["material_number"]) for row in confirmations]
+    paths = write_documents(rows, Path(out_dir) / _safe(run_id),
+                            created_at=datetime.now(timezone.utc).replace(microsecond=0))
+    return [str(p) for p in paths]
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)

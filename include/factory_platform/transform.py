@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from factory_platform.assets import warehouse_asset_uri
 from factory_platform.dag_factory import START_DATE, default_args
 from factory_platform.dbt_project import DBT_PROJECT_DIR, MANIFEST_PATH
@@ -28,6 +30,21 @@ def raw_asset_refs():
 
     return [Asset.ref(uri=warehouse_asset_uri(f"raw_{s.system}", e.name))
             for s in all_sources().values() for e in s.entities]
+
+
+def triggering_interval(context) -> tuple[datetime, datetime]:
+    """The union of the data intervals the extraction runs attached to the asset events that
+    triggered this run (PATTERNS.md §4); a manual run covers everything up to now."""
+    starts, ends = [], []
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            extra = event.extra or {}
+            if "interval_start" in extra and "interval_end" in extra:
+                starts.append(datetime.fromisoformat(extra["interval_start"]))
+                ends.append(datetime.fromisoformat(extra["interval_end"]))
+    if not starts:
+        return datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    return min(starts), max(ends)
 
 
 def build_transform_dag(doc_md: str | None):
@@ -84,16 +101,50 @@ def build_transform_dag(doc_md: str | None):
                 # one task per model: `dbt build` runs it, then its tests (fail fast, one
                 # dbt start-up per model instead of two)
                 test_behavior=TestBehavior.BUILD,
+                # the gate's per-scope checks run in `dbt_gate_checks`, not with the models:
+                # one bad scope must not stop the build (and the other scopes' publishing)
+                exclude=["tag:gate"],
                 emit_datasets=False,
             ),
             operator_args={"install_deps": False},
         )
 
-        @task(outlets=[gated_marts_asset()])
+        @task
+        def dbt_gate_checks(**context) -> dict:
+            """The `gate`-tagged dbt tests, recorded per scope (site × day) in dq.check_result."""
+            from factory_platform.quality.dbt_gate import run_dbt_gate
+            from factory_platform.warehouse import warehouse_dsn
+
+            checks = run_dbt_gate(warehouse_dsn(), context["run_id"])
+            return {c.name: {"severity": c.severity, "failing_rows": c.failing_rows,
+                             "failing_scopes": c.failing_scopes} for c in checks}
+
+        @task
+        def gx_gate_checks(**context) -> dict:
+            """Great Expectations suites on staging, recorded per scope; an error suite that
+            fails fails this task (its log names the expectation) — the scopes it blocks are
+            in dq.scope_status, the others still flow on."""
+            from factory_platform.quality.gx_suites import gx_quality_gate
+            from factory_platform.warehouse import warehouse_dsn
+
+            start, end = triggering_interval(context)
+            return gx_quality_gate(warehouse_dsn(), context["run_id"], start, end)
+
+        @task(outlets=[gated_marts_asset()], trigger_rule="all_done")
         def quality_gate(**context) -> str:
-            """Reached only when every dbt model and test upstream succeeded."""
+            """Emits the gated-marts asset once dbt built everything and the gate's results
+            are recorded (a failing GX suite is a recorded result, not a reason to stop the
+            other scopes). Publishing then reads dq.scope_status per scope."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if context["ti"].xcom_pull(task_ids="dbt_gate_checks") is None:
+                raise AirflowSkipException("dbt or its gate checks did not complete: nothing "
+                                           "is published from this run")
             return f"marts gated by {context['run_id']}"
 
-        dbt >> quality_gate()
+        dbt_checks = dbt_gate_checks()
+        gx_checks = gx_gate_checks()
+        dbt >> [dbt_checks, gx_checks]
+        [dbt_checks, gx_checks] >> quality_gate()
 
     return transform()

@@ -119,6 +119,9 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
         # Plant systems and the warehouse, as Airflow connections
         "AIRFLOW_CONN_WAREHOUSE": f"postgres://{pg_user}:{pw}@{host}:{port}/warehouse",
         "AIRFLOW_CONN_ERP_DB": f"postgres://{pg_user}:{pw}@{host}:{port}/erp",
+        # outbound files (B2MML documents) and the per-run HTML reports
+        "SFDP_OUTBOUND_DIR": str(instance.var_dir / "outbound"),
+        "SFDP_REPORTS_DIR": str(instance.var_dir / "reports"),
         "AIRFLOW_CONN_EAM_DB": f"postgres://{pg_user}:{pw}@{host}:{port}/eam",
         "AIRFLOW_CONN_MES_API": f"http://mes:{secret['MES_API_KEY']}@127.0.0.1:{instance.mes_port}",
         "AIRFLOW_CONN_QMS_API": f"http://qms:{secret['MES_API_KEY']}@127.0.0.1:{instance.qms_port}",

@@ -27,7 +27,7 @@ def reset_platform_schemas(dsn: str) -> None:
     from factory_platform.warehouse import SCHEMAS
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for schema in SCHEMAS:
+        for schema in (*SCHEMAS, "dq_failures"):
             conn.execute(f"drop schema if exists {schema} cascade")
     bootstrap_warehouse(dsn)
 

@@ -3,6 +3,8 @@ compared with the simulator's truth; idempotent re-runs; a failing gate stops pu
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 
@@ -27,7 +29,8 @@ def run_pipeline(dagbag, plant):
     extracts = extract_every_system(dagbag, plant)
     transform = run_dag(dagbag, "transform_dbt")
     publish = run_dag(dagbag, "publish_reporting")
-    return (*extracts, transform, publish)
+    to_erp = run_dag(dagbag, "publish_erp")
+    return (*extracts, transform, publish, to_erp)
 
 
 def differences(dsn: str, query: str) -> list[tuple]:
@@ -37,7 +40,10 @@ def differences(dsn: str, query: str) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def pipeline(dagbag, plant, warehouse_dsn):
+    import shutil
+
     reset_platform_schemas(warehouse_dsn)
+    shutil.rmtree(os.environ["SFDP_OUTBOUND_DIR"], ignore_errors=True)
     return run_pipeline(dagbag, plant)
 
 
@@ -153,7 +159,8 @@ def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, w
         states = task_states(transform)
         assert str(transform.state) == "failed"
         assert states["dbt.mart_production_line_day_model_build"] == "failed"
-        assert states["quality_gate"] == "upstream_failed"
+        assert states["dbt_gate_checks"] == "upstream_failed"
+        assert states["quality_gate"] == "skipped"
         assert gate_events() == events_before
         with psycopg.connect(warehouse_dsn) as conn:
             still = conn.execute(
@@ -165,6 +172,48 @@ def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, w
         assert still == published  # … but not reporting
     finally:
         extract_whole_world(dagbag, plant)  # the source's numbers replace the tampered row
+
+
+def test_erp_holds_every_confirmation_once_and_reconciles(pipeline, warehouse_dsn):
+    """After the full 14-day run: every open scope's confirmations are in the ERP exactly
+    once (the ERP's own inbound table: no idempotency key twice) and the reconciliation mart
+    shows no difference between MES, published and ERP-acknowledged quantities."""
+    from factory_platform.warehouse import warehouse_dsn as connection_dsn
+
+    with psycopg.connect(connection_dsn("erp_db")) as erp:
+        keys, distinct, accepted = erp.execute(
+            "select count(*), count(distinct idempotency_key), "
+            "count(*) filter (where status = 'accepted' and message_type = "
+            "'production_confirmation') from erp.inbound_postings").fetchone()
+    assert keys == distinct > 0
+    with psycopg.connect(warehouse_dsn) as conn:
+        expected = conn.execute("""
+            select count(*) from publish.pub_erp__production_confirmation p
+            join dq.scope_status s on s.site_code = p.site_code and s.production_day = p.production_date
+            where s.decision <> 'blocked'""").fetchone()[0]
+        blocked = conn.execute(
+            "select count(*) from dq.scope_status where decision = 'blocked'").fetchone()[0]
+        unreconciled = conn.execute(
+            "select order_number, mes_good_qty, published_good_qty, erp_good_qty "
+            "from marts.mart_erp_reconciliation where not is_reconciled").fetchall()
+        truth_good = conn.execute("select sum(good_qty) from truth.production_line_day").fetchone()[0]
+        erp_good = conn.execute(
+            "select sum(erp_good_qty) from marts.mart_erp_reconciliation").fetchone()[0]
+    assert accepted == expected
+    assert blocked == 0
+    assert unreconciled == []
+    assert erp_good == truth_good
+
+
+def test_b2mml_documents_of_the_run_validate(pipeline):
+    from pathlib import Path
+
+    from factory_platform.b2mml import validate
+
+    documents = sorted(Path(os.environ["SFDP_OUTBOUND_DIR"], "b2mml").rglob("*.xml"))
+    assert len(documents) >= 14  # one per site and production day
+    for document in documents:
+        validate(document.read_bytes())
 
 
 def test_quarantine_holds_exactly_the_unusable_confirmations(pipeline, warehouse_dsn):

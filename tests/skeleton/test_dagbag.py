@@ -12,7 +12,7 @@ import pytest
 DAG_FILES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
 EXTRACTION_DAGS = {f"extract_{system}" for system in
                    ("erp", "mes", "wms", "scada", "qms", "plm", "eam", "ems")}
-EXPECTED_DAGS = EXTRACTION_DAGS | {"transform_dbt", "publish_reporting"}
+EXPECTED_DAGS = EXTRACTION_DAGS | {"transform_dbt", "publish_reporting", "publish_erp"}
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ value does not parse is rejected with a reason that names the field and the valu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 
 PG_TYPES = {
     "text": "text",
@@ -77,7 +78,7 @@ def _parse_timestamptz(value: Any) -> datetime:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError("no UTC offset")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def _parse_timestamp(value: Any) -> datetime:

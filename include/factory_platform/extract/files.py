@@ -39,11 +39,11 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 from factory_platform.extract.loader import (
     DelimitedFile,
@@ -131,8 +131,8 @@ def file_period(match: re.Match) -> datetime:
 @lru_cache(maxsize=1 << 16)
 def _period(hour: str | None, day: str | None) -> datetime:
     if hour:
-        return datetime.strptime(hour, "%Y%m%dT%H").replace(tzinfo=timezone.utc)
-    return datetime.strptime(day, "%Y%m%d").replace(tzinfo=timezone.utc)
+        return datetime.strptime(hour, "%Y%m%dT%H").replace(tzinfo=UTC)
+    return datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC)
 
 
 def find_drop_files(inbox: Path, pattern: str, start: datetime, end: datetime) -> list[DropFile]:

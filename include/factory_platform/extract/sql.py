@@ -44,10 +44,11 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from factory_platform.extract.loader import Extraction, SourceRecord
 
@@ -310,8 +311,8 @@ def local_bounds(start: datetime, end: datetime, zone: str) -> tuple[datetime, d
     while probe <= end + timedelta(hours=26):
         offsets.add(probe.astimezone(tz).utcoffset())
         probe += timedelta(hours=1)
-    utc_start = start.astimezone(timezone.utc).replace(tzinfo=None)
-    utc_end = end.astimezone(timezone.utc).replace(tzinfo=None)
+    utc_start = start.astimezone(UTC).replace(tzinfo=None)
+    utc_end = end.astimezone(UTC).replace(tzinfo=None)
     return utc_start + min(offsets), utc_end + max(offsets)
 
 
@@ -323,9 +324,9 @@ def _date_scope(endpoint: SqlEndpoint, entity, window) -> tuple[date, date, dict
     if not date_column or entity.cursor is not None:
         raise SourceConfigError(f"{entity.name}: date_window needs date_column and no cursor")
     late_days = int(entity.option("late_days", "1"))
-    first = (window.start.astimezone(timezone.utc) - timedelta(hours=12)).date()
+    first = (window.start.astimezone(UTC) - timedelta(hours=12)).date()
     first -= timedelta(days=late_days)
-    last = (window.end.astimezone(timezone.utc) - timedelta(microseconds=1)
+    last = (window.end.astimezone(UTC) - timedelta(microseconds=1)
             + timedelta(hours=14)).date()
     labels = {}
     day = first
@@ -438,4 +439,4 @@ def _check_columns(endpoint: SqlEndpoint, entity, names: list[str]) -> None:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")

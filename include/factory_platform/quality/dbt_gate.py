@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from factory_platform.dbt_project import DBT_PROJECT_DIR, dbt_executable
+from factory_platform.dbt_project import run_dbt
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +37,12 @@ class GateCheck:
     scopes: int
 
 
-def dsn_environment(dsn: str) -> dict[str, str]:
-    """PG* variables for dbt's profile (dbt_project/profiles.yml) from a libpq DSN."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    parts = conninfo_to_dict(dsn)
-    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
-             "dbname": "PGDATABASE"}
-    return {env: str(parts[key]) for key, env in names.items() if parts.get(key) is not None}
-
-
 def run_dbt_gate(dsn: str, run_id: str) -> list[GateCheck]:
     """Run every gate test, write its results per scope to dq.check_result, return a summary."""
     with tempfile.TemporaryDirectory(prefix="dbt-gate-") as target:
-        env = dict(os.environ, **dsn_environment(dsn), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-        done = subprocess.run(
-            [str(dbt_executable()), "test", "--select", "tag:gate", "--store-failures",
-             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-             "--target-path", target, "--log-path", target],
-            env=env, capture_output=True, text=True, check=False,  # rc 1 = a test failed
-        )
+        # return code 1 means a test failed: that is a result, read from run_results.json
+        done = run_dbt(dsn, "test", "--select", "tag:gate", "--store-failures",
+                       target_path=target)
         results_file = Path(target) / "run_results.json"
         if not results_file.exists():
             raise GateCheckError(f"dbt test --select tag:gate did not run:\n{done.stdout[-4000:]}"

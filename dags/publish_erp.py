@@ -1,0 +1,76 @@
+"""
+### publish_erp — gated MES data to the ERP, exactly once
+
+Scheduled on the *gated marts* asset (`transform_dbt`'s `quality_gate`). Posts production
+confirmations, goods movements and quality results from the `publish.pub_erp__*` models to the
+ERP's inbound interface (connection `erp_db`, `erp.post_message`), **per scope**: a site-day
+whose error-severity checks fail (`dq.scope_status` = blocked) is held back and alerted; a
+flagged one (warnings only) is posted with `dq_flagged`. Exactly once through `ops.erp_outbox`
+(see `include/factory_platform/erp_publish.py`): retries, re-runs and backfills post nothing
+twice; a changed value posts a reversal and a new version.
+
+Then reads the ERP's answers back (`erp.inbound_postings`), rebuilds
+`marts.mart_erp_reconciliation` (MES vs published vs ERP per order) and writes the posted
+confirmations as B2MML OperationsPerformance documents (V0700, validated against the XSD).
+"""
+
+from airflow.sdk import dag, task
+from factory_platform.dag_factory import START_DATE, default_args
+from factory_platform.transform import gated_marts_asset
+
+
+@dag(
+    dag_id="publish_erp",
+    schedule=[gated_marts_asset()],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["publish", "erp", "b2mml"],
+    doc_md=__doc__,
+)
+def publish_erp():
+    @task
+    def post_to_erp(**context) -> list[dict]:
+        from factory_platform.alerts import send_alert
+        from factory_platform.erp_publish import publish_to_erp
+        from factory_platform.warehouse import warehouse_dsn
+
+        results = [r.as_dict() for r in publish_to_erp(
+            warehouse_dsn(), warehouse_dsn("erp_db"), context["run_id"])]
+        blocked = sorted({s for r in results for s in r["blocked_scopes"]})
+        if blocked:
+            send_alert("ERP publishing held back blocked scopes", "\n".join(blocked),
+                       run_id=context["run_id"])
+        return results
+
+    @task
+    def read_back_erp_answers(**context) -> dict:
+        from factory_platform.erp_publish import read_back_acknowledgements
+        from factory_platform.warehouse import warehouse_dsn
+
+        return read_back_acknowledgements(warehouse_dsn(), context["run_id"])
+
+    @task
+    def reconcile_with_erp() -> dict:
+        from factory_platform.erp_publish import reconcile
+        from factory_platform.warehouse import warehouse_dsn
+
+        return reconcile(warehouse_dsn())
+
+    @task
+    def b2mml_documents(**context) -> list[str]:
+        import os
+
+        from factory_platform.erp_publish import write_b2mml
+        from factory_platform.warehouse import warehouse_dsn
+
+        out_dir = os.environ.get("SFDP_OUTBOUND_DIR", "var/outbound")
+        return write_b2mml(warehouse_dsn(), context["run_id"], f"{out_dir}/b2mml")
+
+    posted = post_to_erp()
+    posted >> read_back_erp_answers() >> reconcile_with_erp()
+    posted >> b2mml_documents()
+
+
+publish_erp()
