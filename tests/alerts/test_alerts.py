@@ -15,7 +15,7 @@ def webhook(monkeypatch):
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 — http.server's naming
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append(json.loads(body))
             self.send_response(204)
