@@ -44,6 +44,7 @@ def pipeline(dagbag, plant, warehouse_dsn):
 
     reset_platform_schemas(warehouse_dsn)
     shutil.rmtree(os.environ["SFDP_OUTBOUND_DIR"], ignore_errors=True)
+    shutil.rmtree(os.environ["SFDP_REPORTS_DIR"], ignore_errors=True)
     return run_pipeline(dagbag, plant)
 
 
@@ -214,6 +215,21 @@ def test_b2mml_documents_of_the_run_validate(pipeline):
     assert len(documents) >= 14  # one per site and production day
     for document in documents:
         validate(document.read_bytes())
+
+
+def test_the_run_rendered_its_html_report_with_every_chart(pipeline, warehouse_dsn):
+    import re
+    from pathlib import Path
+
+    html = (Path(os.environ["SFDP_REPORTS_DIR"]) / "latest.html").read_text(encoding="utf-8")
+    charts = dict(re.findall(r'<figure[^>]*data-chart="([a-z-]+)"[^>]*>(.*?)</figure>', html,
+                                  re.DOTALL))
+    assert set(charts) == {"oee-trend", "downtime-pareto", "quality-trend",
+                           "inventory-accuracy", "energy-intensity", "data-quality"}
+    with psycopg.connect(warehouse_dsn) as conn:
+        line_days = conn.execute("select count(*) from reporting.rpt_oee_line_day").fetchone()[0]
+    assert line_days >= 3 * 14  # 3 lines × 14 production days, all gated through
+    assert charts["oee-trend"].count("<title>") >= line_days
 
 
 def test_quarantine_holds_exactly_the_unusable_confirmations(pipeline, warehouse_dsn):

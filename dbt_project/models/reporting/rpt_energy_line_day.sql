@@ -1,0 +1,29 @@
+{#- Energy intensity (kWh per good unit) per line and local production date, gated like
+    rpt_oee_line_day (blocked and undecided scopes hidden, flagged ones marked). -#}
+with energy_line_days as (
+    select * from {{ ref('mart_energy_intensity_line_day') }}
+),
+
+scope_status as (
+    select * from {{ source('dq', 'scope_status') }}
+),
+
+final as (
+    select
+        energy_line_days.site_code,
+        energy_line_days.line_code,
+        energy_line_days.production_date,
+        energy_line_days.energy_kwh,
+        energy_line_days.good_count,
+        energy_line_days.kwh_per_good_unit,
+        (scope_status.decision = 'flagged') as dq_flagged,
+        nullif(array_to_string(scope_status.failing_checks, ', '), '') as dq_failing_checks
+    from energy_line_days
+    inner join scope_status
+        on
+            scope_status.site_code = energy_line_days.site_code
+            and scope_status.production_day = energy_line_days.production_date
+    where scope_status.decision in ('passed', 'flagged')
+)
+
+select * from final
