@@ -125,6 +125,24 @@ def test_the_same_run_again_posts_nothing(built, erp_dsn):
     assert len(erp_postings(erp_dsn)) == before
 
 
+def test_a_7_day_backfill_over_published_days_posts_nothing(built, erp_dsn, plant):
+    """Re-extract 7 published days from every system, rebuild incrementally for that range,
+    gate and publish again: the same numbers, so no new message reaches the ERP."""
+    before = len(erp_postings(erp_dsn))
+    days = day_windows(plant, days_before=0)[3:10]
+    for system in ALL_SYSTEMS:
+        extract_all(system, days, built)
+    start, end = days[0][0], days[-1][1]
+    dbt("build", "--exclude", "tag:gate", "--vars",
+        f'{{"interval_start": "{start.isoformat()}", "interval_end": "{end.isoformat()}"}}')
+    gate(built, "gate-backfill")
+    results = publish(built, erp_dsn, "publish-backfill")
+    assert all(r.planned_postings == 0 and r.planned_reversals == 0 for r in results.values()), [
+        r.as_dict() for r in results.values()]
+    assert sum(r.unchanged for r in results.values()) > 0
+    assert len(erp_postings(erp_dsn)) == before
+
+
 def test_a_crash_between_sending_and_recording_does_not_post_twice(built, erp_dsn, monkeypatch):
     """The first answer is lost (the worker dies after the ERP accepted); the retry resends
     the pending row with the same key, the ERP answers duplicate, the outbox counts it done."""
@@ -234,6 +252,13 @@ def test_a_warning_publishes_with_a_flag(built, erp_dsn):
                           "where business_key = %s and kind = 'posting' "
                           "order by version desc limit 1", (confirmation,))
     assert flagged == [(True, int(good) * 2)]
+    dbt("build", "--select", "mart_data_quality")
+    trend = rows(built, "select scopes_checked, scopes_failing, failing_rows "
+                        "from marts.mart_data_quality "
+                        "where check_name = 'gate_confirmation_scrap_share_plausible'")
+    scopes = rows(built, "select count(distinct (site_code, production_date)) "
+                         "from publish.pub_erp__production_confirmation")[0][0]
+    assert trend == [(scopes, 1, checks["gate_confirmation_scrap_share_plausible"].failing_rows)]
 
 
 def test_reconciliation_shows_no_difference_after_reading_the_erp_back(built, erp_dsn):
