@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from _dags import registered
 
 
 @pytest.fixture
@@ -32,33 +33,20 @@ def webhook(monkeypatch):
     server.shutdown()
 
 
-PROBE_DAG = """
-from airflow.sdk import dag, task
-from factory_platform.dag_factory import START_DATE, default_args
+def test_a_failing_task_posts_an_alert_naming_task_and_error(webhook):
+    from airflow.sdk import dag, task
+    from factory_platform.dag_factory import START_DATE, default_args
 
+    @dag(dag_id="alert_probe", schedule=None, start_date=START_DATE, catchup=False,
+         default_args={**default_args(), "retries": 0})
+    def probe():
+        @task
+        def check_sensor_ranges():
+            raise ValueError("expect_column_values_to_be_between(value) failed in 3 scopes")
 
-@dag(dag_id="alert_probe", schedule=None, start_date=START_DATE, catchup=False,
-     default_args={**default_args(), "retries": 0})
-def probe():
-    @task
-    def check_sensor_ranges():
-        raise ValueError("expect_column_values_to_be_between(value) failed in 3 scopes")
+        check_sensor_ranges()
 
-    check_sensor_ranges()
-
-
-probe()
-"""
-
-
-def test_a_failing_task_posts_an_alert_naming_task_and_error(webhook, tmp_path):
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    (tmp_path / "alert_probe.py").write_text(PROBE_DAG)
-    bag = DagBag(dag_folder=str(tmp_path))
-    assert bag.import_errors == {}
-    sync_bag_to_db(bag, "dags-folder", None)  # dag.test() runs serialized DAGs only
-    run = bag.get_dag("alert_probe").test()
+    run = registered(probe()).test()
     assert str(run.state) == "failed"
     assert len(webhook) == 1
     alert = webhook[0]

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from _dags import registered
 from factory_platform.quality.gx_suites import (
     SAMPLE_KEYS,
     QualityGateFailed,
@@ -287,19 +288,7 @@ def _gate_dag(dag_id: str, dsn: str, start: datetime, end: datetime, suites):
 
         quality_gate()
 
-    return _registered(gate_dag())
-
-
-def _registered(dag):
-    """`dag.test()` runs only serialized DAGs of a bundle: write this in-test DAG to the
-    metadata DB under the dags-folder bundle (its file is outside the folder, so the folder's
-    re-parse in `dag.test()` leaves it alone)."""
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    bag = DagBag(collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-    return dag
+    return registered(gate_dag())
 
 
 def _task_instance(dag_run):

@@ -16,11 +16,7 @@ gated as (
         losses.*,
         (scope_status.decision = 'flagged') as is_flagged_scope
     from losses
-    inner join scope_status
-        on
-            scope_status.site_code = losses.site_code
-            and scope_status.production_day = losses.production_date
-    where scope_status.decision in ('passed', 'flagged')
+    {{ gated_scope_join('losses') }}
 ),
 
 by_reason as (

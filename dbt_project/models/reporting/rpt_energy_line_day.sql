@@ -16,14 +16,9 @@ final as (
         energy_line_days.energy_kwh,
         energy_line_days.good_count,
         energy_line_days.kwh_per_good_unit,
-        (scope_status.decision = 'flagged') as dq_flagged,
-        nullif(array_to_string(scope_status.failing_checks, ', '), '') as dq_failing_checks
+        {{ gated_scope_flags() }}
     from energy_line_days
-    inner join scope_status
-        on
-            scope_status.site_code = energy_line_days.site_code
-            and scope_status.production_day = energy_line_days.production_date
-    where scope_status.decision in ('passed', 'flagged')
+    {{ gated_scope_join('energy_line_days') }}
 )
 
 select * from final

@@ -20,14 +20,9 @@ final as (
         inventory_counts.diff_quantity,
         inventory_counts.accuracy_ratio,
         inventory_counts.is_accurate,
-        (scope_status.decision = 'flagged') as dq_flagged,
-        nullif(array_to_string(scope_status.failing_checks, ', '), '') as dq_failing_checks
+        {{ gated_scope_flags() }}
     from inventory_counts
-    inner join scope_status
-        on
-            scope_status.site_code = inventory_counts.site_code
-            and scope_status.production_day = inventory_counts.balance_date
-    where scope_status.decision in ('passed', 'flagged')
+    {{ gated_scope_join('inventory_counts', 'balance_date') }}
 )
 
 select * from final

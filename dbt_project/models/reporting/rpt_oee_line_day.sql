@@ -18,14 +18,9 @@ final as (
         oee_line_days.effectiveness,
         oee_line_days.quality_ratio,
         oee_line_days.oee,
-        (scope_status.decision = 'flagged') as dq_flagged,
-        nullif(array_to_string(scope_status.failing_checks, ', '), '') as dq_failing_checks
+        {{ gated_scope_flags() }}
     from oee_line_days
-    inner join scope_status
-        on
-            scope_status.site_code = oee_line_days.site_code
-            and scope_status.production_day = oee_line_days.production_date
-    where scope_status.decision in ('passed', 'flagged')
+    {{ gated_scope_join('oee_line_days') }}
 )
 
 select * from final

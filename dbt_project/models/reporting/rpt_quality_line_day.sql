@@ -20,14 +20,9 @@ final as (
         quality_line_days.fpy as first_pass_yield,
         quality_line_days.scrap_ratio,
         quality_line_days.rework_ratio,
-        (scope_status.decision = 'flagged') as dq_flagged,
-        nullif(array_to_string(scope_status.failing_checks, ', '), '') as dq_failing_checks
+        {{ gated_scope_flags() }}
     from quality_line_days
-    inner join scope_status
-        on
-            scope_status.site_code = quality_line_days.site_code
-            and scope_status.production_day = quality_line_days.production_date
-    where scope_status.decision in ('passed', 'flagged')
+    {{ gated_scope_join('quality_line_days') }}
 )
 
 select * from final
