@@ -4,6 +4,7 @@ schemas. Imported by test modules as `_pipeline` (tests/ is on sys.path under py
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import datetime, timedelta
@@ -17,12 +18,14 @@ DBT_DIR = str(PROJECT_ROOT / "dbt_project")
 ALL_SYSTEMS = ("erp", "mes", "wms", "scada", "qms", "plm", "eam", "ems")
 
 
-def day_windows(plant, days_before: int = 30) -> list[tuple[datetime, datetime]]:
+def day_windows(plant, days_before: int = 30, days_after: int = 2
+                ) -> list[tuple[datetime, datetime]]:
     """Daily windows from `days_before` days before the first shift (ERP orders are created
-    ahead of production) to two days after the last (WMS cycle counts arrive ~28 h late)."""
+    ahead of production) to `days_after` days after the last (WMS cycle counts arrive ~28 h
+    late)."""
     start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=days_before)
-    end = plant.end + timedelta(days=2)
+    end = plant.end + timedelta(days=days_after)
     days = []
     while start < end:
         days.append((start, start + timedelta(days=1)))
@@ -64,6 +67,17 @@ def dbt(command: str, *args: str, check: bool = True) -> subprocess.CompletedPro
     if check:
         assert result.returncode == 0, f"dbt {command} failed:\n{result.stdout[-8000:]}"
     return result
+
+
+def dbt_build_selected(select: list[str], *args: str) -> subprocess.CompletedProcess:
+    """`dbt build` of the selected models and the tests on them (cautious indirect selection)."""
+    return dbt("build", "--select", *select, "--indirect-selection", "cautious",
+               "--threads", "4", *args)
+
+
+def interval_vars(start: datetime, end: datetime) -> str:
+    """dbt --vars for an incremental build of [start, end)."""
+    return json.dumps({"interval_start": start.isoformat(), "interval_end": end.isoformat()})
 
 
 def rows(dsn: str, query: str, params=None) -> list[tuple]:

@@ -14,21 +14,20 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
-import psycopg
 import pytest
-from factory_platform.extract.run import extract_interval
-from factory_platform.sources import get_source
+from _pipeline import (
+    day_windows,
+    dbt_build_selected,
+    extract_all,
+    reset_platform_schemas,
+    rows,
+)
 
 pytestmark = pytest.mark.slow
 
 SYSTEMS = ("mes", "erp", "wms")
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
-DBT_DIR = str(PROJECT_ROOT / "dbt_project")
 DBT_SELECT = [
     "+path:models/marts/orders",
     "+path:models/marts/inventory",
@@ -42,67 +41,8 @@ DBT_SELECT = [
 ]
 
 
-def day_windows(plant) -> list[tuple[datetime, datetime]]:
-    """Daily windows from 30 days before the first shift to the day after the last."""
-    start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-        days=30
-    )
-    end = plant.end + timedelta(days=2)
-    days = []
-    while start < end:
-        days.append((start, start + timedelta(days=1)))
-        start += timedelta(days=1)
-    return days
-
-
-def extract_all(system: str, windows, dsn: str) -> None:
-    """Every entity of a system; a snapshot entity (master data) once, the others per window."""
-    for entity in get_source(system).entities:
-        if entity.option("mode") == "snapshot":
-            extract_interval(system, entity.name, *windows[-1], dsn=dsn)
-            continue
-        for start, end in windows:
-            extract_interval(system, entity.name, start, end, dsn=dsn)
-
-
-def reset_platform_schemas(dsn: str) -> None:
-    """Drop everything the pipeline builds (not the truth), as on a fresh deployment."""
-    from factory_platform.bootstrap import bootstrap_warehouse
-    from factory_platform.warehouse import SCHEMAS
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for schema in SCHEMAS:
-            conn.execute(f"drop schema if exists {schema} cascade")
-    bootstrap_warehouse(dsn)
-
-
 def dbt_build(*args: str) -> subprocess.CompletedProcess:
-    command = [
-        DBT,
-        "build",
-        "--project-dir",
-        DBT_DIR,
-        "--profiles-dir",
-        DBT_DIR,
-        "--select",
-        *DBT_SELECT,
-        "--indirect-selection",
-        "cautious",
-        "--threads",
-        "4",
-        *args,
-    ]
-    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    result = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"dbt build failed:\n{result.stdout[-8000:]}"
-    return result
-
-
-def rows(dsn: str, query: str) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query).fetchall()
+    return dbt_build_selected(DBT_SELECT, *args)
 
 
 @pytest.fixture(scope="module")

@@ -10,25 +10,24 @@ EAM equipment hierarchy in dim_equipment (line, site, Chinese names).
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import pairwise
-from pathlib import Path
 
+import _pipeline
 import psycopg
 import pytest
-from factory_platform.extract.run import extract_interval
-from factory_platform.sources import get_source
+from _pipeline import (
+    dbt_build_selected,
+    extract_all,
+    interval_vars,
+    reset_platform_schemas,
+)
 
 pytestmark = pytest.mark.slow
 
 SYSTEMS = ("mes", "eam", "ems")
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
-DBT_DIR = str(PROJECT_ROOT / "dbt_project")
 # What this module builds: EAM/EMS/PLM staging, the equipment, maintenance and energy layers,
 # the maintenance and energy marts and whatever they need upstream (MES staging, production
 # facts, seeds), and the equipment snapshot. Other domains' models are not built here.
@@ -45,45 +44,12 @@ TOLERANCE = 1e-9
 
 def day_windows(plant) -> list[tuple[datetime, datetime]]:
     """Daily extraction windows from the day before the first shift to the day after the last."""
-    start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    end = plant.end + timedelta(days=1)
-    days = []
-    while start < end:
-        days.append((start, start + timedelta(days=1)))
-        start += timedelta(days=1)
-    return days
-
-
-def extract_all(system: str, windows, dsn: str) -> None:
-    for entity in get_source(system).entities:
-        for start, end in windows:
-            extract_interval(system, entity.name, start, end, dsn=dsn)
-
-
-def reset_platform_schemas(dsn: str) -> None:
-    """Drop everything the pipeline builds (not the truth), as on a fresh deployment."""
-    from factory_platform.bootstrap import bootstrap_warehouse
-    from factory_platform.warehouse import SCHEMAS
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for schema in SCHEMAS:
-            conn.execute(f"drop schema if exists {schema} cascade")
-    bootstrap_warehouse(dsn)
+    return _pipeline.day_windows(plant, days_before=1, days_after=1)
 
 
 def dbt_build(*args: str) -> subprocess.CompletedProcess:
     """`dbt build` of this module's models through the CLI; fails the test with dbt's output."""
-    command = [DBT, "build", "--project-dir", DBT_DIR, "--profiles-dir", DBT_DIR,
-               "--select", *DBT_SELECT, "--indirect-selection", "cautious", "--threads", "4", *args]
-    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")  # no tracking round trips
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, f"dbt build {' '.join(args)} failed:\n{result.stdout[-6000:]}"
-    return result
-
-
-def interval_vars(start: datetime, end: datetime) -> str:
-    return json.dumps({"interval_start": start.isoformat(), "interval_end": end.isoformat()})
+    return dbt_build_selected(DBT_SELECT, *args)
 
 
 @pytest.fixture(scope="module")
