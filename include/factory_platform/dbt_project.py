@@ -51,6 +51,9 @@ def run_dbt(dsn: str, *args: str, target_path: str | None = None) -> subprocess.
     return subprocess.run(
         [str(dbt_executable()), *args, "--project-dir", str(DBT_PROJECT_DIR),
          "--profiles-dir", str(DBT_PROJECT_DIR), *extra],
-        env=dict(os.environ, **dsn_environment(dsn), DBT_SEND_ANONYMOUS_USAGE_STATS="false"),
+        # callers read the artifacts (run_results.json, manifest.json): write them even when
+        # the surrounding process runs Cosmos' model tasks with DBT_WRITE_JSON=false
+        env=dict(os.environ, **dsn_environment(dsn), DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+                 DBT_WRITE_JSON="true"),
         capture_output=True, text=True, check=False,
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,9 @@ def publish_to_erp(dsn: str, erp_dsn: str, run_id: str,
             conn.execute("select pg_advisory_lock(hashtext(%s))", (f"erp_outbox {message_type}",))
             conn.commit()
             try:
-                result.resent = _send_pending(conn, erp, message_type, result)
+                result.resent = _send_pending(conn, erp, message_type, run_id, result)
                 _plan(conn, message_type, run_id, result)
-                _send_pending(conn, erp, message_type, result)
+                _send_pending(conn, erp, message_type, run_id, result)
             finally:
                 conn.execute("select pg_advisory_unlock(hashtext(%s))",
                               (f"erp_outbox {message_type}",))
@@ -147,7 +148,7 @@ def _plan(conn, message_type: str, run_id: str, result: PublishResult) -> None:
     conn.commit()  # pending rows are durable before anything is sent
 
 
-def _send_pending(conn, erp, message_type: str, result: PublishResult) -> int:
+def _send_pending(conn, erp, message_type: str, run_id: str, result: PublishResult) -> int:
     """Send the type's pending rows in creation order; record each answer as it comes."""
     pending = conn.execute(
         "select outbox_id, idempotency_key, payload from ops.erp_outbox "
@@ -161,12 +162,12 @@ def _send_pending(conn, erp, message_type: str, result: PublishResult) -> int:
             "select status, reason, erp_document_number from erp.post_message(%s, %s, %s)",
             (key, message_type, Jsonb(payload)),
         ).fetchone()
-        _record_answer(conn, outbox_id, *answer)
+        _record_answer(conn, outbox_id, run_id, *answer)
         result.answers[answer[0]] += 1
     return len(pending)
 
 
-def _record_answer(conn, outbox_id: int, status: str, reason: str | None,
+def _record_answer(conn, outbox_id: int, run_id: str, status: str, reason: str | None,
                    document_number: str | None) -> None:
     """`duplicate` means the ERP had the key already: its original answer decides the state."""
     if status == "duplicate":
@@ -175,24 +176,36 @@ def _record_answer(conn, outbox_id: int, status: str, reason: str | None,
         state = status
     conn.execute(
         "update ops.erp_outbox set state = %s, erp_answer = %s, erp_reason = %s, "
-        "erp_document_number = %s, answered_at = now() where outbox_id = %s",
-        (state, status, reason, document_number, outbox_id),
+        "erp_document_number = %s, answered_at = now(), answered_in_run = %s "
+        "where outbox_id = %s",
+        (state, status, reason, document_number, run_id, outbox_id),
     )
     conn.commit()
     if state == "rejected":
         log.warning("ERP rejected outbox row %s: %s", outbox_id, reason)
 
 
-def read_back_acknowledgements(dsn: str, run_id: str, hours: int = 3) -> dict:
-    """Load the ERP's own record of what arrived (erp.inbound_postings) for the last hours,
-    so the reconciliation compares with the ERP side, not with our outbox."""
-    from datetime import datetime, timedelta, timezone
+def read_back_acknowledgements(dsn: str, run_id: str, margin_hours: int = 1) -> dict:
+    """Load the ERP's own record of what arrived (erp.inbound_postings) around the answers
+    this run received, so the reconciliation compares with the ERP side, not with our outbox.
+    The window comes from the outbox (first to last answer of the run, widened for clock skew
+    between us and the ERP); a run that sent nothing reads nothing back."""
+    from datetime import timedelta
+
+    import psycopg
 
     from factory_platform.extract.run import extract_interval
 
-    now = datetime.now(timezone.utc)
-    return extract_interval("erp", "inbound_postings", now - timedelta(hours=hours),
-                            now + timedelta(minutes=1), run_id=run_id, dsn=dsn)
+    with psycopg.connect(dsn) as conn:
+        first, last = conn.execute(
+            "select min(answered_at), max(answered_at) from ops.erp_outbox "
+            "where answered_in_run = %s", (run_id,)).fetchone()
+    if first is None:
+        log.info("run %s sent nothing to the ERP: nothing to read back", run_id)
+        return {"rows_loaded": 0, "skipped": "nothing sent in this run"}
+    margin = timedelta(hours=margin_hours)
+    return extract_interval("erp", "inbound_postings", first - margin, last + margin,
+                            run_id=run_id, dsn=dsn)
 
 
 def reconcile(dsn: str) -> dict:
@@ -214,7 +227,7 @@ def reconcile(dsn: str) -> dict:
 
 def write_b2mml(dsn: str, run_id: str, out_dir) -> list[str]:
     """The confirmations this run posted, as B2MML documents (one per site and day)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
     from pathlib import Path
 
     import psycopg
@@ -234,7 +247,7 @@ def write_b2mml(dsn: str, run_id: str, out_dir) -> list[str]:
         return []
     rows = [dict(row, material_code=row["material_number"]) for row in confirmations]
     paths = write_documents(rows, Path(out_dir) / _safe(run_id),
-                            created_at=datetime.now(timezone.utc).replace(microsecond=0))
+                            created_at=datetime.now(UTC).replace(microsecond=0))
     return [str(p) for p in paths]
 
 

@@ -13,7 +13,8 @@ GATED_MARTS_URI = "gate://warehouse/marts"
 
 
 def gated_marts_asset():
-    """Updated only when every dbt model and test of a transform run passed."""
+    """Updated when a transform run built every model (their tests passed) and recorded the
+    gate checks per scope; publishing then decides per scope from dq.scope_status."""
     from airflow.sdk import Asset
 
     return Asset(GATED_MARTS_URI)
@@ -140,12 +141,15 @@ def build_transform_dag(doc_md: str | None):
         def quality_gate(**context) -> str:
             """Emits the gated-marts asset once dbt built everything and the gate's results
             are recorded (a failing GX suite is a recorded result, not a reason to stop the
-            other scopes). Publishing then reads dq.scope_status per scope."""
-            from airflow.sdk.exceptions import AirflowSkipException
+            other scopes). Publishing then reads dq.scope_status per scope.
+
+            It fails (no retry, no asset event) when dbt or the gate's dbt checks did not
+            complete: it is the DAG's only leaf, so its state is what the run's state shows."""
+            from airflow.sdk.exceptions import AirflowFailException
 
             if context["ti"].xcom_pull(task_ids="dbt_gate_checks") is None:
-                raise AirflowSkipException("dbt or its gate checks did not complete: nothing "
-                                           "is published from this run")
+                raise AirflowFailException("dbt or its gate checks did not complete (see the red "
+                                           "upstream task): nothing is published from this run")
             return f"marts gated by {context['run_id']}"
 
         dbt_checks = dbt_gate_checks()

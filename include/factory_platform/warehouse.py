@@ -92,6 +92,10 @@ create table if not exists ops.erp_outbox (
 comment on table ops.erp_outbox is
     'Every message meant for the ERP: written pending (with its idempotency key) and committed '
     'before sending, then the ERP answer. A pending row after a crash is resent with the same key.';
+alter table ops.erp_outbox add column if not exists answered_in_run text;
+comment on column ops.erp_outbox.answered_in_run is
+    'The publish run that received the ERP answer (a resent row: the retrying run).';
+create index if not exists erp_outbox_answered_in_run on ops.erp_outbox (answered_in_run);
 create index if not exists erp_outbox_business_key on ops.erp_outbox (message_type, business_key, version);
 create index if not exists erp_outbox_pending on ops.erp_outbox (outbox_id) where state = 'pending';
 
@@ -147,7 +151,7 @@ def _is_current(conn) -> bool:
         "       and to_regclass('ops.quarantine') is not null "
         "       and to_regclass('ops.schema_drift') is not null "
         "       and to_regclass('dq.scope_status') is not null "
-        "       and to_regclass('ops.erp_outbox') is not null "
+        "       and to_regclass('ops.erp_outbox_answered_in_run') is not null "
         "from pg_namespace where nspname = any(%s)",
         (len(SCHEMAS), list(SCHEMAS)),
     ).fetchone()

@@ -7,11 +7,11 @@ import os
 
 import psycopg
 import pytest
+from _pipeline import reset_platform_schemas
 
 from .conftest import (
     extract_every_system,
     extract_whole_world,
-    reset_platform_schemas,
     run_dag,
     task_states,
 )
@@ -91,9 +91,6 @@ def test_every_extracted_batch_is_audited(pipeline, warehouse_dsn):
 
 # Marts about the loads themselves: they report when the last loads ran, so a re-run changes them.
 VOLATILE_TABLES = {"marts.mart_source_health", "marts.mart_data_quality"}  # wall clock; gate history
-# publish_erp reads the ERP's answers back over the last hours of wall-clock time: each run is a
-# new window, so a new audit row (its raw rows are unchanged: a re-run posts nothing)
-WALL_CLOCK_ROWS = {"ops.load_audit": "not (system = 'erp' and entity = 'inbound_postings')"}
 
 
 def snapshot(dsn: str) -> dict[str, tuple]:
@@ -117,10 +114,9 @@ def snapshot(dsn: str) -> dict[str, tuple]:
                 "and table_name = %s order by ordinal_position", (schema, table))
                 if c not in VOLATILE]
             cols = ", ".join(f'"{c}"' for c in columns)
-            where = WALL_CLOCK_ROWS.get(f"{schema}.{table}", "true")
             tables[f"{schema}.{table}"] = conn.execute(
                 f"select count(*), coalesce(sum(hashtextextended(r::text, 0)), 0) "
-                f"from (select {cols} from {schema}.{table} where {where}) r").fetchone()
+                f"from (select {cols} from {schema}.{table}) r").fetchone()
     return tables
 
 
@@ -133,50 +129,6 @@ def test_running_the_same_interval_twice_changes_nothing(pipeline, dagbag, plant
     assert after.keys() == before.keys()
     changed = [name for name in before if before[name] != after[name]]
     assert changed == []
-
-
-def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, warehouse_dsn):
-    """A negative scrap count reaches the mart; its error-severity test fails; the gate does
-    not open, so the gated-marts asset gets no event and reporting keeps its last good rows."""
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from factory_platform.transform import GATED_MARTS_URI
-
-    def gate_events() -> int:
-        with create_session() as session:
-            return session.query(AssetEvent).join(
-                AssetModel, AssetModel.id == AssetEvent.asset_id).filter(
-                AssetModel.uri == GATED_MARTS_URI).count()
-
-    with psycopg.connect(warehouse_dsn) as conn:
-        published = conn.execute(
-            "select line_code, production_date, scrap_count from reporting.production_line_day "
-            "order by 1, 2").fetchall()
-        conn.execute("""
-            update raw_mes.confirmations set scrap_qty = -100000
-            where confirmation_id = (select min(confirmation_id) from raw_mes.confirmations)""")
-    events_before = gate_events()
-    try:
-        # only the chain from the tampered raw table to the mart runs; the rest is unchanged
-        chain = ("stg_mes__confirmations", "fct_operation_confirmation", "mart_production_line_day")
-        transform = run_dag(dagbag, "transform_dbt",
-                            mark_success_pattern=rf"^dbt\.(?!({'|'.join(chain)})_model_build$)")
-        states = task_states(transform)
-        assert str(transform.state) == "failed"
-        assert states["dbt.mart_production_line_day_model_build"] == "failed"
-        assert states["dbt_gate_checks"] == "upstream_failed"
-        assert states["quality_gate"] == "skipped"
-        assert gate_events() == events_before
-        with psycopg.connect(warehouse_dsn) as conn:
-            still = conn.execute(
-                "select line_code, production_date, scrap_count "
-                "from reporting.production_line_day order by 1, 2").fetchall()
-            mart_min = conn.execute(
-                "select min(scrap_count) from marts.mart_production_line_day").fetchone()[0]
-        assert mart_min < 0  # the bad number did reach the mart …
-        assert still == published  # … but not reporting
-    finally:
-        extract_whole_world(dagbag, plant)  # the source's numbers replace the tampered row
 
 
 def test_erp_holds_every_confirmation_once_and_reconciles(pipeline, warehouse_dsn):
@@ -250,3 +202,48 @@ def test_quarantine_holds_exactly_the_unusable_confirmations(pipeline, warehouse
     assert set(quarantined) == expected
     assert all("machine_code" in reason or "below its minimum" in reason
                for reason in quarantined.values()), quarantined
+
+
+def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, warehouse_dsn):
+    """A negative scrap count reaches the mart; its error-severity test fails; the gate does
+    not open (the run is failed), so the gated-marts asset gets no event and reporting keeps
+    its last good rows. Last in the module: the models it rebuilds keep the tampered row."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from factory_platform.transform import GATED_MARTS_URI
+
+    def gate_events() -> int:
+        with create_session() as session:
+            return session.query(AssetEvent).join(
+                AssetModel, AssetModel.id == AssetEvent.asset_id).filter(
+                AssetModel.uri == GATED_MARTS_URI).count()
+
+    with psycopg.connect(warehouse_dsn) as conn:
+        published = conn.execute(
+            "select line_code, production_date, scrap_count from reporting.production_line_day "
+            "order by 1, 2").fetchall()
+        conn.execute("""
+            update raw_mes.confirmations set scrap_qty = -100000
+            where confirmation_id = (select min(confirmation_id) from raw_mes.confirmations)""")
+    events_before = gate_events()
+    try:
+        # only the chain from the tampered raw table to the mart runs; the rest is unchanged
+        chain = ("stg_mes__confirmations", "fct_operation_confirmation", "mart_production_line_day")
+        transform = run_dag(dagbag, "transform_dbt",
+                            mark_success_pattern=rf"^dbt\.(?!({'|'.join(chain)})_model_build$)")
+        states = task_states(transform)
+        assert str(transform.state) == "failed"
+        assert states["dbt.mart_production_line_day_model_build"] == "failed"
+        assert states["dbt_gate_checks"] == "upstream_failed"
+        assert states["quality_gate"] == "failed"
+        assert gate_events() == events_before
+        with psycopg.connect(warehouse_dsn) as conn:
+            still = conn.execute(
+                "select line_code, production_date, scrap_count "
+                "from reporting.production_line_day order by 1, 2").fetchall()
+            mart_min = conn.execute(
+                "select min(scrap_count) from marts.mart_production_line_day").fetchone()[0]
+        assert mart_min < 0  # the bad number did reach the mart …
+        assert still == published  # … but not reporting
+    finally:
+        extract_whole_world(dagbag, plant)  # the source's numbers replace the tampered row

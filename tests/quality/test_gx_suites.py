@@ -172,7 +172,7 @@ def test_results_per_expectation_and_scope(dsn, suites):
     assert failing == FAILING
     assert all(row[1] == [] for row in results.values() if row[0] == 0)
     assert results[(f"{SENSOR}.temperature_max_celsius", "GXA", DAYS[1])][2:] == (
-        "gx", "error", "scada", f"{CONFORMED}.fct_tag_reading_hour")
+        "gx", "warn", "scada", f"{CONFORMED}.fct_tag_reading_hour")
     assert results[(f"{MES_NOT_NULL}.operation_id", "GXB", DAYS[0])][2:] == (
         "gx", "error", "mes", f"{STAGING}.stg_mes__confirmations")
     assert results[(f"{ROW_COUNTS}.mes_row_count_ratio", "GXA", DAYS[2])][2:] == (
@@ -183,19 +183,18 @@ def test_results_per_expectation_and_scope(dsn, suites):
     status = _scope_status(dsn)
     assert {scope: decision for scope, (decision, _) in status.items()} == {
         **{scope: "passed" for scope in scopes},
-        ("GXA", DAYS[1]): "blocked", ("GXB", DAYS[0]): "blocked", ("GXA", DAYS[2]): "flagged"}
+        ("GXA", DAYS[1]): "flagged", ("GXB", DAYS[0]): "blocked", ("GXA", DAYS[2]): "flagged"}
     assert status[("GXB", DAYS[0])][1] == sorted(
         [f"{MES_NOT_NULL}.confirmation_site_code", f"{MES_NOT_NULL}.operation_id"])
 
     with pytest.raises(QualityGateFailed) as failed:
         raise_for_failures(outcomes)
     message = str(failed.value)
-    for text in ("scada_sensor_ranges", "temperature_max_celsius", "≤ 150", SPIKE_KEY, "1250",
-                 "mes_confirmation_required_fields", "operation_id (not null)", NO_OPERATION,
-                 "GXA 2026-03-03", "GXB 2026-03-02", "2 error-severity suite(s) failed",
-                 "2 scope(s) blocked"):
+    for text in ("mes_confirmation_required_fields", "operation_id (not null)", NO_OPERATION,
+                 "GXB 2026-03-02", "1 error-severity suite(s) failed", "1 scope(s) blocked"):
         assert text in message, text
-    assert "row_counts_vs_history" not in message  # a warning, not an error
+    assert "row_counts_vs_history" not in message  # warnings, not errors
+    assert "scada_sensor_ranges" not in message
 
 
 def test_only_the_scopes_of_the_interval_are_evaluated(dsn, suites):
@@ -309,9 +308,8 @@ def test_a_failing_error_suite_fails_its_airflow_task(dsn, suites, gate_dag, cap
     assert str(run.state) == "failed"
     assert str(_task_instance(run).state) == "failed"
     log = capsys.readouterr().out + caplog.text
-    assert "QualityGateFailed: 2 error-severity suite(s) failed" in log
-    for text in (f"{SENSOR}.temperature_max_celsius", "≤ 150", SPIKE_KEY,
-                 f"{MES_NOT_NULL}.operation_id"):
+    assert "QualityGateFailed: 1 error-severity suite(s) failed" in log
+    for text in (f"{MES_NOT_NULL}.operation_id", "operation_id (not null)", NO_OPERATION):
         assert text in log, text
 
 

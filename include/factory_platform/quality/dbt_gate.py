@@ -71,18 +71,20 @@ def _record(dsn: str, run_id: str, results: list[dict], manifest: dict) -> list[
                 f"select distinct site_code, production_date from {model_relation} "
                 "where site_code is not null and production_date is not null").fetchall()
             failing = {}
-            if result["status"] in ("fail", "warn") and result.get("relation_name"):
+            if result["status"] in ("fail", "warn"):
+                if not result.get("relation_name"):  # never count a failing check as passed
+                    raise GateCheckError(f"{node['name']} failed but dbt stored no failing rows")
                 failing = {
                     (site, day): (count, keys) for site, day, count, keys in conn.execute(
                         f"select site_code, production_date, count(*), "
                         f"(array_agg(business_key order by business_key))[1:{SAMPLE_KEYS}] "
                         f"from {result['relation_name']} group by 1, 2")
                 }
-            rows = [
-                (run_id, node["name"], "publish", model_relation, severity, site, day,
-                 failing.get((site, day), (0, []))[0], Jsonb(failing.get((site, day), (0, []))[1]))
-                for site, day in scopes
-            ]
+            rows = []
+            for site, day in scopes:
+                count, keys = failing.get((site, day), (0, []))
+                rows.append((run_id, node["name"], "publish", model_relation, severity, site, day,
+                             count, Jsonb(keys)))
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "insert into dq.check_result (run_id, check_name, check_kind, "

@@ -435,7 +435,9 @@ SUITES: tuple[Suite, ...] = (
     Suite(
         name="scada_sensor_ranges",
         source_system="scada",
-        severity="error",
+        # warn: an implausible reading flags its site-day; sensor trouble must not hold back
+        # the production books (confirmations, movements) that do not depend on it
+        severity="warn",
         target="{conformed}.fct_tag_reading_hour",
         query=_sensor_query(),
         key_column="reading_key",
