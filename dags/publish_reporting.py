@@ -10,19 +10,14 @@ scrap, inventory accuracy, energy per good unit, data quality per source.
 """
 
 from airflow.sdk import dag, task
-from factory_platform.dag_factory import START_DATE, default_args
-from factory_platform.transform import gated_marts_asset
+from factory_platform.dag_factory import publishing_dag_args
 
 
 @dag(
     dag_id="publish_reporting",
-    schedule=[gated_marts_asset()],
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
     tags=["publish", "reporting"],
     doc_md=__doc__,
+    **publishing_dag_args(),
 )
 def publish_reporting():
     @task

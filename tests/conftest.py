@@ -16,16 +16,17 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "include"))
+sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # shared test helpers: _pipeline, _dags
 
-from launcher.pgcluster import Cluster  # noqa: E402
-from launcher.settings import (  # noqa: E402
+from launcher.pgcluster import Cluster
+from launcher.settings import (
     load_or_create_secrets,
     platform_environment,
     test_instance,
@@ -171,8 +172,8 @@ def plant(warehouse_dsn) -> Plant:
     calendar = [dict(r) for r in csv.DictReader(open(world / "truth" / "shift_calendar.csv"))]
     start = min(datetime.fromisoformat(r["shift_start_at"]) for r in calendar)
     end = max(datetime.fromisoformat(r["shift_end_at"]) for r in calendar)
-    yield Plant(world=world, inbox=inbox, start=start.astimezone(timezone.utc),
-                end=end.astimezone(timezone.utc), mes_url=mes_url,
+    yield Plant(world=world, inbox=inbox, start=start.astimezone(UTC),
+                end=end.astimezone(UTC), mes_url=mes_url,
                 qms_url=f"http://127.0.0.1:{INSTANCE.qms_port}", api_key=api_key)
     server.terminate()
     server.wait(timeout=10)

@@ -21,6 +21,15 @@ def default_args(owner: str = "data-platform") -> dict:
             "retry_exponential_backoff": True, "on_failure_callback": task_failure_alert}
 
 
+def publishing_dag_args() -> dict:
+    """What every publishing DAG shares: triggered by the gated-marts asset that
+    transform_dbt's quality gate emits, one run at a time, no catch-up."""
+    from factory_platform.transform import gated_marts_asset
+
+    return {"schedule": [gated_marts_asset()], "start_date": START_DATE, "catchup": False,
+            "max_active_runs": 1, "default_args": default_args()}
+
+
 def build_extract_dag(system: str, doc_md: str | None):
     """`extract_<system>`: one task per entity, each an interval load with its raw table as outlet."""
     from airflow.sdk import Param, dag, task

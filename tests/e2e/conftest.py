@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import psycopg
 import pytest
 
 
@@ -19,17 +18,6 @@ def dagbag(project_root):
     bag = DagBag(dag_folder=str(project_root / "dags"))
     assert bag.import_errors == {}
     return bag
-
-
-def reset_platform_schemas(dsn: str) -> None:
-    """Drop everything the pipeline builds (not the truth), as on a fresh deployment."""
-    from factory_platform.bootstrap import bootstrap_warehouse
-    from factory_platform.warehouse import SCHEMAS
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for schema in (*SCHEMAS, "dq_failures"):
-            conn.execute(f"drop schema if exists {schema} cascade")
-    bootstrap_warehouse(dsn)
 
 
 def run_dag(dagbag, dag_id: str, **kwargs):

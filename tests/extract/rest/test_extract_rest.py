@@ -8,10 +8,12 @@ import json
 import sqlite3
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
+import _pipeline
 import psycopg
 import pytest
+from _pipeline import extract_all
 from factory_platform.extract.rest import SourceUnavailable
 from factory_platform.extract.run import extract_interval
 from factory_platform.sources import get_source
@@ -20,19 +22,7 @@ SYSTEMS = ("mes", "qms")
 
 
 def day_windows(plant) -> list[tuple[datetime, datetime]]:
-    start = plant.start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    end = plant.end + timedelta(days=1)
-    days = []
-    while start < end:
-        days.append((start, start + timedelta(days=1)))
-        start += timedelta(days=1)
-    return days
-
-
-def extract_all(system: str, windows, dsn: str) -> None:
-    for entity in get_source(system).entities:
-        for start, end in windows:
-            extract_interval(system, entity.name, start, end, dsn=dsn)
+    return _pipeline.day_windows(plant, days_before=1, days_after=1)
 
 
 def emitted(plant, system: str, entity: str) -> list[dict]:
@@ -92,7 +82,7 @@ def test_raw_rows_are_the_emitted_records_minus_the_quarantined(loaded, plant, w
             key = entity.natural_key[0]
             expected = sorted((r[key], r["updated_at"]) for r in records if r[key] not in quarantined)
             landed = sorted(
-                (k, u.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                (k, u.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
                 for k, u in conn.execute(f'select "{key}", updated_at from raw_{system}.{entity.name}'))
             assert landed == expected, f"{system}.{entity.name}"
             assert len(records) == len(landed) + len(quarantined)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -15,7 +15,7 @@ from factory_platform.extract.loader import (
     load_batch,
 )
 
-T0 = datetime(2026, 10, 20, tzinfo=timezone.utc)
+T0 = datetime(2026, 10, 20, tzinfo=UTC)
 TARGET = LoadTarget(
     system="loadertest", entity="readings",
     fields=(Field("reading_id", required=True), Field("qty", "int", required=True, minimum=0),
