@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
@@ -55,6 +57,57 @@ def reset_platform_schemas(dsn: str) -> None:
         for schema in (*SCHEMAS, "dq_failures"):
             conn.execute(f"drop schema if exists {schema} cascade")
     bootstrap_warehouse(dsn)
+
+
+# The whole plant extracted and built once, shared by the modules that only read the layers
+# (tests/marts/*) and the one that goes on from it (tests/publish). A comment on the marts
+# schema names the test session that built it; anything that resets or changes the layers
+# drops the schema (reset_platform_schemas) or the mark (changing_the_build), and the next
+# module rebuilds.
+_SESSION_MARK = f"built by test session {os.getpid()}-{datetime.now().timestamp()}"
+
+
+def build_whole_plant(plant, dsn: str) -> str:
+    """Every system extracted over `day_windows(plant)`, then `dbt build --full-refresh` of
+    every model (the gate's per-scope tests excluded: they record results, see tests/publish).
+    Re-used when this session already built it and nothing has changed it since."""
+    with psycopg.connect(dsn) as conn:
+        mark = conn.execute("select obj_description(oid, 'pg_namespace') from pg_namespace "
+                            "where nspname = 'marts'").fetchone()
+    if mark and mark[0] == _SESSION_MARK:
+        return dsn
+    reset_platform_schemas(dsn)
+    windows = day_windows(plant)
+    for system in ALL_SYSTEMS:
+        extract_all(system, windows, dsn)
+    dbt("build", "--full-refresh", "--exclude", "tag:gate", "--threads", "4")
+    _set_build_mark(dsn, _SESSION_MARK)
+    return dsn
+
+
+def _set_build_mark(dsn: str, mark: str | None) -> None:
+    statement = sql.SQL("comment on schema marts is {}").format(
+        sql.SQL("null") if mark is None else sql.Literal(mark))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@contextmanager
+def changing_the_build(dsn: str, restored: bool):
+    """A block that changes the shared build: later modules rebuild unless `restored` (the
+    block leaves every table as the full build had it, and checked that it did)."""
+    _set_build_mark(dsn, None)
+    yield
+    if restored:
+        _set_build_mark(dsn, _SESSION_MARK)
+
+
+def empty_erp_inbox(erp_dsn: str) -> None:
+    """The simulated ERP as before any posting: nothing received on its inbound interface
+    (another test module may have published to the same ERP database)."""
+    with psycopg.connect(erp_dsn, autocommit=True) as conn:
+        conn.execute("truncate erp.inbound_postings restart identity")
+        conn.execute("alter sequence erp.document_number_seq restart")
 
 
 def dbt(command: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -95,6 +95,18 @@ def pg() -> Postgres:
     cluster.drop_database(scratch)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _environment_restored():
+    """Each test module starts from the session's environment. Cosmos writes a dbt task's env
+    into os.environ when it parses OpenLineage artifacts (harmless in Airflow, where each task
+    is its own process); in one pytest process it would leak into later modules, e.g.
+    DBT_WRITE_JSON=false into a later `dbt parse`."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
@@ -169,7 +181,8 @@ def plant(warehouse_dsn) -> Plant:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the simulated plant did not start")
             time.sleep(0.3)
-    calendar = [dict(r) for r in csv.DictReader(open(world / "truth" / "shift_calendar.csv"))]
+    with open(world / "truth" / "shift_calendar.csv", encoding="utf-8") as fh:
+        calendar = list(csv.DictReader(fh))
     start = min(datetime.fromisoformat(r["shift_start_at"]) for r in calendar)
     end = max(datetime.fromisoformat(r["shift_end_at"]) for r in calendar)
     yield Plant(world=world, inbox=inbox, start=start.astimezone(UTC),

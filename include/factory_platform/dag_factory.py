@@ -82,8 +82,8 @@ def run_window(context) -> tuple[datetime, datetime]:
     """The run's data interval, or the reload window a manual run asked for in its params."""
     params = context.get("params") or {}
     if params.get("reload_start") and params.get("reload_end"):
-        start = datetime.fromisoformat(str(params["reload_start"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(params["reload_end"]).replace("Z", "+00:00"))
+        start = datetime.fromisoformat(str(params["reload_start"]))
+        end = datetime.fromisoformat(str(params["reload_end"]))
         if start.tzinfo is None or end.tzinfo is None or start >= end:
             raise ValueError(f"reload window must be UTC timestamps with start < end: {params}")
         return start, end

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from launcher import processes
@@ -82,7 +82,7 @@ def live_plant_config(instance: Instance) -> tuple[Path, datetime]:
     The world starts LIVE_HISTORY_DAYS before today (the history a newcomer sees at once) and
     runs a few days ahead; the simulator's live clock reveals it as real time passes.
     """
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     start = today - timedelta(days=LIVE_HISTORY_DAYS)
     text = PLANT_BASE_CONFIG.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^start_date = .*$', f'start_date = "{start.isoformat()}"', text)
@@ -91,7 +91,7 @@ def live_plant_config(instance: Instance) -> tuple[Path, datetime]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
-    return path, datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc)
+    return path, datetime.combine(start, datetime.min.time(), tzinfo=UTC)
 
 
 def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
@@ -101,7 +101,7 @@ def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str])
         "--eam-dsn": env["AIRFLOW_CONN_EAM_DB"].replace("postgres://", "postgresql://"),
     }
     config, _ = live_plant_config(instance)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     cmd = [
         str(VENV_BIN / "python"), "-m", "plant_sim", "up",
         "--config", str(config), "--out", str(instance.plant_dir),
@@ -166,7 +166,7 @@ def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
     _, world_start = live_plant_config(instance)
     if marker.exists() and marker.read_text() == world_start.isoformat():
         return
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
     token = api_token(instance, secret)
     body = {

@@ -173,7 +173,7 @@ class Cluster:
                     str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
                     "-o", f"-p {self.port}", "-w", "-t", "60", "start",
                 ]),
-                capture_output=True, text=True,
+                capture_output=True, text=True, check=False,
             )
             new_log = self.log_file.read_text()[log_size:] if self.log_file.exists() else ""
             if result.returncode == 0 or "Address already in use" not in new_log:

@@ -15,10 +15,12 @@ import psycopg
 import pytest
 from _pipeline import (
     ALL_SYSTEMS,
+    build_whole_plant,
+    changing_the_build,
     day_windows,
     dbt,
+    empty_erp_inbox,
     extract_all,
-    reset_platform_schemas,
     rows,
 )
 
@@ -32,17 +34,17 @@ PUBLISH_MODELS = ["pub_erp__production_confirmation", "pub_erp__goods_movement",
 def erp_dsn(plant):
     from factory_platform.warehouse import warehouse_dsn
 
-    return warehouse_dsn("erp_db")
+    dsn = warehouse_dsn("erp_db")
+    empty_erp_inbox(dsn)
+    return dsn
 
 
 @pytest.fixture(scope="module")
 def built(plant, warehouse_dsn):
-    reset_platform_schemas(warehouse_dsn)
-    windows = day_windows(plant)
-    for system in ALL_SYSTEMS:
-        extract_all(system, windows, warehouse_dsn)
-    dbt("build", "--full-refresh", "--exclude", "tag:gate")
-    return warehouse_dsn
+    """The whole plant extracted and built (as tests/marts has it); this module changes it."""
+    dsn = build_whole_plant(plant, warehouse_dsn)
+    with changing_the_build(dsn, restored=False):
+        yield dsn
 
 
 def gate(dsn: str, run_id: str):

@@ -48,8 +48,9 @@ class Field:
 
 
 def _parse_int(value: Any) -> int:
+    # ValueError throughout: the caller reports any of them as "not a valid integer"
     if isinstance(value, bool):
-        raise ValueError
+        raise ValueError  # noqa: TRY004
     if isinstance(value, int):
         return value
     if isinstance(value, float):
@@ -62,7 +63,7 @@ def _parse_int(value: Any) -> int:
 
 def _parse_numeric(value: Any) -> Decimal:
     if isinstance(value, bool):
-        raise ValueError
+        raise ValueError  # noqa: TRY004
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     number = Decimal(str(value).strip())

@@ -251,14 +251,13 @@ def read_records(file: DropFile, shape: FileShape, encoding: str, delimiter: str
             try:
                 line = body.decode(encoding)
             except UnicodeDecodeError as exc:
-                rejected.append((file.name, ref, f"cannot decode the line as {encoding} "
-                                 f"({exc.reason} at byte {exc.start})",
-                                 body.decode(encoding, "replace")))
+                reason = f"cannot decode the line as {encoding} ({exc.reason} at byte {exc.start})"
+                rejected.append((file.name, ref, reason, body.decode(encoding, "replace")))
                 continue
             values = line.split(delimiter)
             if len(values) != width:
-                rejected.append((file.name, ref, f"{len(values)} fields where the header has "
-                                 f"{width}", line))
+                reason = f"{len(values)} fields where the header has {width}"
+                rejected.append((file.name, ref, reason, line))
                 continue
             payload = {name: (value if value != "" else None)
                        for name, value in zip(shape.columns, values)}

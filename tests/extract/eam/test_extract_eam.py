@@ -6,7 +6,7 @@ tests/extract/erp/test_extract_sql_reruns.py.)"""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -22,7 +22,6 @@ from erp.helpers import (
 )
 from factory_platform.extract.sql import close_idle_connections
 
-UTC = timezone.utc
 VERSION_COLUMNS = {"failures": ("ended_at", "reported_at", "started_at"),
                    "maintenance_orders": ("actual_end_at", "actual_start_at", "planned_start_at")}
 
@@ -67,7 +66,7 @@ def test_version_at_is_the_latest_event_the_row_records(eam_loaded, plant, wareh
         expected = {}
         for row in world_rows(plant.world, "eam", table):
             latest = next(row[c] for c in columns if row[c])
-            expected[row[key]] = datetime.fromisoformat(latest.replace("Z", "+00:00"))
+            expected[row[key]] = datetime.fromisoformat(latest)
         with psycopg.connect(warehouse_dsn) as conn:
             loaded = dict(conn.execute(f'select "{key}", version_at from raw_eam.{table}'))
         assert loaded == expected, table

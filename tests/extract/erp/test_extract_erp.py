@@ -6,7 +6,7 @@ test_extract_sql_reruns.py.)"""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -27,7 +27,6 @@ from erp.helpers import (
     world_rows,
 )
 
-UTC = timezone.utc
 LOCAL_TIME_TABLES = {"sales_orders": "created_at", "production_orders": "released_at",
                      "purchase_orders": "ordered_at"}
 
@@ -74,7 +73,7 @@ def test_local_times_carry_the_instant_the_plant_recorded(erp_loaded, plant, war
     is that instant for orders: they become visible when created, released or ordered)."""
     for table, column in LOCAL_TIME_TABLES.items():
         key = erp_source().entity(table).natural_key[0]
-        expected = {row[key]: datetime.fromisoformat(row["_visible_at"].replace("Z", "+00:00"))
+        expected = {row[key]: datetime.fromisoformat(row["_visible_at"])
                     for row in world_rows(plant.world, "erp", table)}
         with psycopg.connect(warehouse_dsn) as conn:
             loaded = dict(conn.execute(f'select "{key}", "{column}_utc" from raw_erp.{table}'))

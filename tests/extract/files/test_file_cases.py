@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import psycopg
@@ -24,7 +24,7 @@ from factory_platform.sources import get_source
 
 from .conftest import reset, rows, scalar
 
-HOUR = datetime(2026, 10, 20, 5, tzinfo=timezone.utc)
+HOUR = datetime(2026, 10, 20, 5, tzinfo=UTC)
 EMS_HEADER = "meter_id;machine_code;interval_start;interval_end;kwh"
 SCADA_HEADER = "ts;machine_code;tag;value;quality"
 
@@ -192,7 +192,7 @@ def test_plm_parser_resolves_no_entities(case, warehouse_dsn, tmp_path):
     broken = b'<?xml version="1.0"?><PLMExport site="ERF"><Items><Item number="1"></PLMExport>'
     result = case("plm", "items", {"PLM_EXPORT_ERF_20261020.xml": hostile,
                                    "PLM_EXPORT_ERF_20261019.xml": broken},
-                  start=datetime(2026, 10, 19, 6, tzinfo=timezone.utc), length=timedelta(days=1))
+                  start=datetime(2026, 10, 19, 6, tzinfo=UTC), length=timedelta(days=1))
     assert (result["rows_loaded"], result["rows_quarantined"]) == (1, 1)
     with psycopg.connect(warehouse_dsn) as conn:
         dumped = str(conn.execute("select row_to_json(i) from raw_plm_case.items i").fetchall())

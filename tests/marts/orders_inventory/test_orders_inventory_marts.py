@@ -1,9 +1,9 @@
 """Orders, inventory and genealogy marts equal the simulator's truth.
 
-The 14-day plant is extracted from the MES API, the ERP database and the WMS drops into raw_*
-(daily windows from 30 days before the first shift, since ERP orders are created days before
-production, to the day after the last, since WMS cycle counts arrive ~28 h after their date),
-`dbt build` runs through the dbt CLI, and the marts are compared with the `truth` schema:
+The 14-day plant is extracted from every system into raw_* (daily windows from 30 days before
+the first shift, since ERP orders are created days before production, to two days after the
+last, since WMS cycle counts arrive ~28 h after their date), `dbt build` runs through the dbt
+CLI, and the marts are compared with the `truth` schema:
 inventory book/physical/diff exactly, genealogy edges as a set, the orphan consumption reported
 as an unmapped code, WMS legacy codes resolved, Chinese texts intact, and produced good pieces
 per ERP order equal to the MES confirmations (and, summed, to the truth per line and day).
@@ -11,55 +11,17 @@ per ERP order equal to the MES confirmations (and, summed, to the truth per line
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from decimal import Decimal
 
 import pytest
-from _pipeline import (
-    day_windows,
-    dbt_build_selected,
-    extract_all,
-    reset_platform_schemas,
-    rows,
-)
+from _pipeline import build_whole_plant, rows
 
 pytestmark = pytest.mark.slow
 
-SYSTEMS = ("mes", "erp", "wms")
-DBT_SELECT = [
-    "+path:models/marts/orders",
-    "+path:models/marts/inventory",
-    "+path:models/marts/genealogy",
-    "+path:models/marts/operations",
-    "+path:models/conformed/materials",
-    "path:models/staging/erp",
-    "path:models/staging/wms",
-    "path:models/staging/mes",
-    "snap_material",
-]
-
-
-def dbt_build(*args: str) -> subprocess.CompletedProcess:
-    return dbt_build_selected(DBT_SELECT, *args)
-
-
 @pytest.fixture(scope="module")
 def built(plant, warehouse_dsn):
-    """Raw MES, ERP and WMS for the whole plant, then one full `dbt build`."""
-    started = time.monotonic()
-    if not os.environ.get("SFDP_KEEP_RAW"):  # development: re-use raw already extracted
-        reset_platform_schemas(warehouse_dsn)
-        windows = day_windows(plant)
-        for system in SYSTEMS:
-            extract_all(system, windows, warehouse_dsn)
-    extracted = time.monotonic()
-    dbt_build("--full-refresh")
-    print(
-        f"\nextract {extracted - started:.1f} s, dbt build {time.monotonic() - extracted:.1f} s"
-    )
-    return warehouse_dsn
+    """The whole plant extracted and built (shared with the other marts modules)."""
+    return build_whole_plant(plant, warehouse_dsn)
 
 
 def test_inventory_accuracy_equals_truth(built):

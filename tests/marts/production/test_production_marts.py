@@ -18,13 +18,18 @@ from itertools import pairwise
 import _pipeline
 import psycopg
 import pytest
-from _pipeline import dbt_build_selected, extract_all, interval_vars, rows
+from _pipeline import (
+    build_whole_plant,
+    changing_the_build,
+    dbt_build_selected,
+    interval_vars,
+    rows,
+)
 
 pytestmark = pytest.mark.slow
 
-SYSTEMS = ("mes", "qms")
-# What this module builds: the MES and QMS staging, the production and quality layers above
-# them, and whatever they need upstream (seeds). Other domains' models are not built here.
+# What the incremental test rebuilds: the MES and QMS staging, the production and quality
+# layers above them, and whatever they need upstream (seeds).
 DBT_SELECT = [
     "+path:models/marts/production", "+path:models/marts/quality",
     "+path:models/conformed/production", "+path:models/conformed/quality",
@@ -40,20 +45,6 @@ def day_windows(plant) -> list[tuple[datetime, datetime]]:
     return _pipeline.day_windows(plant, days_before=1, days_after=1)
 
 
-def reset_schemas(dsn: str) -> None:
-    """A fresh warehouse for what this module builds: raw MES/QMS and the dbt layers."""
-    from factory_platform.warehouse import ensure_warehouse
-
-    ensure_warehouse(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for schema in ("raw_mes", "raw_qms", "staging", "conformed", "marts"):
-            conn.execute(f"drop schema if exists {schema} cascade")
-        for system in SYSTEMS:
-            conn.execute("delete from ops.quarantine where system = %s", (system,))
-            conn.execute("delete from ops.load_audit where system = %s", (system,))
-    ensure_warehouse(dsn)
-
-
 def dbt_build(*args: str) -> subprocess.CompletedProcess:
     """`dbt build` of this module's models through the CLI; fails the test with dbt's output."""
     return dbt_build_selected(DBT_SELECT, *args)
@@ -65,16 +56,9 @@ def windows(plant):
 
 
 @pytest.fixture(scope="module")
-def built(plant, warehouse_dsn, windows):
-    """Raw MES and QMS for the whole plant, then one full `dbt build`."""
-    started = time.monotonic()
-    reset_schemas(warehouse_dsn)
-    for system in SYSTEMS:
-        extract_all(system, windows, warehouse_dsn)
-    extracted = time.monotonic()
-    dbt_build("--full-refresh")
-    print(f"\nextract {extracted - started:.1f} s, dbt build {time.monotonic() - extracted:.1f} s")
-    return warehouse_dsn
+def built(plant, warehouse_dsn):
+    """The whole plant extracted and built (shared with the other marts modules)."""
+    return build_whole_plant(plant, warehouse_dsn)
 
 
 def keyed(dsn: str, query: str, key: tuple[str, ...]) -> dict[tuple, dict]:
@@ -265,15 +249,16 @@ def test_incremental_in_three_chunks_equals_full_refresh(built, warehouse_dsn, w
     start, end = windows[0][0], windows[-1][1]
     third = (end - start) / 3
     bounds = [start, start + third, start + 2 * third, end]
-    started = time.monotonic()
-    # the empty state: every incremental table re-created over an empty interval (models only:
-    # there is nothing to test in empty tables)
-    dbt_build("--full-refresh", "--resource-type", "model", "--vars", interval_vars(start, start))
-    emptied = snapshot(warehouse_dsn)
-    assert not any(emptied[f"marts.{name}"] for name in MARTS if name != "mart_defect_pareto")
-    for chunk_start, chunk_end in pairwise(bounds):
-        dbt_build("--vars", interval_vars(chunk_start, chunk_end))
-    print(f"\nempty + 3 incremental chunks: {time.monotonic() - started:.1f} s")
-    chunked = snapshot(warehouse_dsn)
-    differing = {t: (len(full[t]), len(chunked[t])) for t in full if full[t] != chunked[t]}
-    assert differing == {}, f"tables differ (full rows, chunked rows): {differing}"
+    with changing_the_build(warehouse_dsn, restored=True):
+        started = time.monotonic()
+        # the empty state: every incremental table re-created over an empty interval (models only:
+        # there is nothing to test in empty tables)
+        dbt_build("--full-refresh", "--resource-type", "model", "--vars", interval_vars(start, start))
+        emptied = snapshot(warehouse_dsn)
+        assert not any(emptied[f"marts.{name}"] for name in MARTS if name != "mart_defect_pareto")
+        for chunk_start, chunk_end in pairwise(bounds):
+            dbt_build("--vars", interval_vars(chunk_start, chunk_end))
+        print(f"\nempty + 3 incremental chunks: {time.monotonic() - started:.1f} s")
+        chunked = snapshot(warehouse_dsn)
+        differing = {t: (len(full[t]), len(chunked[t])) for t in full if full[t] != chunked[t]}
+        assert differing == {}, f"tables differ (full rows, chunked rows): {differing}"

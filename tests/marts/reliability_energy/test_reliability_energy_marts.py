@@ -19,18 +19,17 @@ import _pipeline
 import psycopg
 import pytest
 from _pipeline import (
+    build_whole_plant,
+    changing_the_build,
     dbt_build_selected,
-    extract_all,
     interval_vars,
-    reset_platform_schemas,
 )
 
 pytestmark = pytest.mark.slow
 
-SYSTEMS = ("mes", "eam", "ems")
-# What this module builds: EAM/EMS/PLM staging, the equipment, maintenance and energy layers,
-# the maintenance and energy marts and whatever they need upstream (MES staging, production
-# facts, seeds), and the equipment snapshot. Other domains' models are not built here.
+# What the incremental test rebuilds: EAM/EMS/PLM staging, the equipment, maintenance and
+# energy layers, the maintenance and energy marts and whatever they need upstream (MES staging,
+# production facts, seeds), and the equipment snapshot.
 DBT_SELECT = [
     "+path:models/marts/maintenance", "+path:models/marts/energy",
     "+path:models/conformed/equipment", "+path:models/conformed/maintenance",
@@ -58,16 +57,9 @@ def windows(plant):
 
 
 @pytest.fixture(scope="module")
-def built(plant, warehouse_dsn, windows):
-    """Raw MES, EAM and EMS for the whole plant, then one full `dbt build`."""
-    started = time.monotonic()
-    reset_platform_schemas(warehouse_dsn)
-    for system in SYSTEMS:
-        extract_all(system, windows, warehouse_dsn)
-    extracted = time.monotonic()
-    dbt_build("--full-refresh")
-    print(f"\nextract {extracted - started:.1f} s, dbt build {time.monotonic() - extracted:.1f} s")
-    return warehouse_dsn
+def built(plant, warehouse_dsn):
+    """The whole plant extracted and built (shared with the other marts modules)."""
+    return build_whole_plant(plant, warehouse_dsn)
 
 
 def keyed(dsn: str, query: str, key: tuple[str, ...]) -> dict[tuple, dict]:
@@ -202,12 +194,13 @@ def test_incremental_in_three_chunks_equals_full_refresh(built, warehouse_dsn, w
     start, end = windows[0][0], windows[-1][1]
     third = (end - start) / 3
     bounds = [start, start + third, start + 2 * third, end]
-    started = time.monotonic()
-    dbt_build("--full-refresh", "--resource-type", "model", "--vars", interval_vars(start, start))
-    assert not snapshot(warehouse_dsn)["conformed.fct_energy_reading"]
-    for chunk_start, chunk_end in pairwise(bounds):
-        dbt_build("--vars", interval_vars(chunk_start, chunk_end))
-    print(f"\nempty + 3 incremental chunks: {time.monotonic() - started:.1f} s")
-    chunked = snapshot(warehouse_dsn)
-    differing = {t: (len(full[t]), len(chunked[t])) for t in full if full[t] != chunked[t]}
-    assert differing == {}, f"tables differ (full rows, chunked rows): {differing}"
+    with changing_the_build(warehouse_dsn, restored=True):
+        started = time.monotonic()
+        dbt_build("--full-refresh", "--resource-type", "model", "--vars", interval_vars(start, start))
+        assert not snapshot(warehouse_dsn)["conformed.fct_energy_reading"]
+        for chunk_start, chunk_end in pairwise(bounds):
+            dbt_build("--vars", interval_vars(chunk_start, chunk_end))
+        print(f"\nempty + 3 incremental chunks: {time.monotonic() - started:.1f} s")
+        chunked = snapshot(warehouse_dsn)
+        differing = {t: (len(full[t]), len(chunked[t])) for t in full if full[t] != chunked[t]}
+        assert differing == {}, f"tables differ (full rows, chunked rows): {differing}"
