@@ -10,19 +10,14 @@ EAM equipment hierarchy in dim_equipment (line, site, Chinese names).
 
 from __future__ import annotations
 
-import subprocess
-import time
 from datetime import datetime
-from itertools import pairwise
 
 import _pipeline
 import psycopg
 import pytest
 from _pipeline import (
+    build_in_three_chunks,
     build_whole_plant,
-    changing_the_build,
-    dbt_build_selected,
-    interval_vars,
 )
 
 pytestmark = pytest.mark.slow
@@ -44,11 +39,6 @@ TOLERANCE = 1e-9
 def day_windows(plant) -> list[tuple[datetime, datetime]]:
     """Daily extraction windows from the day before the first shift to the day after the last."""
     return _pipeline.day_windows(plant, days_before=1, days_after=1)
-
-
-def dbt_build(*args: str) -> subprocess.CompletedProcess:
-    """`dbt build` of this module's models through the CLI; fails the test with dbt's output."""
-    return dbt_build_selected(DBT_SELECT, *args)
 
 
 @pytest.fixture(scope="module")
@@ -189,18 +179,6 @@ def snapshot(dsn: str) -> dict[str, list[tuple]]:
 def test_incremental_in_three_chunks_equals_full_refresh(built, warehouse_dsn, windows):
     """From an empty state (a full refresh over an empty interval), three incremental builds
     over consecutive thirds of the extracted range give exactly the full refresh's tables."""
-    full = snapshot(warehouse_dsn)
+    full, emptied = build_in_three_chunks(warehouse_dsn, DBT_SELECT, windows, snapshot)
     assert all(full.values())
-    start, end = windows[0][0], windows[-1][1]
-    third = (end - start) / 3
-    bounds = [start, start + third, start + 2 * third, end]
-    with changing_the_build(warehouse_dsn, restored=True):
-        started = time.monotonic()
-        dbt_build("--full-refresh", "--resource-type", "model", "--vars", interval_vars(start, start))
-        assert not snapshot(warehouse_dsn)["conformed.fct_energy_reading"]
-        for chunk_start, chunk_end in pairwise(bounds):
-            dbt_build("--vars", interval_vars(chunk_start, chunk_end))
-        print(f"\nempty + 3 incremental chunks: {time.monotonic() - started:.1f} s")
-        chunked = snapshot(warehouse_dsn)
-        differing = {t: (len(full[t]), len(chunked[t])) for t in full if full[t] != chunked[t]}
-        assert differing == {}, f"tables differ (full rows, chunked rows): {differing}"
+    assert not emptied["conformed.fct_energy_reading"]
