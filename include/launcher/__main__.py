@@ -30,6 +30,7 @@ from launcher.settings import (
 VENV_BIN = Path(sys.executable).parent
 PLANT_BASE_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "default.toml"
 LIVE_HISTORY_DAYS = 2
+MASTER_DATA_LEAD_DAYS = 30  # the history load starts this long before production
 
 
 def log(message: str) -> None:
@@ -169,9 +170,11 @@ def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
     now = datetime.now(UTC)
     end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
     token = api_token(instance, secret)
+    # master data (QMS characteristics, PLM items, ERP orders) is dated before production starts
+    reload_start = world_start - timedelta(days=MASTER_DATA_LEAD_DAYS)
     body = {
         "logical_date": None,
-        "conf": {"reload_start": world_start.isoformat(), "reload_end": end.isoformat()},
+        "conf": {"reload_start": reload_start.isoformat(), "reload_end": end.isoformat()},
         "note": "make run: initial load of the simulated plant's history",
     }
     deadline = time.monotonic() + 180
@@ -192,7 +195,7 @@ def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
                 time.sleep(3)
     marker.write_text(world_start.isoformat())
     log(f"triggered every extract_* DAG for the plant's history "
-        f"{world_start:%Y-%m-%d %H:%M} → {end:%H:%M} UTC")
+        f"{reload_start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC")
 
 
 def cmd_run(_: argparse.Namespace) -> None:
