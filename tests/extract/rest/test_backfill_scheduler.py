@@ -34,7 +34,8 @@ def airflow_services(plant):
         processes.start_service(name, [AIRFLOW, *args], env, instance.pid_dir,
                                 instance.log_dir, instance.var_dir)
     yield instance
-    leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir)
+    # 5 s, not the 30 s a real stop grants: nothing of the test runs any more
+    leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir, timeout_s=5)
     assert leftovers == []
 
 
