@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _results import merge_results
 from bench_simulator import bench_config
 from launcher.pgcluster import Cluster
 
-RESULTS = ROOT / "bench" / "results.json"
 WORK = ROOT / "var" / "bench"
 PORT = 55451
 FIRST_HOUR = datetime(2026, 10, 19, 4, tzinfo=UTC)  # the world's first shift start
@@ -312,10 +312,7 @@ def main() -> int:
     table.append(("max DAG import", f"{figures['max_dag_parse_s']} s", "≤ 0.3 s"))
     for name, value, goal in table:
         print(f"{name:<44} {value:>14} {goal:>10}")
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(figures)
-    RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    print(f"merged into {RESULTS}")
+    merge_results(figures)
     return 0
 
 

@@ -10,7 +10,6 @@ Usage: .venv/bin/python bench/bench_simulator.py [--quick]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -20,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import merge_results
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "default.toml"
-RESULTS = ROOT / "bench" / "results.json"
 
 
 def bench_config(
@@ -121,8 +121,7 @@ def main() -> int:
     print(f"peak RSS 28 d / 7 d = {ratio} (flat = 1.0)")
     if args.quick:
         return 0
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(
+    merge_results(
         {
             "sim_month_wall_s": month["wall_s"],
             "sim_month_peak_rss_mb": month["peak_rss_mb"],
@@ -130,8 +129,6 @@ def main() -> int:
             "sim_month_historian_rows": month["historian_rows"],
         }
     )
-    RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    print(f"merged into {RESULTS}")
     return 0
 
 

@@ -34,19 +34,40 @@ def raw_asset_refs():
             for s in all_sources().values() for e in s.entities]
 
 
-def triggering_interval(context) -> tuple[datetime, datetime]:
-    """The union of the data intervals the extraction runs attached to the asset events that
-    triggered this run (PATTERNS.md §4); a manual run covers everything up to now."""
+def triggered_window(context) -> tuple[datetime, datetime] | None:
+    """The union of what the extraction runs behind the asset events that triggered this run
+    read: their data intervals, each widened by its source's lookback (PATTERNS.md §4). None
+    for a run no extraction triggered (manual)."""
     starts, ends = [], []
     for events in (context.get("triggering_asset_events") or {}).values():
         for event in events:
             extra = event.extra or {}
             if "interval_start" in extra and "interval_end" in extra:
-                starts.append(datetime.fromisoformat(extra["interval_start"]))
+                starts.append(datetime.fromisoformat(
+                    extra.get("window_start") or extra["interval_start"]))
                 ends.append(datetime.fromisoformat(extra["interval_end"]))
-    if not starts:
-        return datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC)
-    return min(starts), max(ends)
+    return (min(starts), max(ends)) if starts else None
+
+
+def triggering_interval(context) -> tuple[datetime, datetime]:
+    """The triggered window; a manual run covers everything up to now."""
+    return triggered_window(context) or (datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+
+
+def dbt_interval_vars(context) -> dict[str, str]:
+    """The dbt vars of this run's incremental models: the triggered window, or empty strings
+    (everything) for a manual run."""
+    window = triggered_window(context)
+    if window is None:
+        return {"interval_start": "", "interval_end": ""}
+    return {"interval_start": window[0].isoformat(), "interval_end": window[1].isoformat()}
+
+
+# Rendered per dbt task from the data_interval task's result (Cosmos templates `vars`)
+INTERVAL_VARS = {
+    name: "{{ ti.xcom_pull(task_ids='data_interval')['" + name + "'] }}"
+    for name in ("interval_start", "interval_end")
+}
 
 
 def build_transform_dag(doc_md: str | None):
@@ -117,8 +138,17 @@ def build_transform_dag(doc_md: str | None):
                 # task; nothing reads them (Cosmos takes results from the in-process runner)
                 # and writing them was ~40 % of each task's time
                 "env": {"DBT_WRITE_JSON": "false"},
+                # the incremental models process what the triggering extractions read
+                "vars": INTERVAL_VARS,
             },
         )
+
+        @task
+        def data_interval(**context) -> dict[str, str]:
+            """What this run's incremental models process: the union of the windows the
+            triggering extraction runs read (a backfill's runs pass theirs); a manual run
+            processes everything."""
+            return dbt_interval_vars(context)
 
         @task
         def dbt_gate_checks(**context) -> dict:
@@ -158,7 +188,7 @@ def build_transform_dag(doc_md: str | None):
 
         dbt_checks = dbt_gate_checks()
         gx_checks = gx_gate_checks()
-        dbt >> [dbt_checks, gx_checks]
+        data_interval() >> dbt >> [dbt_checks, gx_checks]
         [dbt_checks, gx_checks] >> quality_gate()
 
     return transform()

@@ -504,7 +504,10 @@ def _ensure_historian_tables(conn, target: LoadTarget) -> None:
     catalog look when they are in place, as on every load after the first)."""
     rows_table, files_table = historian_tables(target)
     schema = f"raw_{target.system}"
-    view_columns = [f.name for f in target.fields] + [name for name, _ in METADATA_COLUMNS]
+    # the file id last: incremental models bound their scans by it (file ids grow in load
+    # order, and the row partitions are ranges of them)
+    view_columns = [f.name for f in target.fields] + [name for name, _ in METADATA_COLUMNS] + [
+        "_file_id"]
     kind, current, existing, indexed = conn.execute(
         "select (select relkind::text from pg_class where oid = to_regclass(%(view)s)), "
         "array(select attname::text from pg_attribute where attrelid = to_regclass(%(view)s) "
@@ -548,8 +551,8 @@ def _ensure_historian_tables(conn, target: LoadTarget) -> None:
         conn.execute(
             f"create or replace view {target.table} as select {select_list}, r._extra, "
             "f.batch_id as _batch_id, f.extracted_at as _extracted_at, f.source as _source, "
-            "f.interval_start as _interval_start, f.interval_end as _interval_end "
-            f"from {rows_table} r join {files_table} f on f.file_id = r._file_id"
+            "f.interval_start as _interval_start, f.interval_end as _interval_end, "
+            f"r._file_id from {rows_table} r join {files_table} f on f.file_id = r._file_id"
         )
         conn.execute(
             f"comment on view {target.table} is 'Loaded by the historian fast path: one row "

@@ -81,7 +81,7 @@ def test_backfill_create_loads_exactly_the_emitted_records(airflow_services, pla
                                                            warehouse_dsn):
     # around the end of the morning shift (14:00 local), when confirmations are recorded
     start = plant.start.replace(minute=0, second=0, microsecond=0) + timedelta(days=2, hours=7.5)
-    end = start + timedelta(hours=1)
+    end = start + timedelta(minutes=30)  # two 15-minute intervals: one wave of two runs
     reset(warehouse_dsn, "mes")
     close_earlier_backfills("extract_mes")
     created = subprocess.run(
@@ -91,7 +91,7 @@ def test_backfill_create_loads_exactly_the_emitted_records(airflow_services, pla
         check=False)
     assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
     runs = wait_for_backfill(latest_backfill_id("extract_mes"))
-    assert len(runs) >= 4 and all(state == "success" for state, _, _ in runs), runs
+    assert len(runs) >= 2 and all(state == "success" for state, _, _ in runs), runs
     assert all(e - s == timedelta(minutes=15) for _, s, e in runs)  # real data intervals
     window_start = min(s for _, s, _ in runs) - timedelta(hours=2)  # the first lookback
     end = max(e for _, _, e in runs)

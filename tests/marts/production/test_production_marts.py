@@ -4,45 +4,22 @@ The whole 14-day plant is extracted from the MES and QMS APIs into raw_*, `dbt b
 through the dbt CLI, and the marts are compared with the `truth` schema (never with SQL of the
 models under test): OEE elements exactly and ratios to 1e-9 per machine × shift, the rollups per
 machine and day and per line and day, FPY per line and day, and good/scrap/rework per line and
-day. A second test builds the marts incrementally in three chunks and compares them with a full
-refresh.
+day. (tests/marts/test_incremental_equals_full_refresh.py builds every model incrementally in
+three chunks and compares it with the full refresh.)
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import _pipeline
 import psycopg
 import pytest
 from _pipeline import (
-    build_in_three_chunks,
     build_whole_plant,
     rows,
 )
 
 pytestmark = pytest.mark.slow
 
-# What the incremental test rebuilds: the MES and QMS staging, the production and quality
-# layers above them, and whatever they need upstream (seeds).
-DBT_SELECT = [
-    "+path:models/marts/production", "+path:models/marts/quality",
-    "+path:models/conformed/production", "+path:models/conformed/quality",
-    "path:models/staging/mes", "path:models/staging/qms",
-]
-MARTS = ("mart_oee_shift", "mart_oee_machine_day", "mart_oee_line_day", "mart_oee_loss_shift",
-         "mart_production_line_day", "mart_quality", "mart_defect_pareto")
 TOLERANCE = 1e-9
-
-
-def day_windows(plant) -> list[tuple[datetime, datetime]]:
-    """Daily extraction windows from the day before the first shift to the day after the last."""
-    return _pipeline.day_windows(plant, days_before=1, days_after=1)
-
-
-@pytest.fixture(scope="module")
-def windows(plant):
-    return day_windows(plant)
 
 
 @pytest.fixture(scope="module")
@@ -213,27 +190,3 @@ def test_defect_pareto_covers_all_scrap_with_both_languages(built, warehouse_dsn
     texts = {r[0]: (r[1], r[2]) for r in pareto}
     assert texts["D01"] == ("Dimension out of tolerance", "尺寸超差")
     assert texts["D04"][1] == "气孔"
-
-
-INCREMENTAL_TABLES = (
-    "conformed.fct_operation_confirmation", "conformed.fct_machine_state_interval",
-    "conformed.fct_quality_defect", "conformed.fct_inspection_result",
-    *(f"marts.{name}" for name in MARTS),
-)
-
-
-def snapshot(dsn: str) -> dict[str, list[tuple]]:
-    tables = {}
-    with psycopg.connect(dsn) as conn:
-        for table in INCREMENTAL_TABLES:
-            tables[table] = conn.execute(
-                f"select t::text from {table} as t order by 1").fetchall()
-    return tables
-
-
-def test_incremental_in_three_chunks_equals_full_refresh(built, warehouse_dsn, windows):
-    """From an empty state (a full refresh over an empty interval), three incremental builds
-    over consecutive thirds of the extracted range give exactly the full refresh's tables."""
-    full, emptied = build_in_three_chunks(warehouse_dsn, DBT_SELECT, windows, snapshot)
-    assert all(full[f"marts.{name}"] for name in MARTS)
-    assert not any(emptied[f"marts.{name}"] for name in MARTS if name != "mart_defect_pareto")

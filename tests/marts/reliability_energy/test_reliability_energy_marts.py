@@ -10,40 +10,15 @@ EAM equipment hierarchy in dim_equipment (line, site, Chinese names).
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import _pipeline
 import psycopg
 import pytest
 from _pipeline import (
-    build_in_three_chunks,
     build_whole_plant,
 )
 
 pytestmark = pytest.mark.slow
 
-# What the incremental test rebuilds: EAM/EMS/PLM staging, the equipment, maintenance and
-# energy layers, the maintenance and energy marts and whatever they need upstream (MES staging,
-# production facts, seeds), and the equipment snapshot.
-DBT_SELECT = [
-    "+path:models/marts/maintenance", "+path:models/marts/energy",
-    "+path:models/conformed/equipment", "+path:models/conformed/maintenance",
-    "+path:models/conformed/energy",
-    "path:models/staging/eam", "path:models/staging/ems", "path:models/staging/plm",
-    "snap_equipment",
-]
-MARTS = ("mart_maintenance_reliability", "mart_energy_intensity", "mart_energy_intensity_line_day")
 TOLERANCE = 1e-9
-
-
-def day_windows(plant) -> list[tuple[datetime, datetime]]:
-    """Daily extraction windows from the day before the first shift to the day after the last."""
-    return _pipeline.day_windows(plant, days_before=1, days_after=1)
-
-
-@pytest.fixture(scope="module")
-def windows(plant):
-    return day_windows(plant)
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +141,3 @@ def test_dim_equipment_has_every_eam_machine_with_line_site_and_chinese_names(
     zh_names = [r["name_zh"] for r in dim.values() if r["name_zh"]]
     assert zh_names and all(any("\u4e00" <= ch <= "\u9fff" for ch in n) for n in zh_names)
     assert {r["hierarchy_level"] for r in dim.values()} >= {"site", "area", "line", "machine"}
-
-
-def snapshot(dsn: str) -> dict[str, list[tuple]]:
-    """Every row of the marts and of fct_energy_reading (the incremental fact), sorted."""
-    tables = [f"marts.{name}" for name in MARTS] + ["conformed.fct_energy_reading"]
-    with psycopg.connect(dsn) as conn:
-        return {table: sorted(conn.execute(f"select * from {table}").fetchall(), key=repr)
-                for table in tables}
-
-
-def test_incremental_in_three_chunks_equals_full_refresh(built, warehouse_dsn, windows):
-    """From an empty state (a full refresh over an empty interval), three incremental builds
-    over consecutive thirds of the extracted range give exactly the full refresh's tables."""
-    full, emptied = build_in_three_chunks(warehouse_dsn, DBT_SELECT, windows, snapshot)
-    assert all(full.values())
-    assert not emptied["conformed.fct_energy_reading"]

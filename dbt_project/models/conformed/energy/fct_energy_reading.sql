@@ -2,12 +2,16 @@
     in the site's local shift (dim_shift, DST-correct) by the reading's start. Malformed EMS
     files never reach raw, so their kWh is absent here.
     Incremental: the readings of the run's data interval (plus lookback) by the meter's own
-    clock (a backfill re-delivers old hours), and those loaded within it (a file landed late),
-    are merged by meter_reading_id. -#}
+    clock are merged by meter_reading_id. A file landed late is within the interval of the
+    extraction that picked it up (the transform's interval includes the extraction's lookback);
+    a backfill re-delivers old hours with their interval. The condition is on a column staging
+    deduplicates by, so Postgres applies it before deduplicating: an hour's run does not sort
+    the whole history. -#}
 {{
     config(
         materialized='incremental',
         unique_key='meter_reading_id',
+        indexes=[{'columns': ['meter_reading_id'], 'unique': true}],
         incremental_strategy='merge',
         on_schema_change='append_new_columns',
     )
@@ -15,9 +19,7 @@
 
 with readings as (
     select * from {{ ref('stg_ems__meter_readings') }}
-    where
-        {{ changed_in_interval('reading_start_at') }}
-        or {{ changed_in_interval('extracted_at') }}
+    where {{ changed_in_interval('reading_start_at') }}
 ),
 
 equipment as (

@@ -5,6 +5,7 @@
     config(
         materialized='incremental',
         unique_key='state_id',
+        indexes=[{'columns': ['state_id'], 'unique': true}, {'columns': ['recorded_at']}, {'columns': ['machine_code', 'production_date', 'shift_code']}],
         incremental_strategy='merge',
         on_schema_change='append_new_columns',
     )

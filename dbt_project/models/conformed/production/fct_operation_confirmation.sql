@@ -8,6 +8,7 @@
     config(
         materialized='incremental',
         unique_key='confirmation_id',
+        indexes=[{'columns': ['confirmation_id'], 'unique': true}, {'columns': ['recorded_at']}, {'columns': ['operation_recorded_at']}, {'columns': ['machine_code', 'production_date', 'shift_code']}],
         incremental_strategy='merge',
         on_schema_change='append_new_columns',
     )

@@ -7,6 +7,7 @@
     config(
         materialized='incremental',
         unique_key='result_id',
+        indexes=[{'columns': ['result_id'], 'unique': true}, {'columns': ['recorded_at']}],
         incremental_strategy='merge',
         on_schema_change='append_new_columns',
     )

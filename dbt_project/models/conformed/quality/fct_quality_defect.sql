@@ -7,6 +7,7 @@
     config(
         materialized='incremental',
         unique_key='defect_record_id',
+        indexes=[{'columns': ['defect_record_id'], 'unique': true}, {'columns': ['recorded_at']}],
         incremental_strategy='merge',
         on_schema_change='append_new_columns',
     )

@@ -4,6 +4,7 @@
     config(
         materialized='incremental',
         unique_key=['line_code', 'production_date'],
+        indexes=[{'columns': ['line_code', 'production_date']}],
         incremental_strategy='delete+insert',
         on_schema_change='fail',
     )

@@ -4,6 +4,7 @@
     config(
         materialized='incremental',
         unique_key=['machine_code', 'production_date'],
+        indexes=[{'columns': ['machine_code', 'production_date']}],
         incremental_strategy='delete+insert',
         on_schema_change='fail',
     )

@@ -8,6 +8,7 @@
     config(
         materialized='incremental',
         unique_key=['machine_code', 'production_date', 'shift_code'],
+        indexes=[{'columns': ['machine_code', 'production_date', 'shift_code']}],
         incremental_strategy='delete+insert',
         on_schema_change='fail',
     )

@@ -18,10 +18,6 @@ work_orders as (
     select work_order_id, erp_order_number, site_code from {{ ref('stg_mes__work_orders') }}
 ),
 
-shifts as (
-    select site_code, production_date, shift_start_at, shift_end_at from {{ ref('dim_shift') }}
-),
-
 material_codes as (
     select external_code, material_number
     from {{ ref('int_material_code_map') }}
@@ -63,6 +59,21 @@ movements as (
     select * from receipts
 ),
 
+{#- A movement whose confirmation is unknown (e.g. quarantined) falls in the shift of its own
+    time at the work order's site (an equality join on the candidate dates, not a range scan
+    of the whole calendar per movement) -#}
+unconfirmed as (
+    select movements.movement_key, movements.moved_at, work_orders.site_code
+    from movements
+    inner join work_orders on work_orders.work_order_id = movements.work_order_id
+    left join confirmations on confirmations.confirmation_id = movements.confirmation_id
+    where confirmations.confirmation_id is null
+),
+
+placed as (
+    {{ assign_shift('unconfirmed', 'movement_key', 'moved_at') }}
+),
+
 final as (
     select
         'goods_movement'::text as message_type,
@@ -75,10 +86,9 @@ final as (
         movements.unit,
         work_orders.erp_order_number as order_number,
         movements.confirmation_id,
-        -- scope: the confirmation's; a movement without one (e.g. its confirmation was
-        -- quarantined) falls in the shift of its own time at the work order's site
+        -- scope: the confirmation's, else the shift of the movement's own time
         coalesce(confirmations.site_code, work_orders.site_code) as site_code,
-        coalesce(confirmations.production_date, shifts.production_date) as production_date,
+        coalesce(confirmations.production_date, placed.production_date) as production_date,
         movements.moved_at,
         jsonb_build_object(
             'movement_type', movements.movement_type,
@@ -92,10 +102,7 @@ final as (
     from movements
     left join work_orders on work_orders.work_order_id = movements.work_order_id
     left join confirmations on confirmations.confirmation_id = movements.confirmation_id
-    left join shifts
-        on shifts.site_code = work_orders.site_code
-        and movements.moved_at >= shifts.shift_start_at
-        and movements.moved_at < shifts.shift_end_at
+    left join placed on placed.movement_key = movements.movement_key
 )
 
 select final.*, md5(final.erp_payload::text) as content_hash

@@ -19,7 +19,8 @@ renamed as (
             when tag = 'counter' then 'count'
         end as reading_unit,
         upper(quality) as reading_quality,
-        _extracted_at as extracted_at
+        _extracted_at as extracted_at,
+        _file_id as file_id
     from source
 )
 
