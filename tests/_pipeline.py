@@ -39,15 +39,9 @@ def day_windows(plant, days_before: int = 30, days_after: int = 2
 
 def extract_all(system: str, windows, dsn: str) -> None:
     """Every entity of a system; a snapshot entity (master data) once, the others per window."""
-    from factory_platform.extract.run import extract_interval
-    from factory_platform.sources import get_source
+    from factory_platform.extract.run import extract_windows
 
-    for entity in get_source(system).entities:
-        if entity.option("mode") == "snapshot":
-            extract_interval(system, entity.name, *windows[-1], dsn=dsn)
-            continue
-        for start, end in windows:
-            extract_interval(system, entity.name, start, end, dsn=dsn)
+    extract_windows(system, windows, dsn)
 
 
 def reset_platform_schemas(dsn: str) -> None:

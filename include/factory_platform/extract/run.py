@@ -45,3 +45,15 @@ def extract_interval(system: str, entity_name: str, interval_start: datetime,
              extraction.source_label, result.rows_read, result.rows_loaded,
              result.rows_quarantined, result.duplicates_skipped, result.rows_replaced)
     return asdict(result)
+
+
+def extract_windows(system: str, windows: list[tuple[datetime, datetime]],
+                    dsn: str | None = None) -> None:
+    """Every entity of a system over consecutive windows, without Airflow (a history load in a
+    test or a benchmark): a snapshot entity (master data) once, at the last window."""
+    for entity in get_source(system).entities:
+        if entity.option("mode") == "snapshot":
+            extract_interval(system, entity.name, *windows[-1], dsn=dsn)
+            continue
+        for start, end in windows:
+            extract_interval(system, entity.name, start, end, dsn=dsn)
