@@ -27,6 +27,8 @@ def raw_asset_refs():
     References rather than `Asset` objects: the extract DAGs define the assets; and Airflow
     hashes a DAG's schedule on every task dependency it sets, so ~70 full `Asset`s cost
     ~0.3 s of parse time across Cosmos' ~120 dependencies, references almost nothing.
+    (Airflow then hands the runs no triggering events: what a run processes comes from the
+    load audit, transform_window.py.)
     """
     from airflow.sdk import Asset
 
@@ -34,33 +36,14 @@ def raw_asset_refs():
             for s in all_sources().values() for e in s.entities]
 
 
-def triggered_window(context) -> tuple[datetime, datetime] | None:
-    """The union of what the extraction runs behind the asset events that triggered this run
-    read: their data intervals, each widened by its source's lookback (PATTERNS.md §4). None
-    for a run no extraction triggered (manual)."""
-    starts, ends = [], []
-    for events in (context.get("triggering_asset_events") or {}).values():
-        for event in events:
-            extra = event.extra or {}
-            if "interval_start" in extra and "interval_end" in extra:
-                starts.append(datetime.fromisoformat(
-                    extra.get("window_start") or extra["interval_start"]))
-                ends.append(datetime.fromisoformat(extra["interval_end"]))
-    return (min(starts), max(ends)) if starts else None
-
-
-def triggering_interval(context) -> tuple[datetime, datetime]:
-    """The triggered window; a manual run covers everything up to now."""
-    return triggered_window(context) or (datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
-
-
-def dbt_interval_vars(context) -> dict[str, str]:
-    """The dbt vars of this run's incremental models: the triggered window, or empty strings
-    (everything) for a manual run."""
-    window = triggered_window(context)
-    if window is None:
-        return {"interval_start": "", "interval_end": ""}
-    return {"interval_start": window[0].isoformat(), "interval_end": window[1].isoformat()}
+def processed_interval(context) -> tuple[datetime, datetime]:
+    """The interval this run's incremental models process (the data_interval task's result);
+    everything up to now when they process everything."""
+    interval = context["ti"].xcom_pull(task_ids="data_interval") or {}
+    if not interval.get("interval_start"):
+        return datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    return (datetime.fromisoformat(interval["interval_start"]),
+            datetime.fromisoformat(interval["interval_end"]))
 
 
 # Rendered per dbt task from the data_interval task's result (Cosmos templates `vars`)
@@ -145,10 +128,14 @@ def build_transform_dag(doc_md: str | None):
 
         @task
         def data_interval(**context) -> dict[str, str]:
-            """What this run's incremental models process: the union of the windows the
-            triggering extraction runs read (a backfill's runs pass theirs); a manual run
-            processes everything."""
-            return dbt_interval_vars(context)
+            """What this run's incremental models process: the windows of the load batches
+            finished since the last successful run (a backfill's batches included), from
+            ops.load_audit; a manual run processes everything (transform_window.py)."""
+            from factory_platform.transform_window import open_run
+            from factory_platform.warehouse import warehouse_dsn
+
+            manual = "manual" in str(context["dag_run"].run_type).lower()
+            return open_run(warehouse_dsn(), context["run_id"], everything=manual)
 
         @task
         def dbt_gate_checks(**context) -> dict:
@@ -168,7 +155,7 @@ def build_transform_dag(doc_md: str | None):
             from factory_platform.quality.gx_suites import gx_quality_gate
             from factory_platform.warehouse import warehouse_dsn
 
-            start, end = triggering_interval(context)
+            start, end = processed_interval(context)
             return gx_quality_gate(warehouse_dsn(), context["run_id"], start, end)
 
         @task(outlets=[gated_marts_asset()], trigger_rule="all_done")
@@ -184,6 +171,10 @@ def build_transform_dag(doc_md: str | None):
             if context["ti"].xcom_pull(task_ids="dbt_gate_checks") is None:
                 raise AirflowFailException("dbt or its gate checks did not complete (see the red "
                                            "upstream task): nothing is published from this run")
+            from factory_platform.transform_window import close_run
+            from factory_platform.warehouse import warehouse_dsn
+
+            close_run(warehouse_dsn(), context["run_id"])  # the next run starts from here
             return f"marts gated by {context['run_id']}"
 
         dbt_checks = dbt_gate_checks()

@@ -99,6 +99,19 @@ create index if not exists erp_outbox_answered_in_run on ops.erp_outbox (answere
 create index if not exists erp_outbox_business_key on ops.erp_outbox (message_type, business_key, version);
 create index if not exists erp_outbox_pending on ops.erp_outbox (outbox_id) where state = 'pending';
 
+create table if not exists ops.transform_run (
+    run_id          text primary key,
+    audit_upto      timestamptz not null,
+    interval_start  timestamptz,
+    interval_end    timestamptz,
+    batches         bigint not null,
+    started_at      timestamptz not null default now(),
+    succeeded_at    timestamptz
+);
+comment on table ops.transform_run is
+    'What each transform_dbt run processed: the load batches finished up to audit_upto since '
+    'the last run that succeeded, as one interval (null: everything). See transform_window.py.';
+
 create table if not exists dq.check_result (
     result_id       bigserial primary key,
     run_id          text not null,
@@ -152,6 +165,7 @@ def _is_current(conn) -> bool:
         "       and to_regclass('ops.schema_drift') is not null "
         "       and to_regclass('dq.scope_status') is not null "
         "       and to_regclass('ops.erp_outbox_answered_in_run') is not null "
+        "       and to_regclass('ops.transform_run') is not null "
         "from pg_namespace where nspname = any(%s)",
         (len(SCHEMAS), list(SCHEMAS)),
     ).fetchone()

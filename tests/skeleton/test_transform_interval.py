@@ -1,49 +1,85 @@
-"""What an asset-triggered transform_dbt run processes: the union of the windows its triggering
-extraction runs read, handed to every dbt task as the incremental models' interval vars."""
+"""What a transform_dbt run processes: the windows of the load batches finished since the last
+run that succeeded (ops.load_audit), handed to every dbt task as the incremental models'
+interval vars; a manual run, and the first run of a warehouse, process everything."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import psycopg
 import pytest
-from factory_platform.transform import INTERVAL_VARS, dbt_interval_vars
+from factory_platform.transform import INTERVAL_VARS
+from factory_platform.transform_window import EVERYTHING, close_run, open_run
 
 
-def event(interval_start: str, interval_end: str, window_start: str | None = None):
-    extra = {"interval_start": interval_start, "interval_end": interval_end, "rows_loaded": 1}
-    if window_start:
-        extra["window_start"] = window_start
-    return SimpleNamespace(extra=extra)
+@pytest.fixture()
+def warehouse(pg):
+    from factory_platform.warehouse import ensure_warehouse
+
+    dsn = pg.create_database("transform_window")
+    ensure_warehouse(dsn)
+    return dsn
 
 
-def test_the_interval_is_the_union_of_the_windows_the_extractions_read():
-    context = {"triggering_asset_events": {
-        "warehouse://raw_mes/confirmations": [
-            event("2026-10-20T10:00:00+00:00", "2026-10-20T10:15:00+00:00",
-                  "2026-10-20T08:00:00+00:00"),  # MES: 2 h lookback
-            event("2026-10-20T10:15:00+00:00", "2026-10-20T10:30:00+00:00",
-                  "2026-10-20T08:15:00+00:00"),
-        ],
-        "warehouse://raw_scada/tag_values": [
-            event("2026-10-20T09:00:00+00:00", "2026-10-20T10:00:00+00:00",
-                  "2026-10-20T06:00:00+00:00"),  # SCADA: 3 h lookback
-        ],
-    }}
-    assert dbt_interval_vars(context) == {"interval_start": "2026-10-20T06:00:00+00:00",
-                                          "interval_end": "2026-10-20T10:30:00+00:00"}
+def loaded(dsn: str, batch: str, window_start: str, interval_end: str, finished_ago: str):
+    """A load batch in the audit, finished `finished_ago` (an SQL interval) before now."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("""
+            insert into ops.load_audit (batch_id, system, entity, interval_start, interval_end,
+                window_start, source, rows_read, rows_loaded, rows_quarantined,
+                duplicates_skipped, rows_replaced, started_at, finished_at)
+            values (%s, 'mes', 'confirmations', %s::timestamptz + interval '2 hours', %s, %s,
+                    'page', 1, 1, 0, 0, 0, now(), now() - %s::interval)""",
+            (batch, window_start, interval_end, window_start, finished_ago))
 
 
-def test_an_event_without_its_window_counts_from_its_interval_start():
-    context = {"triggering_asset_events": {"warehouse://raw_erp/materials": [
-        event("2026-10-20T09:00:00+00:00", "2026-10-20T10:00:00+00:00")]}}
-    assert dbt_interval_vars(context)["interval_start"] == "2026-10-20T09:00:00+00:00"
+def marked(dsn: str, run_id: str, ago: str) -> None:
+    """Run `run_id` looked at the audit `ago` before now and succeeded."""
+    close_run(dsn, run_id)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("update ops.transform_run set audit_upto = now() - %s::interval "
+                     "where run_id = %s", (ago, run_id))
 
 
-@pytest.mark.parametrize("events", [None, {}])
-def test_a_manual_run_processes_everything(events):
-    """Empty vars: the dbt macros then put no bound on the incremental models."""
-    assert dbt_interval_vars({"triggering_asset_events": events}) == {
-        "interval_start": "", "interval_end": ""}
+def test_the_first_run_of_a_warehouse_processes_everything(warehouse):
+    loaded(warehouse, "b1", "2026-10-20T06:00:00+00:00", "2026-10-20T09:00:00+00:00", "1 hour")
+    assert open_run(warehouse, "run-1") == EVERYTHING
+
+
+def test_a_run_processes_the_windows_of_the_batches_since_the_last_success(warehouse):
+    open_run(warehouse, "run-1")
+    marked(warehouse, "run-1", "1 hour")
+    loaded(warehouse, "old", "2026-10-19T00:00:00+00:00", "2026-10-19T01:00:00+00:00", "3 hours")
+    loaded(warehouse, "mes", "2026-10-20T08:00:00+00:00", "2026-10-20T10:15:00+00:00", "30 min")
+    loaded(warehouse, "scada", "2026-10-20T06:00:00+00:00", "2026-10-20T10:00:00+00:00",
+           "65 min")  # before the mark, but within the overlap
+    assert open_run(warehouse, "run-2") == {"interval_start": "2026-10-20T06:00:00+00:00",
+                                             "interval_end": "2026-10-20T10:15:00+00:00"}
+
+
+def test_a_failed_run_leaves_its_batches_to_the_next(warehouse):
+    open_run(warehouse, "run-1")
+    marked(warehouse, "run-1", "2 hours")
+    loaded(warehouse, "b1", "2026-10-20T06:00:00+00:00", "2026-10-20T09:00:00+00:00", "90 min")
+    first = open_run(warehouse, "run-2")  # fails: never closed
+    loaded(warehouse, "b2", "2026-10-20T09:00:00+00:00", "2026-10-20T11:00:00+00:00", "1 min")
+    assert first["interval_end"] == "2026-10-20T09:00:00+00:00"
+    assert open_run(warehouse, "run-3") == {"interval_start": "2026-10-20T06:00:00+00:00",
+                                             "interval_end": "2026-10-20T11:00:00+00:00"}
+
+
+def test_nothing_loaded_since_gives_an_empty_interval(warehouse):
+    open_run(warehouse, "run-1")
+    close_run(warehouse, "run-1")
+    interval = open_run(warehouse, "run-2")
+    assert interval["interval_start"] == interval["interval_end"] != ""
+
+
+def test_a_manual_run_processes_everything(warehouse):
+    open_run(warehouse, "run-1")
+    marked(warehouse, "run-1", "1 hour")
+    loaded(warehouse, "b1", "2026-10-20T06:00:00+00:00", "2026-10-20T09:00:00+00:00", "1 min")
+    assert open_run(warehouse, "manual-1", everything=True) == EVERYTHING
 
 
 @pytest.fixture(scope="module")
