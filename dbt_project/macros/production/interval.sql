@@ -2,8 +2,8 @@
       --vars '{interval_start: "2026-10-19T00:00:00Z", interval_end: "2026-10-20T00:00:00Z"}'
     (UTC ISO strings, half-open [start, end)), widened at the start by `interval_lookback_hours`
     (default 2) so records landed late by a lookback extraction are caught. transform_dbt passes
-    the windows its triggering extractions read (their lookbacks included already; the 2 h are
-    a margin). Without the vars (or empty), everything is processed.
+    the windows its load batches read since its last successful run (their lookbacks included
+    already; the 2 h are a margin). Without the vars (or empty), everything is processed.
     The interval selects records by the time their source recorded them (change-feed
     `updated_at`, here `recorded_at`), not by business time: a late confirmation for an old shift
     is found in the interval it arrived in, and the shift it belongs to is recomputed whole. -#}
