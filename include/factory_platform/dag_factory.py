@@ -69,8 +69,6 @@ def build_extract_dag(system: str, doc_md: str | None):
                                            run_id=context["run_id"])
                 context["outlet_events"][asset].extra = {
                     "interval_start": start.isoformat(), "interval_end": end.isoformat(),
-                    # what the load read: the interval widened by the source's lookback
-                    "window_start": (start - source.lookback).isoformat(),
                     "rows_loaded": summary["rows_loaded"],
                 }
                 return summary

@@ -121,7 +121,7 @@ def build_transform_dag(doc_md: str | None):
                 # task; nothing reads them (Cosmos takes results from the in-process runner)
                 # and writing them was ~40 % of each task's time
                 "env": {"DBT_WRITE_JSON": "false"},
-                # the incremental models process what the triggering extractions read
+                # the incremental models process the interval data_interval chose
                 "vars": INTERVAL_VARS,
             },
         )

@@ -92,34 +92,6 @@ def test_every_extracted_batch_is_audited(pipeline, warehouse_dsn):
     assert len(audited) == 6
 
 
-def test_each_raw_asset_event_names_the_window_its_load_read(pipeline):
-    """transform_dbt's incremental models process what the triggering loads read: each event
-    carries the run's interval and its start widened by the source's lookback."""
-    from datetime import datetime
-
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from factory_platform.assets import warehouse_asset_uri
-    from factory_platform.sources import all_sources
-
-    extraction_runs = [run.run_id for run in pipeline if run.dag_id.startswith("extract_")]
-    with create_session() as session:
-        events = session.query(AssetModel.uri, AssetEvent.extra).join(
-            AssetModel, AssetModel.id == AssetEvent.asset_id).filter(
-            AssetEvent.source_run_id.in_(extraction_runs)).all()
-    by_uri = {}
-    for uri, extra in events:
-        by_uri.setdefault(uri, []).append(extra)
-    for source in all_sources().values():
-        for entity in source.entities:
-            extras = by_uri.get(warehouse_asset_uri(f"raw_{source.system}", entity.name))
-            assert extras, (source.system, entity.name)
-            for extra in extras:
-                read_from = datetime.fromisoformat(extra["window_start"])
-                interval_start = datetime.fromisoformat(extra["interval_start"])
-                assert interval_start - read_from == source.lookback, (source.system, extra)
-
-
 # Marts about the loads themselves: they report when the last loads ran, so a re-run changes them.
 VOLATILE_TABLES = {"marts.mart_source_health", "marts.mart_data_quality"}  # wall clock; gate history
 
