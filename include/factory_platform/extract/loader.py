@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from factory_platform.extract.fields import Field, RecordRejected, parse_record
+from factory_platform.extract.incidents import Incident, RefusedAnswer
 from factory_platform.warehouse import ensure_warehouse_once
 
 log = logging.getLogger(__name__)
@@ -85,18 +86,35 @@ class Extraction:
     # File drops only (used when `replace_sources` is set; see the module docstring):
     set_aside: list[SetAsideFile] = field(default_factory=list)
     delimited_files: list[DelimitedFile] | None = None  # historian fast path
+    # What the operator must see beyond bad records (files waiting, set aside, late, …):
+    # written to ops.source_incident in the batch's transaction (see `incidents`).
+    incidents: list[Incident] = field(default_factory=list)
+    # Late files: the earliest period this batch loads, when it lies before the window. The
+    # audit records it as the batch's window_start, so the transform re-processes that period.
+    covers_from: datetime | None = None
+    # False (REST change feeds): an answer with no records for a window where raw holds rows
+    # is refused (`EmptyAnswerRefused`), not applied as a deletion of those rows.
+    empty_is_deletion: bool = True
+    # File drops: a file over the reject threshold is set aside alone; called after the commit
+    # with (file name, reason) to move it to the quarantine folder.
+    on_file_rejected: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True)
 class SetAsideFile:
     """A delivered file quarantined whole: each of its lines is recorded with `reason`."""
 
-    name: str
+    name: str  # the quarantine rows' `source`; a broken re-delivery uses its own name here
     path: str
     reason: str
     encoding: str = "utf-8"
     per_line: bool = True  # False: one quarantine row for the whole file (e.g. broken XML)
     header_lines: int = 1
+    # Payloads are cut to this many bytes (a line of 256 MiB is recorded, not copied whole).
+    max_payload_bytes: int = 64 * 1024
+    # False: the file is not read at all (a link, device or directory — never followed): one
+    # quarantine row naming it, with no payload.
+    readable: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,9 @@ class DelimitedFile:
     encoding: str = "utf-8"
     delimiter: str = ";"
     crlf: bool = False
+    # A line longer than this is not COPYed: the file falls back to `records`, whose reader
+    # quarantines the long line (checked while streaming: linear time, bounded memory).
+    max_record_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -147,6 +168,11 @@ class LoadResult:
 
 class LoadRejected(RuntimeError):
     """Too large a share of a batch was rejected: the batch did not load."""
+
+
+class EmptyAnswerRefused(RefusedAnswer):
+    """The source answered no records for a window where raw holds rows, and the source does
+    not declare that an empty window means deletion: nothing was replaced."""
 
 
 def batch_id_for(system: str, entity: str, window_start: datetime, window_end: datetime) -> str:

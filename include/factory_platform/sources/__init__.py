@@ -48,6 +48,26 @@ class Source:
     page_size: int = 500
     encoding: str = "utf-8"
     owner: str = "data-platform"
+    # --- limits and fault handling (nothing lost: see extract/incidents.py and extract/run.py)
+    # File drops: a file is taken once its size and mtime have not changed for this long, or
+    # at once when `completion_marker` (e.g. "{name}.done", "{name}.ok") exists beside it.
+    settle_time: timedelta = timedelta(seconds=30)
+    completion_marker: str | None = None
+    max_file_bytes: int = 2 << 30  # a larger file is set aside
+    max_record_bytes: int = 1 << 20  # a longer line / record is quarantined
+    # REST: no answer may take longer than this in total (connect + headers + body), and a
+    # window may take at most this many pages.
+    request_deadline: timedelta = timedelta(seconds=120)
+    max_pages: int = 10_000
+    # An answer with no records for a window where raw holds rows is refused unless the source
+    # declares that its windows are complete snapshots (an empty window then deletes).
+    empty_window_deletes: bool = False
+    # High-water mark catch-up: after an outage a scheduled run loads the missed time first,
+    # in slices of this size, at most `max_catchup_slices` per run (the next runs go on).
+    catchup_slice: timedelta = timedelta(hours=6)
+    max_catchup_slices: int = 24
+    # Every extraction task is stopped (and retried) after this long.
+    task_timeout: timedelta = timedelta(minutes=30)
 
     @property
     def dag_id(self) -> str:

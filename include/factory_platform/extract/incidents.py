@@ -1,0 +1,138 @@
+"""Source incidents: what an operator must see about a source that is not one bad record.
+
+A bad record goes to `ops.quarantine` with its reason. Some faults concern a whole delivery or a
+whole answer instead — a file that is still being written, a file set aside (a link, a broken
+re-delivery, a file over the reject threshold, a wrong encoding), a file whose name matches no
+entity, a late file, an API answer that was refused (empty where rows were, malformed, a
+cursor that does not advance), a batch that failed. Each is one row in `ops.source_incident`,
+open until the condition clears, counted per sighting, and alerted once
+(`alerted_at`). `mart_source_health` and the report show the open ones per source.
+
+Clients put incidents on their `Extraction` (`extraction.incidents`); the loader writes them in
+the batch's transaction. A failure before the load (the answer refused, the source
+unreachable) is recorded by the extraction task (`extract.run`) from the exception: an
+exception that carries `incident_kind` is recorded under that kind, any other as
+`batch_failed`. Subjects and reasons name the file or the request, never a file's content or a
+credential.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# kind → (what it means, alerted?)
+KINDS: dict[str, tuple[str, bool]] = {
+    "file_waiting": ("a file is still being written (size or mtime changed within the settle "
+                     "time); it is taken once stable", False),
+    "file_late": ("a file arrived after its own interval and its lookback; it was loaded into "
+                  "its own window", True),
+    "file_set_aside": ("a file was set aside whole (a link or special file, unreadable, cut "
+                       "off, empty, wrong encoding, over the size limit)", True),
+    "file_rejected": ("a file had more bad records than the source allows: set aside whole, "
+                      "the window's other files loaded", True),
+    "file_unmatched": ("a file in the inbox whose name matches no entity of the source", True),
+    "redelivery_set_aside": ("a file delivered again under a loaded name was broken: set "
+                             "aside, the loaded rows and the archived original kept", True),
+    "answer_refused": ("an API answer was refused (empty where rows were, malformed, wrongly "
+                       "shaped, a cursor that did not advance, too many pages)", True),
+    "batch_failed": ("an extraction batch failed; its window is retried by the next runs "
+                     "(high-water mark)", True),
+}
+# Cleared by the next batch of the same entity that loads.
+CLEARED_BY_A_LOAD = ("answer_refused", "batch_failed")
+
+DDL = """
+create table if not exists ops.source_incident (
+    incident_id     bigserial primary key,
+    system          text not null,
+    entity          text not null,
+    kind            text not null,
+    subject         text not null,
+    reason          text not null,
+    batch_id        text,
+    first_seen_at   timestamptz not null default clock_timestamp(),
+    last_seen_at    timestamptz not null default clock_timestamp(),
+    times_seen      integer not null default 1,
+    resolved_at     timestamptz,
+    alerted_at      timestamptz
+);
+comment on table ops.source_incident is
+    'Faults of a whole delivery or answer (file set aside, waiting, late or unmatched; answer '
+    'refused; batch failed): one row while open, counted per sighting, alerted once.';
+create unique index if not exists source_incident_open
+    on ops.source_incident (system, entity, kind, subject) where resolved_at is null;
+create index if not exists source_incident_system on ops.source_incident (system, resolved_at)
+"""
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One fault of a delivery or an answer: `subject` names the file or request, `reason`
+    says what is wrong — neither ever quotes content or a credential."""
+
+    kind: str
+    subject: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown incident kind {self.kind!r}; known: {sorted(KINDS)}")
+
+
+class RefusedAnswer(RuntimeError):
+    """A source's answer that must not be applied (recorded as an `answer_refused` incident)."""
+
+    incident_kind = "answer_refused"
+
+
+def record(conn, system: str, entity: str, incidents, batch_id: str | None = None) -> None:
+    """Open each incident, or count one more sighting of the same open one."""
+    for incident in incidents:
+        conn.execute(
+            "insert into ops.source_incident (system, entity, kind, subject, reason, batch_id) "
+            "values (%s, %s, %s, %s, %s, %s) "
+            "on conflict (system, entity, kind, subject) where resolved_at is null do update "
+            "set reason = excluded.reason, batch_id = excluded.batch_id, "
+            "last_seen_at = clock_timestamp(), "
+            "times_seen = ops.source_incident.times_seen + 1",
+            (system, entity, incident.kind, incident.subject[:500], incident.reason[:2000],
+             batch_id),
+        )
+
+
+def resolve(conn, system: str, entity: str, kinds, subjects=None) -> int:
+    """Close open incidents of these kinds (only these subjects, if given)."""
+    if subjects is not None and not subjects:
+        return 0
+    query = ("update ops.source_incident set resolved_at = clock_timestamp() "
+             "where system = %s and entity = %s and kind = any(%s) and resolved_at is null")
+    params: list = [system, entity, list(kinds)]
+    if subjects is not None:
+        query += " and subject = any(%s)"
+        params.append(list(subjects))
+    return conn.execute(query, params).rowcount
+
+
+def alert_new(dsn: str, system: str | None = None) -> int:
+    """Send one alert per open, alerting incident not alerted yet; returns how many."""
+    import psycopg
+
+    from factory_platform.alerts import send_alert
+
+    alerting = [kind for kind, (_, alerted) in KINDS.items() if alerted]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select incident_id, system, entity, kind, subject, reason from ops.source_incident "
+            "where resolved_at is null and alerted_at is null and kind = any(%s) "
+            "and (%s::text is null or system = %s) order by incident_id for update skip locked",
+            (alerting, system, system),
+        ).fetchall()
+        for incident_id, sys_, entity, kind, subject, reason in rows:
+            send_alert(f"Source incident: {sys_}.{entity} {kind}", f"{subject}: {reason}",
+                       system=sys_, entity=entity, kind=kind, subject=subject)
+            conn.execute("update ops.source_incident set alerted_at = clock_timestamp() "
+                         "where incident_id = %s", (incident_id,))
+    return len(rows)
