@@ -14,11 +14,18 @@ from factory_platform.sources import get_source
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def default_args(owner: str = "data-platform") -> dict:
+TASK_TIMEOUT = timedelta(hours=1)
+
+
+def default_args(owner: str = "data-platform",
+                 execution_timeout: timedelta = TASK_TIMEOUT) -> dict:
+    """Every task: retries with backoff, a failure alert, and a time limit — a task that hangs
+    (a stalled source, a lock) is stopped and retried instead of holding its slot for ever."""
     from factory_platform.alerts import task_failure_alert
 
     return {"owner": owner, "retries": 2, "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True, "on_failure_callback": task_failure_alert}
+            "retry_exponential_backoff": True, "on_failure_callback": task_failure_alert,
+            "execution_timeout": execution_timeout}
 
 
 def publishing_dag_args() -> dict:
@@ -51,7 +58,7 @@ def build_extract_dag(system: str, doc_md: str | None):
         start_date=START_DATE,
         catchup=False,
         max_active_runs=2,
-        default_args=default_args(source.owner),
+        default_args=default_args(source.owner, source.task_timeout),
         tags=["extract", system, "raw"],
         doc_md=doc_md,
         params=reload_params,
@@ -62,11 +69,15 @@ def build_extract_dag(system: str, doc_md: str | None):
 
             @task(task_id=f"load_{entity.name}", outlets=[asset], doc_md=entity.description)
             def load(entity_name: str = entity.name, asset=asset, **context) -> dict:
-                from factory_platform.extract.run import extract_interval
+                from factory_platform.extract.run import extract_interval, extract_scheduled
 
                 start, end = run_window(context)
-                summary = extract_interval(system, entity_name, start, end,
-                                           run_id=context["run_id"])
+                # A backfill or a reload loads exactly its window; any other run first loads
+                # what is missing since the entity's high-water mark (extract.run).
+                exact = reload_requested(context) or "backfill" in str(
+                    context["dag_run"].run_type).lower()
+                extract = extract_interval if exact else extract_scheduled
+                summary = extract(system, entity_name, start, end, run_id=context["run_id"])
                 context["outlet_events"][asset].extra = {
                     "interval_start": start.isoformat(), "interval_end": end.isoformat(),
                     "rows_loaded": summary["rows_loaded"],
@@ -78,10 +89,15 @@ def build_extract_dag(system: str, doc_md: str | None):
     return extract()
 
 
+def reload_requested(context) -> bool:
+    params = context.get("params") or {}
+    return bool(params.get("reload_start") and params.get("reload_end"))
+
+
 def run_window(context) -> tuple[datetime, datetime]:
     """The run's data interval, or the reload window a manual run asked for in its params."""
     params = context.get("params") or {}
-    if params.get("reload_start") and params.get("reload_end"):
+    if reload_requested(context):
         start = datetime.fromisoformat(str(params["reload_start"]))
         end = datetime.fromisoformat(str(params["reload_end"]))
         if start.tzinfo is None or end.tzinfo is None or start >= end:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+from factory_platform.extract.incidents import DDL as SOURCE_INCIDENT_DDL
+
 SCHEMAS = (
     "raw_erp", "raw_mes", "raw_wms", "raw_scada", "raw_qms", "raw_plm", "raw_eam", "raw_ems",
     "ops", "staging", "conformed", "marts", "publish", "dq", "reporting",
@@ -36,8 +38,22 @@ comment on table ops.load_audit is
     'One row per extraction batch: what was read, loaded, quarantined and skipped as duplicate.';
 create index if not exists load_audit_system_entity on ops.load_audit (system, entity, interval_start);
 alter table ops.load_audit add column if not exists status text not null default 'loaded';
+alter table ops.load_audit alter column finished_at set default clock_timestamp();
 comment on column ops.load_audit.status is
-    'loaded, or rejected (too many bad records: nothing loaded, the bad ones quarantined)';
+    'loaded, rejected (too many bad records: nothing loaded, the bad ones quarantined) or '
+    'refused (an empty answer where raw holds rows: nothing replaced)';
+
+create table if not exists ops.extract_watermark (
+    system       text not null,
+    entity       text not null,
+    loaded_upto  timestamptz not null,
+    batch_id     text not null,
+    updated_at   timestamptz not null default clock_timestamp(),
+    primary key (system, entity)
+);
+comment on table ops.extract_watermark is
+    'High-water mark per entity: everything before loaded_upto was loaded and committed. '
+    'A scheduled run first loads the time since it (an outage, failed batches), in slices.';
 
 create table if not exists ops.quarantine (
     quarantine_id   bigserial primary key,
@@ -152,6 +168,7 @@ comment on view dq.scope_status is
     'blocked (an error-severity check fails: not published), flagged (only warnings: published '
     'with a flag) or passed.'
 """
+OPS_DDL += ";\n" + SOURCE_INCIDENT_DDL
 
 
 def _is_current(conn) -> bool:
@@ -166,6 +183,8 @@ def _is_current(conn) -> bool:
         "       and to_regclass('dq.scope_status') is not null "
         "       and to_regclass('ops.erp_outbox_answered_in_run') is not null "
         "       and to_regclass('ops.transform_run') is not null "
+        "       and to_regclass('ops.extract_watermark') is not null "
+        "       and to_regclass('ops.source_incident_open') is not null "
         "from pg_namespace where nspname = any(%s)",
         (len(SCHEMAS), list(SCHEMAS)),
     ).fetchone()

@@ -17,8 +17,13 @@ EXPECTED_DAGS = EXTRACTION_DAGS | {"transform_dbt", "publish_reporting", "publis
 
 @pytest.fixture(scope="module")
 def dagbag(project_root):
-    from airflow.dag_processing.dagbag import DagBag
+    import os
 
+    from airflow.dag_processing.dagbag import DagBag
+    from factory_platform.dbt_project import parse_manifest
+
+    if not (project_root / "dbt_project" / "target" / "manifest.json").exists():
+        parse_manifest(dict(os.environ))  # a fresh clone under `make test-fast`
     return DagBag(dag_folder=str(project_root / "dags"))
 
 
@@ -30,7 +35,7 @@ def test_expected_dags_exist(dagbag):
     assert EXPECTED_DAGS <= set(dagbag.dag_ids)
 
 
-def test_every_dag_is_documented_owned_tagged_retried_and_utc(dagbag):
+def test_every_dag_is_documented_owned_tagged_retried_time_limited_and_utc(dagbag):
     problems = []
     for dag_id, dag in dagbag.dags.items():
         if not (dag.doc_md or "").strip():
@@ -44,6 +49,9 @@ def test_every_dag_is_documented_owned_tagged_retried_and_utc(dagbag):
                 problems.append(f"{dag_id}.{task.task_id}: owner {task.owner!r}")
             if (task.retries or 0) < 1:
                 problems.append(f"{dag_id}.{task.task_id}: retries {task.retries}")
+            timeout = task.execution_timeout
+            if timeout is None or not timedelta(0) < timeout <= timedelta(hours=2):
+                problems.append(f"{dag_id}.{task.task_id}: execution_timeout {timeout}")
     assert problems == []
 
 

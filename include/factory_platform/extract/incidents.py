@@ -6,7 +6,8 @@ re-delivery, a file over the reject threshold, a wrong encoding), a file whose n
 entity, a late file, an API answer that was refused (empty where rows were, malformed, a
 cursor that does not advance), a batch that failed. Each is one row in `ops.source_incident`,
 open until the condition clears, counted per sighting, and alerted once
-(`alerted_at`). `mart_source_health` and the report show the open ones per source.
+(`alerted_at`; a waiting file only once it has waited an hour; a failed batch or a refused
+answer fails its task, whose failure alert says so). `mart_source_health` and the report show the open ones per source.
 
 Clients put incidents on their `Extraction` (`extraction.incidents`); the loader writes them in
 the batch's transaction. A failure before the load (the answer refused, the source
@@ -36,11 +37,14 @@ KINDS: dict[str, tuple[str, bool]] = {
     "file_unmatched": ("a file in the inbox whose name matches no entity of the source", True),
     "redelivery_set_aside": ("a file delivered again under a loaded name was broken: set "
                              "aside, the loaded rows and the archived original kept", True),
+    # These two fail their task, whose failure callback alerts already (with the same error).
     "answer_refused": ("an API answer was refused (empty where rows were, malformed, wrongly "
-                       "shaped, a cursor that did not advance, too many pages)", True),
+                       "shaped, a cursor that did not advance, too many pages)", False),
     "batch_failed": ("an extraction batch failed; its window is retried by the next runs "
-                     "(high-water mark)", True),
+                     "(high-water mark)", False),
 }
+# A file still waiting after this long is alerted as stuck (an exporter that never finishes).
+WAITING_ALERT_AFTER = "1 hour"
 # Cleared by the next batch of the same entity that loads.
 CLEARED_BY_A_LOAD = ("answer_refused", "batch_failed")
 
@@ -60,8 +64,8 @@ create table if not exists ops.source_incident (
     alerted_at      timestamptz
 );
 comment on table ops.source_incident is
-    'Faults of a whole delivery or answer (file set aside, waiting, late or unmatched; answer '
-    'refused; batch failed): one row while open, counted per sighting, alerted once.';
+    'Faults of a whole delivery or answer (file set aside, waiting, late or unmatched, answer '
+    'refused, batch failed): one row while open, counted per sighting, alerted once.';
 create unique index if not exists source_incident_open
     on ops.source_incident (system, entity, kind, subject) where resolved_at is null;
 create index if not exists source_incident_system on ops.source_incident (system, resolved_at)
@@ -126,9 +130,11 @@ def alert_new(dsn: str, system: str | None = None) -> int:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "select incident_id, system, entity, kind, subject, reason from ops.source_incident "
-            "where resolved_at is null and alerted_at is null and kind = any(%s) "
+            "where resolved_at is null and alerted_at is null "
+            "and (kind = any(%s) or (kind = 'file_waiting' "
+            "     and last_seen_at - first_seen_at > %s::interval)) "
             "and (%s::text is null or system = %s) order by incident_id for update skip locked",
-            (alerting, system, system),
+            (alerting, WAITING_ALERT_AFTER, system, system),
         ).fetchall()
         for incident_id, sys_, entity, kind, subject, reason in rows:
             send_alert(f"Source incident: {sys_}.{entity} {kind}", f"{subject}: {reason}",

@@ -43,8 +43,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache, partial
 from typing import Any
 
+from factory_platform.extract import incidents
 from factory_platform.extract.fields import Field, RecordRejected, parse_record
 from factory_platform.extract.incidents import Incident, RefusedAnswer
 from factory_platform.warehouse import ensure_warehouse_once
@@ -115,6 +117,8 @@ class SetAsideFile:
     # False: the file is not read at all (a link, device or directory — never followed): one
     # quarantine row naming it, with no payload.
     readable: bool = True
+    # line ref → its own reason, for a file set aside for too many bad lines
+    line_reasons: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ class LoadResult:
     rows_replaced: int = 0
     new_columns: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    files_rejected: dict[str, str] = field(default_factory=dict)  # file drops: name → reason
 
 
 class LoadRejected(RuntimeError):
@@ -223,25 +228,34 @@ def load_batch(
     interval_end: datetime,
     window_start: datetime,
     run_id: str | None = None,
+    watermark: str = "advance",
 ) -> LoadResult:
     """Load one batch: replace the target rows of [window_start, interval_end) (or of the
     extraction's `replace_sources`, for file drops) with the distinct valid records;
-    quarantine the rest. Calls the extraction's `on_committed` after the commit."""
+    quarantine the rest. Calls the extraction's `on_committed` after the commit.
+
+    `watermark` (see `record_watermark`): "advance" moves the entity's high-water mark to
+    `interval_end` when the batch starts at or before it; "start" also creates a missing mark
+    (a scheduled run); "keep" leaves it alone (a snapshot has no time position)."""
     load = _load_file_batch if extraction.replace_sources is not None else _load_batch
     try:
         result = load(dsn, target, extraction, interval_start=interval_start,
-                      interval_end=interval_end, window_start=window_start, run_id=run_id)
+                      interval_end=interval_end, window_start=window_start, run_id=run_id,
+                      watermark=watermark)
     except LoadRejected as exc:
         if extraction.on_rejected:
             extraction.on_rejected(str(exc))
         raise
     if extraction.on_committed:
         extraction.on_committed()
+    if extraction.on_file_rejected:
+        for name, reason in result.files_rejected.items():
+            extraction.on_file_rejected(name, reason)
     return result
 
 
 def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window_start,
-                run_id) -> LoadResult:
+                run_id, watermark) -> LoadResult:
     import psycopg
 
     source_label = extraction.source_label
@@ -254,6 +268,10 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
     extra_columns: dict[str, None] = {}
     column_names = [f.name for f in target.fields]
     copy_columns = ", ".join([f'"{c}"' for c in column_names] + ["_extra", "_source"])
+    audit = partial(_record_audit, target=target, result=result, interval_start=interval_start,
+                    interval_end=interval_end,
+                    window_start=min(window_start, extraction.covers_from or window_start),
+                    source_label=source_label, run_id=run_id, started_at=started_at)
 
     with psycopg.connect(dsn) as conn:
         ensure_raw_table(conn, target)
@@ -264,13 +282,13 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
         conn.execute(
             f"create temp table _incoming on commit drop as select * from {target.table} with no data"
         )
-        with conn.cursor().copy(f"copy _incoming ({copy_columns}) from stdin") as copy:
-            for record in extraction.records:
-                result.rows_read += 1
-                row = _parsed_row(record, target, quarantined, extra_columns)
-                if row is None:
-                    continue
-                copy.write_row([*row, record.source])
+        copy = GuardedCopy(conn, f"copy _incoming ({copy_columns}) from stdin", quarantined)
+        for record in extraction.records:
+            result.rows_read += 1
+            row = _parsed_row(record, target, quarantined, extra_columns)
+            if row is not None:
+                copy.add(record, [*row, record.source])
+        copy.flush()
         quarantined.extend(extraction.rejected)
         result.rows_read += len(extraction.rejected)
         result.rows_quarantined = len(quarantined)
@@ -281,10 +299,19 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
             conn.rollback()
             _write_quarantine(conn, batch_id, target, quarantined)
             result.rows_loaded = 0
-            _record_audit(conn, target, result, interval_start, interval_end, window_start,
-                          source_label, run_id, started_at, status="rejected")
+            audit(conn, status="rejected")
             conn.commit()
             raise LoadRejected(rejection)
+        if (result.rows_read == 0 and not extraction.empty_is_deletion and replace_sources is None
+                and _window_holds_rows(conn, target, window_start, interval_end)):
+            conn.rollback()
+            audit(conn, status="refused")
+            conn.commit()
+            raise EmptyAnswerRefused(
+                f"{target.system}.{target.entity} from {source_label}: the source answered no "
+                f"records for [{window_start.isoformat()}, {interval_end.isoformat()}), where "
+                f"{target.table} holds rows; an empty answer is not applied as a deletion "
+                "(the source does not declare empty_window_deletes). Nothing was replaced.")
 
         key = ", ".join(f'"{c}"' for c in target.natural_key)
         cursor_order = f', "{target.replace_column}" desc' if target.replace_column else ""
@@ -319,18 +346,57 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
         result.rows_loaded = inserted.rowcount
 
         _write_quarantine(conn, batch_id, target, quarantined)
-        for name in extra_columns:
-            conn.execute(
-                "insert into ops.schema_drift (system, entity, column_name, first_batch_id) "
-                "values (%s, %s, %s, %s) on conflict do nothing",
-                (target.system, target.entity, name, batch_id),
-            )
-        result.new_columns = list(extra_columns)
-        _record_audit(conn, target, result, interval_start, interval_end, window_start,
-                      source_label, run_id, started_at)
+        _record_drift(conn, target, extra_columns, batch_id, result)
+        incidents.record(conn, target.system, target.entity, extraction.incidents, batch_id)
+        incidents.resolve(conn, target.system, target.entity, incidents.CLEARED_BY_A_LOAD)
+        record_watermark(conn, target, interval_start, interval_end, batch_id, watermark)
+        audit(conn)  # last: its finished_at is (within milliseconds) the commit time
     if result.new_columns:
         log.warning("%s: undeclared columns kept in _extra: %s", target.table, result.new_columns)
     return result
+
+
+def _window_holds_rows(conn, target: LoadTarget, start: datetime, end: datetime) -> bool:
+    if not target.replace_column:
+        return conn.execute(f"select exists (select from {target.table})").fetchone()[0]
+    return conn.execute(
+        f'select exists (select from {target.table} where "{target.replace_column}" >= %s '
+        f'and "{target.replace_column}" < %s)', (start, end)).fetchone()[0]
+
+
+def _record_drift(conn, target: LoadTarget, extra_columns, batch_id: str,
+                  result: LoadResult) -> None:
+    for name in extra_columns:
+        conn.execute(
+            "insert into ops.schema_drift (system, entity, column_name, first_batch_id) "
+            "values (%s, %s, %s, %s) on conflict do nothing",
+            (target.system, target.entity, name, batch_id),
+        )
+    result.new_columns = list(extra_columns)
+
+
+def record_watermark(conn, target: LoadTarget, interval_start: datetime,
+                     interval_end: datetime, batch_id: str, mode: str = "advance") -> None:
+    """Move the entity's high-water mark (`ops.extract_watermark`: everything before
+    `loaded_upto` was loaded and committed) to `interval_end`, in the batch's transaction —
+    but only over time it covers without a gap (the batch starts at or before the mark), so
+    a backfill of old days never moves it and an outage's gap is never skipped. "start"
+    also creates a missing mark (a scheduled run); "keep" changes nothing."""
+    if mode == "keep":
+        return
+    if mode not in ("advance", "start"):
+        raise ValueError(f"watermark mode {mode!r}: advance, start or keep")
+    moved = conn.execute(
+        "update ops.extract_watermark set loaded_upto = %s, batch_id = %s, "
+        "updated_at = clock_timestamp() where system = %s and entity = %s "
+        "and loaded_upto >= %s and loaded_upto < %s",
+        (interval_end, batch_id, target.system, target.entity, interval_start, interval_end),
+    ).rowcount
+    if not moved and mode == "start":
+        conn.execute(
+            "insert into ops.extract_watermark (system, entity, loaded_upto, batch_id) "
+            "values (%s, %s, %s, %s) on conflict (system, entity) do nothing",
+            (target.system, target.entity, interval_end, batch_id))
 
 
 def _q(name: str | None) -> str:
@@ -364,7 +430,8 @@ def _write_quarantine(conn, batch_id: str, target: LoadTarget, quarantined) -> N
         "raw_payload) from stdin"
     ) as copy:
         for src, ref, reason, payload in quarantined:
-            copy.write_row([batch_id, target.system, target.entity, src, ref, reason, payload])
+            copy.write_row([batch_id, target.system, target.entity, storable(src, 500),
+                            storable(ref, 500), storable(reason, 2000), storable(payload)])
 
 
 def _too_many_rejected(target: LoadTarget, result: LoadResult, source_label: str) -> str | None:
@@ -382,20 +449,26 @@ def _too_many_rejected(target: LoadTarget, result: LoadResult, source_label: str
     )
 
 
-def _record_audit(conn, target, result, interval_start, interval_end, window_start,
+def _record_audit(conn, *, target, result, interval_start, interval_end, window_start,
                   source_label, run_id, started_at, status: str = "loaded") -> None:
+    """The batch's audit row. `finished_at` is `clock_timestamp()`, and this is the batch
+    transaction's last statement, so it is the commit time to within milliseconds (`now()`
+    would be the transaction's start: a long load would look older than it is, and the
+    transform, which takes the batches finished since its last run, could miss it)."""
     conn.execute(
         """
         insert into ops.load_audit (batch_id, system, entity, interval_start, interval_end,
             window_start, source, rows_read, rows_loaded, rows_quarantined, duplicates_skipped,
             rows_replaced, run_id, started_at, finished_at, status)
-        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s)
         on conflict (batch_id) do update set
-            source = excluded.source, rows_read = excluded.rows_read,
+            source = excluded.source, window_start = excluded.window_start,
+            rows_read = excluded.rows_read,
             rows_loaded = excluded.rows_loaded, rows_quarantined = excluded.rows_quarantined,
             duplicates_skipped = excluded.duplicates_skipped,
             rows_replaced = excluded.rows_replaced, run_id = excluded.run_id,
-            started_at = excluded.started_at, finished_at = now(), status = excluded.status
+            started_at = excluded.started_at, finished_at = clock_timestamp(),
+            status = excluded.status
         """,
         (result.batch_id, target.system, target.entity, interval_start, interval_end,
          window_start, source_label, result.rows_read, result.rows_loaded,
@@ -403,6 +476,82 @@ def _record_audit(conn, target, result, interval_start, interval_end, window_sta
          started_at, status),
     )
 
+
+# --- records the database refuses ---------------------------------------------------------------
+
+GUARD_CHUNK_ROWS = 5000
+QUARANTINE_PAYLOAD_BYTES = 64 * 1024
+
+
+def storable(text: str | None, limit: int = QUARANTINE_PAYLOAD_BYTES) -> str | None:
+    """A payload as ops.quarantine can hold it: NUL bytes and lone surrogates (which a text
+    column refuses) escaped, cut to `limit` bytes with a note of the full length."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) > limit:
+        return (data[:limit].decode("utf-8", "ignore")
+                + f" … [cut: {len(data)} bytes in all]")
+    return data.decode("utf-8")
+
+
+class GuardedCopy:
+    """COPY rows in chunks, each under a savepoint. When Postgres refuses a chunk (a byte its
+    encoding cannot hold, a value out of range, a constraint), the chunk is split in halves
+    until the refused records are found: each goes to `quarantined` with the database's own
+    reason, the rest load. One bad record costs about 2·log2(chunk) small COPYs, not the batch."""
+
+    def __init__(self, conn, copy_sql: str, quarantined: list,
+                 chunk_rows: int = GUARD_CHUNK_ROWS) -> None:
+        self.conn, self.copy_sql, self.quarantined = conn, copy_sql, quarantined
+        self.chunk_rows = chunk_rows
+        self.pending: list[tuple[SourceRecord, list]] = []
+        self.loaded = 0
+
+    def add(self, record: SourceRecord, row: list) -> None:
+        self.pending.append((record, row))
+        if len(self.pending) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self._copy(self.pending)
+            self.pending = []
+
+    def _copy(self, rows: list[tuple[SourceRecord, list]]) -> None:
+        import psycopg
+
+        self.conn.execute("savepoint guarded_copy")
+        try:
+            with self.conn.cursor().copy(self.copy_sql) as copy:
+                for _record, row in rows:
+                    copy.write_row(row)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                UnicodeEncodeError) as exc:
+            self.conn.execute("rollback to savepoint guarded_copy")
+            if len(rows) == 1:
+                record = rows[0][0]
+                self.quarantined.append((
+                    record.source, record.record_ref,
+                    f"refused by the database: {_database_reason(exc)}",
+                    storable(record.raw_text or _payload_text(record.payload))))
+                return
+            middle = len(rows) // 2
+            self._copy(rows[:middle])
+            self._copy(rows[middle:])
+            return
+        self.conn.execute("release savepoint guarded_copy")
+        self.loaded += len(rows)
+
+
+def _database_reason(exc: Exception) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag else None
+    if isinstance(exc, UnicodeEncodeError):
+        return f"text that cannot be encoded as UTF-8 ({exc.reason})"
+    return primary or str(exc).splitlines()[0]
 
 
 # --- file drops: batches scoped by file (see the module docstring) -----------------------------
@@ -420,8 +569,10 @@ def historian_tables(target: LoadTarget) -> tuple[str, str]:
 
 
 def _load_file_batch(dsn, target, extraction, *, interval_start, interval_end, window_start,
-                     run_id) -> LoadResult:
-    """A file-drop batch: replace the raw and quarantine rows of `replace_sources`."""
+                     run_id, watermark) -> LoadResult:
+    """A file-drop batch: replace the raw rows of `replace_sources` and the quarantine rows of
+    those files and of the files set aside. A file whose rejected share passes the source's
+    threshold is set aside alone (`_reject_files`): the window's other files load."""
     import psycopg
 
     ensure_warehouse_once(dsn)
@@ -433,6 +584,7 @@ def _load_file_batch(dsn, target, extraction, *, interval_start, interval_end, w
     extra_columns: dict[str, None] = {}
     fast = extraction.delimited_files is not None
     stamp = (batch_id, started_at, interval_start, interval_end)
+    set_aside = list(extraction.set_aside)
 
     with psycopg.connect(dsn) as conn:
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"ddl raw_{target.system}",))
@@ -444,64 +596,119 @@ def _load_file_batch(dsn, target, extraction, *, interval_start, interval_end, w
                          f"on {target.table} (_source)")
         conn.commit()
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (target.table,))
+        read_per_file: dict[str, int] = {}
         if not sources:
             pass  # no file in this window: only the audit row
         elif fast:
-            _copy_delimited_files(conn, target, extraction.delimited_files, sources, stamp,
-                                  result, quarantined, extra_columns)
+            file_ids = _copy_delimited_files(conn, target, extraction.delimited_files, sources,
+                                             stamp, result, quarantined, extra_columns,
+                                             read_per_file)
+            quarantined.extend(extraction.rejected)
+            for name, reason in _files_over_threshold(target, read_per_file, quarantined,
+                                                      extraction.rejected).items():
+                result.files_rejected[name] = reason
+                result.rows_loaded -= _drop_historian_file(conn, target, file_ids[name])
+                result.rows_read -= read_per_file[name]
+                line_reasons = _line_reasons(quarantined, name)
+                quarantined = [q for q in quarantined if q[0] != name]
+                file = next(f for f in extraction.delimited_files if f.name == name)
+                set_aside.append(SetAsideFile(name, file.path, reason, file.encoding,
+                                              line_reasons=line_reasons))
         else:
-            _insert_file_records(conn, target, extraction.records, sources, stamp, result,
-                                 quarantined, extra_columns)
-        quarantined.extend(extraction.rejected)
+            _insert_file_records(conn, target, extraction, sources, stamp, result,
+                                 quarantined, extra_columns, read_per_file)
+        if not fast:
+            quarantined.extend(extraction.rejected)
         result.rows_read += len(extraction.rejected)
         result.rows_quarantined = len(quarantined)
         result.reasons = [f"{src} {ref}: {reason}" for src, ref, reason, _ in quarantined[:5]]
-        rejection = _too_many_rejected(target, result, extraction.source_label)
         result.rows_read += extraction.duplicates
         result.duplicates_skipped += extraction.duplicates
-        if rejection:
-            # Nothing of the batch loads; its rejected records are still kept and counted.
-            conn.rollback()
-            result.rows_loaded = result.rows_replaced = 0
-            _write_file_quarantine(conn, batch_id, target, sources, quarantined,
-                                   extraction.set_aside, result)
-            _record_audit(conn, target, result, interval_start, interval_end, window_start,
-                          extraction.source_label, run_id, started_at, status="rejected")
-            conn.commit()
-            raise LoadRejected(rejection)
-        _write_file_quarantine(conn, batch_id, target, sources, quarantined,
-                               extraction.set_aside, result)
-        for name in extra_columns:
-            conn.execute(
-                "insert into ops.schema_drift (system, entity, column_name, first_batch_id) "
-                "values (%s, %s, %s, %s) on conflict do nothing",
-                (target.system, target.entity, name, batch_id),
-            )
-        result.new_columns = list(extra_columns)
-        _record_audit(conn, target, result, interval_start, interval_end, window_start,
-                      extraction.source_label, run_id, started_at)
+        _write_file_quarantine(conn, batch_id, target, sources, quarantined, set_aside, result)
+        _record_drift(conn, target, extra_columns, batch_id, result)
+        incidents.record(conn, target.system, target.entity, [
+            *extraction.incidents,
+            *(Incident("file_rejected", name, reason)
+              for name, reason in result.files_rejected.items())], batch_id)
+        loaded_files = [name for name in sources if name not in result.files_rejected]
+        incidents.resolve(conn, target.system, target.entity, ("file_waiting",), loaded_files)
+        incidents.resolve(conn, target.system, target.entity, incidents.CLEARED_BY_A_LOAD)
+        record_watermark(conn, target, interval_start, interval_end, batch_id, watermark)
+        _record_audit(conn, target=target, result=result, interval_start=interval_start,
+                      interval_end=interval_end,
+                      window_start=min(window_start, extraction.covers_from or window_start),
+                      source_label=extraction.source_label, run_id=run_id,
+                      started_at=started_at)
+    if result.files_rejected:
+        log.warning("%s: set aside whole: %s", target.table, "; ".join(
+            f"{name}: {reason}" for name, reason in result.files_rejected.items()))
     if result.new_columns:
         log.warning("%s: undeclared columns kept in _extra: %s", target.table, result.new_columns)
     return result
 
 
-def _insert_file_records(conn, target, records, sources, stamp, result, quarantined,
-                         extra_columns) -> None:
-    """Row path: parse each record, COPY into a temp table, replace the files' rows."""
+def _files_over_threshold(target: LoadTarget, read_per_file: dict[str, int],
+                          quarantined, client_rejected) -> dict[str, str]:
+    """name → reason, for each file whose rejected share passes the source's threshold."""
+    bad: dict[str, int] = {}
+    for src, *_ in quarantined:
+        bad[src] = bad.get(src, 0) + 1
+    read = dict(read_per_file)
+    for src, *_ in client_rejected:
+        read[src] = read.get(src, 0) + 1
+    over = {}
+    for name, total in read.items():
+        share = bad.get(name, 0) / total if total else 0.0
+        if share > target.max_reject_share:
+            over[name] = (f"{bad[name]} of {total} records rejected ({share:.0%} > allowed "
+                          f"{target.max_reject_share:.0%}): the file is set aside whole, the "
+                          "window's other files loaded")
+    return over
+
+
+def _line_reasons(rejected, name: str) -> dict[str, str]:
+    return {ref: reason for src, ref, reason, _ in rejected if src == name}
+
+
+def _drop_historian_file(conn, target: LoadTarget, file_id: int) -> int:
+    """Remove a rejected file's rows and its file row from the fast path's tables."""
+    rows_table, files_table = historian_tables(target)
+    dropped = conn.execute(f"delete from {rows_table} where _file_id = %s", (file_id,)).rowcount
+    conn.execute(f"delete from {files_table} where file_id = %s", (file_id,))
+    return dropped
+
+
+def _insert_file_records(conn, target, extraction, sources, stamp, result, quarantined,
+                         extra_columns, read_per_file) -> None:
+    """Row path: parse each record, COPY into a temp table (refused records quarantined), set
+    aside whole the files over the reject threshold, then replace the files' rows."""
     column_names = [f.name for f in target.fields]
     all_columns = ", ".join([f'"{c}"' for c in column_names] + ["_extra", "_source"])
     conn.execute(
         f"create temp table _incoming on commit drop as select * from {target.table} with no data"
     )
-    parsed = 0
-    with conn.cursor().copy(f"copy _incoming ({all_columns}) from stdin") as copy:
-        for record in records:
-            result.rows_read += 1
-            row = _parsed_row(record, target, quarantined, extra_columns)
-            if row is None:
-                continue
-            parsed += 1
-            copy.write_row([*row, record.source])
+    conn.execute("alter table _incoming add column _record_ref text")
+    copy = GuardedCopy(conn, f"copy _incoming ({all_columns}, _record_ref) from stdin",
+                       quarantined)
+    for record in extraction.records:
+        result.rows_read += 1
+        read_per_file[record.source] = read_per_file.get(record.source, 0) + 1
+        row = _parsed_row(record, target, quarantined, extra_columns)
+        if row is not None:
+            copy.add(record, [*row, record.source, record.record_ref])
+    copy.flush()
+    over = _files_over_threshold(target, read_per_file, quarantined, extraction.rejected)
+    for name, reason in over.items():
+        # Its good records go to quarantine too, with the file's reason; its bad ones keep
+        # their own reason, with the file's appended.
+        result.files_rejected[name] = reason
+        for index, (src, ref, own, payload) in enumerate(quarantined):
+            if src == name:
+                quarantined[index] = (src, ref, f"{own} — {reason}", payload)
+        held = conn.execute(
+            "delete from _incoming where _source = %s returning _record_ref, "
+            "row_to_json(_incoming)::text", (name,)).fetchall()
+        quarantined.extend((name, ref, f"valid, but {reason}", payload) for ref, payload in held)
     key = ", ".join(f'"{c}"' for c in target.natural_key)
     deleted = conn.execute(f"delete from {target.table} where _source = any(%s)", (sources,))
     result.rows_replaced = deleted.rowcount
@@ -511,7 +718,7 @@ def _insert_file_records(conn, target, records, sources, stamp, result, quaranti
         f"%s, %s, %s, %s from _incoming order by {key}, _source",
         stamp,
     ).rowcount
-    result.duplicates_skipped = parsed - result.rows_loaded
+    result.duplicates_skipped = (result.rows_read - len(quarantined)) - result.rows_loaded
 
 
 def _file_table_ready(conn, target: LoadTarget) -> bool:
@@ -587,9 +794,10 @@ def _ensure_historian_tables(conn, target: LoadTarget) -> None:
 
 
 def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantined,
-                          extra_columns) -> None:
+                          extra_columns, read_per_file) -> dict[str, int]:
     """Fast path: one COPY per partition for the batch's files; when Postgres refuses it, each
-    file again under its own savepoint, and a file refused alone is read record by record."""
+    file again under its own savepoint, and a file refused alone (or holding a quote or an
+    over-long line) is read record by record. Returns file name → file id."""
     import psycopg
 
     rows_table, files_table = historian_tables(target)
@@ -628,7 +836,7 @@ def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantin
         conn.execute("savepoint delimited_files")
         try:
             counts = _copy_bytes(conn, table, [(f, file_ids[f.name]) for f in group], csv=False)
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError, _Backslash):
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError, _NotForCopy):
             conn.execute("rollback to savepoint delimited_files")
             continue
         conn.execute("release savepoint delimited_files")
@@ -641,9 +849,10 @@ def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantin
             try:
                 loaded = _copy_file_bytes(conn, tables[file_id], file, file_id)
                 conn.execute("release savepoint delimited_file")
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                    _NotForCopy) as exc:
                 conn.execute("rollback to savepoint delimited_file")
-                log.warning("%s: %s refused by COPY (%s); reading it record by record",
+                log.warning("%s: %s not taken by COPY (%s); reading it record by record",
                             target.table, file.name, str(exc).splitlines()[0])
         if loaded is None:
             read, loaded = _copy_file_records(conn, tables[file_id], target, file, file_id,
@@ -652,11 +861,13 @@ def _copy_delimited_files(conn, target, files, sources, stamp, result, quarantin
             read = loaded
         result.rows_read += read
         result.rows_loaded += loaded
+        read_per_file[file.name] = read
         loaded_by_copy[file.name] = loaded
     conn.execute(
         f"update {files_table} f set rows_loaded = v.n from unnest(%s::bigint[], %s::bigint[]) "
         "as v(id, n) where f.file_id = v.id",
         ([file_ids[f.name] for f in files], [loaded_by_copy[f.name] for f in files]))
+    return file_ids
 
 
 def _row_tables(conn, rows_table: str, file_ids: Iterable[int]) -> dict[int, str]:
@@ -693,7 +904,11 @@ def _row_tables(conn, rows_table: str, file_ids: Iterable[int]) -> dict[int, str
     return tables
 
 
-class _Backslash(Exception):
+class _NotForCopy(Exception):
+    """The file's bytes cannot go to COPY as they are: read it record by record instead."""
+
+
+class _Backslash(_NotForCopy):
     """COPY's text format would read a backslash as an escape: use the CSV format instead."""
 
 
@@ -714,7 +929,13 @@ def _copy_file_bytes(conn, rows_table: str, file: DelimitedFile, file_id: int) -
 def _copy_bytes(conn, table: str, parts: list[tuple[DelimitedFile, int]],
                 csv: bool) -> dict[str, int]:
     """Stream the files' data lines (same columns and format) through one COPY, each line
-    with `<delimiter><file_id>` appended; returns the rows per file."""
+    with `<delimiter><file_id>` appended; returns the rows per file.
+
+    Linear in the file's size with memory bounded by one chunk plus one line: a line longer
+    than the file's `max_record_bytes`, and a quote character (a quoted field may hold the
+    delimiter or a line break, which only a CSV parser reads right), raise `_NotForCopy`, and
+    the file is read record by record (`DelimitedFile.records`), where such a line is
+    quarantined."""
     first = parts[0][0]
     options = ([f"format csv, delimiter '{first.delimiter}', quote E'\\x01', null ''"] if csv
                else [f"format text, delimiter '{first.delimiter}', null ''"])
@@ -735,16 +956,26 @@ def _copy_bytes(conn, table: str, parts: list[tuple[DelimitedFile, int]],
                 fh.seek(file.data_offset)
                 pending = b""
                 while chunk := fh.read(COPY_CHUNK_BYTES):
-                    data = pending + chunk
-                    if not csv and b"\\" in data:
+                    if not csv and b"\\" in chunk:
                         raise _Backslash
-                    cut = data.rfind(b"\n") + 1
-                    pending = data[cut:]
-                    if cut:
-                        body = data[:cut] if pending else data
-                        tagged = body.replace(line_end, tagged_end)
-                        lines += (len(tagged) - len(body)) // len(suffix)  # no count() pass
-                        copy.write(tagged)
+                    if b'"' in chunk:
+                        raise _NotForCopy(f"{file.name} holds a quote character")
+                    cut = chunk.rfind(b"\n") + 1
+                    if not cut:  # no line end in this chunk: the line goes on
+                        pending += chunk
+                        if len(pending) > file.max_record_bytes:
+                            raise _NotForCopy(f"{file.name} has a line over "
+                                              f"{file.max_record_bytes} bytes")
+                        continue
+                    body = pending + chunk[:cut]
+                    if (len(pending) + chunk.find(b"\n") > file.max_record_bytes
+                            or _longest_line(chunk[:cut], file.max_record_bytes)):
+                        raise _NotForCopy(f"{file.name} has a line over "
+                                          f"{file.max_record_bytes} bytes")
+                    pending = chunk[cut:]
+                    tagged = body.replace(line_end, tagged_end)
+                    lines += (len(tagged) - len(body)) // len(suffix)  # no count() pass
+                    copy.write(tagged)
                 if pending.strip():
                     lines += 1
                     copy.write(pending + tagged_end)
@@ -755,52 +986,89 @@ def _copy_bytes(conn, table: str, parts: list[tuple[DelimitedFile, int]],
     return counts
 
 
+@lru_cache(maxsize=16)
+def _long_line(limit: int) -> re.Pattern[bytes]:
+    return re.compile(rb"[^\n]{%d}" % (limit + 1))
+
+
+def _longest_line(data: bytes, limit: int) -> bool:
+    """Whether a chunk holds a line over `limit` bytes (a C-speed scan; a chunk cannot hold a
+    line longer than itself, so with the default limit nothing is scanned)."""
+    return len(data) > limit and _long_line(limit).search(data) is not None
+
+
 def _copy_file_records(conn, rows_table, target, file, file_id, quarantined,
                        extra_columns) -> tuple[int, int]:
-    """Fallback for one file: parse record by record; good rows COPY, bad ones quarantine."""
+    """Fallback for one file: parse record by record; good rows COPY, bad ones (and the ones
+    the database refuses) quarantine."""
     names = [f.name for f in target.fields]
     columns = ", ".join([f'"{c}"' for c in names] + ["_extra", "_file_id"])
     refused: list[tuple[str, str, str, str | None]] = []
-    read = loaded = 0
-    with conn.cursor().copy(f"copy {rows_table} ({columns}) from stdin") as copy:
-        for record in file.records(refused):
-            read += 1
-            row = _parsed_row(record, target, quarantined, extra_columns)
-            if row is None:
-                continue
-            copy.write_row([*row, file_id])
-            loaded += 1
+    read = 0
+    copy = GuardedCopy(conn, f"copy {rows_table} ({columns}) from stdin", quarantined)
+    for record in file.records(refused):
+        read += 1
+        row = _parsed_row(record, target, quarantined, extra_columns)
+        if row is not None:
+            copy.add(record, [*row, file_id])
+    copy.flush()
     quarantined.extend(refused)
-    return read + len(refused), loaded
+    return read + len(refused), copy.loaded
 
 
 def _write_file_quarantine(conn, batch_id, target, sources, quarantined, set_aside,
                            result: LoadResult) -> None:
-    """Replace the quarantine rows of the batch's files; record set-aside files line by line."""
+    """Replace the quarantine rows of the batch's files and set-aside files; record the
+    set-aside files line by line (an unreadable one — a link, a device — by name only)."""
     conn.execute(
         "delete from ops.quarantine where system = %s and entity = %s and source = any(%s)",
-        (target.system, target.entity, sources),
+        (target.system, target.entity, [*sources, *(f.name for f in set_aside)]),
     )
     with conn.cursor().copy(
         "copy ops.quarantine (batch_id, system, entity, source, record_ref, reason, "
         "raw_payload) from stdin"
     ) as copy:
         for src, ref, reason, payload in quarantined:
-            copy.write_row([batch_id, target.system, target.entity, src, ref, reason, payload])
+            copy.write_row([batch_id, target.system, target.entity, storable(src, 500),
+                            storable(ref, 500), storable(reason, 2000), storable(payload)])
         for file in set_aside:
             for ref, payload in _set_aside_lines(file):
-                copy.write_row([batch_id, target.system, target.entity, file.name, ref,
-                                file.reason, payload])
+                reason = file.reason
+                if ref in file.line_reasons:
+                    reason = f"{file.line_reasons[ref]} — {file.reason}"
+                copy.write_row([batch_id, target.system, target.entity, storable(file.name, 500),
+                                ref, storable(reason, 2000),
+                                storable(payload, file.max_payload_bytes)])
                 result.rows_read += 1
                 result.rows_quarantined += 1
 
 
-def _set_aside_lines(file: SetAsideFile) -> Iterable[tuple[str, str]]:
-    """(record_ref, raw payload) of each data line of a set-aside file (or the whole file)."""
-    with open(file.path, "rb") as fh:
+def _set_aside_lines(file: SetAsideFile) -> Iterable[tuple[str, str | None]]:
+    """(record_ref, raw payload) of each data line of a set-aside file (or the whole file, or
+    only its name when it must not be read). Lines are read with a bound: a line longer than
+    the payload limit is kept cut, and the rest of it skipped, in constant memory."""
+    if not file.readable:
+        yield "file", None
+        return
+    import os
+
+    fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
         if not file.per_line:
-            yield "file", fh.read().decode(file.encoding, "replace")
+            data = fh.read(file.max_payload_bytes + 1)
+            text = data[:file.max_payload_bytes].decode(file.encoding, "replace")
+            yield "file", text + (" … [cut]" if len(data) > file.max_payload_bytes else "")
             return
-        for number, line in enumerate(fh, start=1):
+        number = 0
+        while True:
+            line = fh.readline(file.max_payload_bytes)
+            if not line:
+                return
+            number += 1
+            cut = not line.endswith(b"\n")
+            if cut:  # skip the rest of an over-long line without holding it
+                while (more := fh.readline(COPY_CHUNK_BYTES)) and not more.endswith(b"\n"):
+                    pass
             if number > file.header_lines:
-                yield f"line {number}", line.rstrip(b"\r\n").decode(file.encoding, "replace")
+                text = line.rstrip(b"\r\n").decode(file.encoding, "replace")
+                yield f"line {number}", text + (" … [cut]" if cut and more else "")
