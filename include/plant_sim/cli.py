@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,63 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(world: Path, args: argparse.Namespace) -> list[Any]:
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT while the plant is still starting."""
+
+
+class _Signals:
+    """SIGTERM/SIGINT stop the plant cleanly at any point. While it starts (generate, load,
+    first file delivery) the handler raises `_Stopped` so start-up unwinds at once (no temp
+    file or half-written world.json is left: see Dropper, generate_world); once serving, it
+    only records the request and the main loop stops everything."""
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self.raising = True
+
+    def install(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        # a supervisor may block them around fork/exec: a signal sent meanwhile lands here
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.requested = signum
+        if self.raising:
+            self.raising = False
+            raise _Stopped(signum)
+
+
+def _run_plant(args: argparse.Namespace, prepare: Any) -> int:
+    """Start the plant with `prepare(args, runtimes)`, serve until SIGTERM/SIGINT, stop every
+    runtime started and return 0 — whenever the signal comes."""
+    sig = _Signals().install()
+    print(json.dumps({"status": "starting", "pid": os.getpid()}), flush=True)
+    runtimes: list[Any] = []
+    try:
+        prepare(args, runtimes)
+        sig.raising = False
+        while sig.requested is None:
+            time.sleep(0.2)
+    except _Stopped:
+        pass
+    finally:
+        sig.raising = False
+        for rt in runtimes:
+            rt.stop()
+    name = signal.Signals(sig.requested).name if sig.requested else None
+    print(json.dumps({"status": "stopped", "signal": name}), flush=True)
+    return 0
+
+
+def _faults(args: argparse.Namespace) -> dict[str, Any] | None:
+    from plant_sim.faults import load_spec
+
+    return load_spec(args.faults) if getattr(args, "faults", None) else None
+
+
+def _serve(world: Path, args: argparse.Namespace, runtimes: list[Any]) -> None:
     from plant_sim.runtime import Runtime
 
     rt = Runtime(
@@ -71,32 +127,23 @@ def _serve(world: Path, args: argparse.Namespace) -> list[Any]:
         host=args.host,
         erp_dsn=getattr(args, "erp_dsn", None),
         eam_dsn=getattr(args, "eam_dsn", None),
+        faults=_faults(args),
+        truth_dsn=getattr(args, "truth_dsn", None),
     )
+    runtimes.append(rt)
     rt.start()
     print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
-    return [rt]
-
-
-def _wait_forever(runtimes: list[Any]) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.is_set():
-        stop.wait(0.5)
-    for rt in runtimes:
-        rt.stop()
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a generated world until SIGTERM/SIGINT."""
     world = Path(args.world)
     _manifest(world)
-    return _wait_forever(_serve(world, args))
+    _faults(args)  # a bad faults file fails before anything starts
+    return _run_plant(args, lambda a, rts: _serve(world, a, rts))
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    """Generate (if needed) + load + serve, for the launcher."""
+def _up(args: argparse.Namespace, runtimes: list[Any]) -> None:
     from plant_sim.config import load_config
     from plant_sim.loaders import load_world
     from plant_sim.world import generate_world
@@ -121,7 +168,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.truth_dsn or args.erp_dsn or args.eam_dsn:
         counts = load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn, until)
         print(json.dumps(counts), flush=True)
-    return _wait_forever(_serve(world, args))
+    _serve(world, args, runtimes)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Generate (if needed) + load + serve, for the launcher."""
+    _faults(args)
+    return _run_plant(args, _up)
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -158,6 +211,13 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--inbox",
         default=None,
         help="root folder for file drops (default <world>/inbox)",
+    )
+    p.add_argument(
+        "--faults",
+        default=None,
+        metavar="TOML",
+        help="delivery faults: a TOML file with [faults.<system>] tables (replaces the "
+        "world config's; an empty file switches them off); see README 'Faults'",
     )
 
 
@@ -202,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument(
         "--eam-dsn", default=None, help="live clock: keep moving due EAM rows here"
+    )
+    sv.add_argument(
+        "--truth-dsn",
+        default=None,
+        help="record injected delivery faults in truth.injected_defects there",
     )
     _add_serve_args(sv)
     sv.set_defaults(func=cmd_serve)

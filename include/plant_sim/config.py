@@ -7,7 +7,10 @@ import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from plant_sim.faults import parse_spec
 
 MACHINE_TYPES: dict[str, tuple[str, str]] = {
     "CNC": ("CNC machining centre", "数控加工中心"),
@@ -112,6 +115,8 @@ class Config:
     scada_tags: int
     defects: dict[str, float] = field(default_factory=dict)
     sha256: str = ""
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`[faults.<system>]` delivery faults, applied when the world is served (see faults.py)."""
 
     @property
     def machines(self) -> list[Machine]:
@@ -233,4 +238,5 @@ def load_config(path: str | Path) -> Config:
         scada_tags=int(raw.get("scada", {}).get("tags_per_machine", 5)),
         defects={k: float(v) for k, v in raw.get("defects", {}).items()},
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        faults=parse_spec(raw.get("faults", {})),
     )

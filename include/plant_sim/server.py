@@ -1,7 +1,9 @@
 """HTTP JSON servers for the MES (and the QMS): keyset-paginated change feeds from SQLite.
 
 One `ThreadingHTTPServer` per system, each in its own thread, sharing one `Clock`. Records are
-visible only when `updated_at <= clock`. Faults can be injected for tests via `/_admin/faults`.
+visible only when `updated_at <= clock`. Faults: error statuses via `/_admin/faults`, and the
+delivery faults of `faults.py` (stalls, empty answers, stuck cursors, cut-off JSON) from the
+`[faults.<system>]` config or `/_admin/faults` with a `kind`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from plant_sim.faults import API_KINDS, ApiDecision, ApiFaults
 from plant_sim.timeutil import iso, parse_iso_utc
 
 MAX_LIMIT = 1000
@@ -61,6 +64,35 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise ValueError("invalid cursor") from exc
 
 
+class Page:
+    """One answered data request before it is encoded."""
+
+    def __init__(
+        self,
+        rows: list[str],
+        next_cursor: str | None,
+        cursor_sent: str | None,
+        start_cursor: str,
+        window_key: str,
+    ) -> None:
+        self.rows = rows
+        self.next_cursor = next_cursor
+        self.cursor_sent = cursor_sent
+        self.start_cursor = start_cursor
+        self.window_key = window_key
+
+    def body(self, next_cursor: str | None | bool = True) -> bytes:
+        """`{"data": [...], "next_cursor": ...}` (`next_cursor` True: the true one)."""
+        nxt = self.next_cursor if next_cursor is True else next_cursor
+        return (
+            '{"data":['
+            + ",".join(self.rows)
+            + '],"next_cursor":'
+            + json.dumps(nxt)
+            + "}"
+        ).encode("utf-8")
+
+
 class FeedApi:
     """State of one served API: database, entities, key, faults, counters."""
 
@@ -71,12 +103,19 @@ class FeedApi:
         entities: dict[str, tuple[str, str]],
         clock: Clock,
         api_key: str | None = None,
+        faults: ApiFaults | None = None,
+        status: Any = None,
     ) -> None:
         self.name = name
         self.db = db
         self.entities = entities
         self.clock = clock
         self.api_key = api_key
+        self.faults = faults
+        self.status = (
+            status  # callable → extra health fields (the runtime's drop status)
+        )
+        self.closing = threading.Event()
         self.lock = threading.Lock()
         self.fault_status = 0
         self.fault_count = 0
@@ -105,8 +144,12 @@ class FeedApi:
                 return self.fault_status, self.fault_retry_after
         return None
 
-    def page(self, entity: str, params: dict[str, list[str]]) -> dict[str, Any] | bytes:
+    def page(self, entity: str, params: dict[str, list[str]]) -> bytes:
         """Answer one data request (raises ValueError for a 400)."""
+        return self.query(entity, params).body()
+
+    def query(self, entity: str, params: dict[str, list[str]]) -> Page:
+        """The page for one data request (raises ValueError for a 400)."""
         unknown = set(params) - ALLOWED_PARAMS
         if unknown:
             raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
@@ -143,14 +186,14 @@ class FeedApi:
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
-        body = (
-            '{"data":['
-            + ",".join(r[2] for r in rows)
-            + '],"next_cursor":'
-            + json.dumps(nxt)
-            + "}"
+        window = "&".join(f"{k}={v}" for k, v in sorted(p.items()) if k != "cursor")
+        return Page(
+            [r[2] for r in rows],
+            nxt,
+            p.get("cursor"),
+            encode_cursor(since - 1, ""),  # a cursor that selects the first page again
+            f"{entity}?{window}",
         )
-        return body.encode("utf-8")
 
 
 def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
@@ -180,6 +223,50 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _send_dripping(
+            self, body: bytes, seconds: float, bytes_per_second: float
+        ) -> None:
+            """200 with the full Content-Length, then the body a few bytes at a time for
+            `seconds` (every write well within a second), then the rest at once."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Server-Clock", iso(api.clock.now()))
+            self.end_headers()
+            self.wfile.flush()
+            step = 0.25
+            per_step = max(1, round(bytes_per_second * step))
+            deadline = time.monotonic() + seconds
+            pos = 0
+            while pos < len(body) - 1 and not api.closing.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.wfile.write(body[pos : min(pos + per_step, len(body) - 1)])
+                self.wfile.flush()
+                pos = min(pos + per_step, len(body) - 1)
+                api.closing.wait(min(step, left))
+            if api.closing.is_set():
+                self.close_connection = True
+                return
+            left = deadline - time.monotonic()
+            if (
+                left > 0
+            ):  # body shorter than the stall: hold the last byte until the end
+                api.closing.wait(left)
+            self.wfile.write(body[pos:])
+
+        def _send_faulted(self, page: Page, d: ApiDecision) -> None:
+            if d.kind == "api_empty":
+                self._send(200, b'{"data":[],"next_cursor":null}')
+            elif d.kind == "api_stuck_cursor":
+                self._send(200, page.body(d.next_cursor))
+            elif d.kind == "api_malformed_json":
+                body = page.body()
+                self._send(200, body[: max(1, len(body) // 2)])
+            else:
+                self._send_dripping(page.body(), d.seconds, d.bytes_per_second)
+
         def _authorized(self) -> bool:
             if api.api_key and self.headers.get("X-API-Key") != api.api_key:
                 self._send(
@@ -193,15 +280,15 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             parts = [x for x in url.path.split("/") if x]
             if parts == ["api", "v1", "health"]:
-                self._send(
-                    200,
-                    {
-                        "status": "ok",
-                        "system": api.name,
-                        "clock": iso(api.clock.now()),
-                        "entities": list(api.entities),
-                    },
-                )
+                health = {
+                    "status": "ok",
+                    "system": api.name,
+                    "clock": iso(api.clock.now()),
+                    "entities": list(api.entities),
+                }
+                if api.status is not None:
+                    health.update(api.status())
+                self._send(200, health)
                 return
             if not self._authorized():
                 return
@@ -211,6 +298,18 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
                         200,
                         {"data_requests": api.data_requests, "faulted": api.faulted},
                     )
+                return
+            if parts == ["_admin", "faults"]:
+                f = api.faults
+                self._send(
+                    200,
+                    {
+                        "counts": dict(f.counts) if f else {},
+                        "injected": f.journal.snapshot(api.name)
+                        if f and f.journal
+                        else [],
+                    },
+                )
                 return
             if len(parts) != 3 or parts[:2] != ["api", "v1"]:
                 self._send(404, {"error": "not_found", "detail": url.path})
@@ -230,11 +329,29 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             try:
-                body = api.page(entity, parse_qs(url.query, keep_blank_values=True))
+                page = api.query(entity, parse_qs(url.query, keep_blank_values=True))
             except ValueError as exc:
                 self._send(400, {"error": "bad_request", "detail": str(exc)})
                 return
-            self._send(200, body)
+            decision = (
+                api.faults.decide(
+                    entity,
+                    f"GET {self.path}",
+                    page.window_key,
+                    page.cursor_sent,
+                    page.start_cursor,
+                    len(page.rows),
+                    page.next_cursor is not None,
+                )
+                if api.faults is not None
+                else None
+            )
+            if decision is None:
+                self._send(200, page.body())
+                return
+            with api.lock:
+                api.faulted += 1
+            self._send_faulted(page, decision)
 
         def do_POST(self) -> None:
             if not self._authorized():
@@ -245,10 +362,19 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
             if path == "/_admin/reset":
                 with api.lock:
                     api.fault_count = api.data_requests = api.faulted = 0
+                if api.faults is not None:
+                    api.faults.disarm()
                 self._send(200, {"ok": True})
                 return
             if path != "/_admin/faults":
                 self._send(404, {"error": "not_found", "detail": path})
+                return
+            try:
+                spec = json.loads(raw or b"{}")
+            except ValueError:
+                spec = None
+            if isinstance(spec, dict) and "kind" in spec:
+                self._arm(spec)
                 return
             try:
                 spec = json.loads(raw or b"{}")
@@ -274,6 +400,30 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
                 )
             self._send(200, {"ok": True, "pending": count})
 
+        def _arm(self, spec: dict[str, Any]) -> None:
+            """`{"kind": "api_stall", "count": 2, "seconds": 3}`: the next eligible requests."""
+            try:
+                kind = str(spec["kind"])
+                if not kind.startswith("api_"):
+                    kind = f"api_{kind}"
+                if kind not in API_KINDS or api.faults is None:
+                    raise ValueError(f"unknown kind {spec['kind']!r}")
+                count = int(spec.get("count", 1))
+                if count < 0:
+                    raise ValueError("count must be >= 0")
+                params = {k: v for k, v in spec.items() if k not in ("kind", "count")}
+                api.faults.arm(kind, count, **params)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._send(
+                    400,
+                    {
+                        "error": "bad_request",
+                        "detail": f"{exc}; kinds: {', '.join(API_KINDS)}",
+                    },
+                )
+                return
+            self._send(200, {"ok": True, "kind": kind, "pending": count})
+
     return Handler
 
 
@@ -282,7 +432,10 @@ def start_api(api: FeedApi, host: str, port: int) -> ThreadingHTTPServer:
     httpd = ThreadingHTTPServer((host, port), make_handler(api))
     httpd.daemon_threads = True
     threading.Thread(
-        target=httpd.serve_forever, name=f"{api.name}-http", daemon=True
+        target=httpd.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name=f"{api.name}-http",
+        daemon=True,
     ).start()
     return httpd
 

@@ -642,9 +642,14 @@ class WorldGen:
             "defects": self.defects.counts(),
             "drop_files": self.drops.files,
         }
-        (self.out / "world.json").write_text(
+        # delivery faults are applied by `serve`; they change no generated file
+        if cfg.faults:
+            manifest["faults"] = cfg.faults
+        tmp = self.out / ".world.json.part"
+        tmp.write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        tmp.rename(self.out / "world.json")
         return manifest
 
     # ---- MES and truth per day ----------------------------------------------------------------
@@ -954,6 +959,8 @@ def generate_world(cfg: Config, seed: int, out: Path) -> dict[str, Any]:
     from plant_sim.systems import registry
 
     out.mkdir(parents=True, exist_ok=True)
+    # world.json is written last: without it a half-generated (interrupted) world is not used
+    (out / "world.json").unlink(missing_ok=True)
     for sub in GENERATED:
         if (out / sub).is_dir():
             shutil.rmtree(out / sub)
