@@ -366,16 +366,15 @@ class ApiFaults:
         self,
         entity: str,
         target: str,
-        stuck_key: str,
+        window: str,
         cursor_sent: str | None,
-        start_cursor: str,
         records: int,
-        has_more: bool,
     ) -> ApiDecision | None:
-        """The fault for this request, or None. `target` identifies the request (path+query);
-        `stuck_key` identifies it without the cursor."""
+        """The fault for this request, or None. `target` identifies the request (path+query),
+        `window` the same without the cursor. A stuck cursor needs a request with a cursor (a
+        follow-up page): it answers that page again with `next_cursor` = the cursor sent."""
         with self.lock:
-            ep_key = f"{stuck_key}|{cursor_sent}"
+            ep_key = f"{window}|{cursor_sent}"
             ep = self.episodes.get(ep_key)
             if ep is not None:
                 ep.remaining -= 1
@@ -392,7 +391,7 @@ class ApiFaults:
                 )
             eligible = {
                 "api_empty": records > 0,
-                "api_stuck_cursor": has_more,
+                "api_stuck_cursor": cursor_sent is not None,
                 "api_malformed_json": True,
                 "api_stall": True,
             }
@@ -417,14 +416,13 @@ class ApiFaults:
                     )
                 if kind == "api_stuck_cursor":
                     total = int(param(self.spec, "stuck_cursor_repeats"))
-                    sent = cursor_sent or start_cursor
-                    self.episodes[f"{stuck_key}|{sent}"] = _Episode(total - 1, total)
+                    self.episodes[ep_key] = _Episode(total - 1, total)
                     return self._hit(
                         kind,
                         entity,
                         target,
                         f"next_cursor repeated (1 of {total})",
-                        ApiDecision(kind, next_cursor=sent),
+                        ApiDecision(kind, next_cursor=cursor_sent),
                     )
                 if kind == "api_malformed_json":
                     return self._hit(

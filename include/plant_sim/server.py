@@ -72,13 +72,11 @@ class Page:
         rows: list[str],
         next_cursor: str | None,
         cursor_sent: str | None,
-        start_cursor: str,
         window_key: str,
     ) -> None:
         self.rows = rows
         self.next_cursor = next_cursor
         self.cursor_sent = cursor_sent
-        self.start_cursor = start_cursor
         self.window_key = window_key
 
     def body(self, next_cursor: str | None | bool = True) -> bytes:
@@ -191,7 +189,6 @@ class FeedApi:
             [r[2] for r in rows],
             nxt,
             p.get("cursor"),
-            encode_cursor(since - 1, ""),  # a cursor that selects the first page again
             f"{entity}?{window}",
         )
 
@@ -339,9 +336,7 @@ def make_handler(api: FeedApi) -> type[BaseHTTPRequestHandler]:
                     f"GET {self.path}",
                     page.window_key,
                     page.cursor_sent,
-                    page.start_cursor,
                     len(page.rows),
-                    page.next_cursor is not None,
                 )
                 if api.faults is not None
                 else None
