@@ -43,7 +43,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
@@ -166,6 +166,14 @@ def iter_records(
 def _pages(endpoint, path, since, before, page_size, session) -> Iterator[tuple[str, list]]:
     """(page label, records) per page, refusing a cursor seen before and pages over the cap."""
     http = session or _session()
+    try:
+        yield from _paging(http, endpoint, path, since, before, page_size)
+    finally:
+        if session is None:
+            http.close()
+
+
+def _paging(http, endpoint, path, since, before, page_size) -> Iterator[tuple[str, list]]:
     params = {"updated_since": _iso(since), "updated_before": _iso(before), "limit": page_size}
     cursor: str | None = None
     seen: set[str] = set()
@@ -267,7 +275,7 @@ class _DeadlinePassed(Exception):
     pass
 
 
-def _attempt(http, endpoint: RestEndpoint, url: str) -> tuple[int, dict, bytes]:
+def _attempt(http, endpoint: RestEndpoint, url: str) -> tuple[int, Mapping[str, str], bytes]:
     """One request (following same-origin redirects) within the deadline: status, headers,
     body. Raises _DeadlinePassed, RedirectRefused or the transport's error."""
     deadline = time.monotonic() + endpoint.deadline_s
@@ -296,10 +304,10 @@ def _attempt(http, endpoint: RestEndpoint, url: str) -> tuple[int, dict, bytes]:
                     raise _DeadlinePassed from None
                 raise
             if response.status_code not in (301, 302, 303, 307, 308):
-                return response.status_code, dict(response.headers), body
+                return response.status_code, response.headers, body
             location = response.headers.get("Location")
             if not location:
-                return response.status_code, dict(response.headers), body
+                return response.status_code, response.headers, body
             target = urljoin(url, location)
             if _origin(target) != origin:
                 parts = urlsplit(target)
@@ -408,18 +416,19 @@ def _watched_adapter():
                 _report(self)
                 return super().request(*args, **kwargs)
 
+        Watched.__name__ = Watched.__qualname__ = cls.__name__  # error messages read as usual
         return Watched
 
-    class HTTPPool(HTTPConnectionPool):
-        ConnectionCls = watched(HTTPConnection)
+    def pool(cls, connection_cls):
+        return type(cls.__name__, (cls,), {"ConnectionCls": watched(connection_cls)})
 
-    class HTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = watched(HTTPSConnection)
+    http_pool = pool(HTTPConnectionPool, HTTPConnection)
+    https_pool = pool(HTTPSConnectionPool, HTTPSConnection)
 
     class Adapter(HTTPAdapter):
         def init_poolmanager(self, *args, **kwargs):
             super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+            self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
 
     return Adapter
 

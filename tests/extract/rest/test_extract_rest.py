@@ -230,7 +230,6 @@ def test_an_outage_fails_the_task_clearly_and_loads_nothing(loaded, plant, wareh
 
 def _fast_endpoint(original_init):
     """Same client, shorter backoff: the outage test should not sleep for a minute."""
-    def init(self, base_url, api_key=None, timeout_s=30.0, max_retries=5, backoff_s=0.5,
-             max_wait_s=60.0):
-        original_init(self, base_url, api_key, timeout_s, max_retries, 0.01, max_wait_s)
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **{**kwargs, "backoff_s": 0.01})
     return init
