@@ -5,6 +5,7 @@ it), and helpers that read what the plant emitted (`<world>/drops/`)."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,15 @@ def raw_fingerprint(dsn: str, system: str) -> dict[str, tuple]:
     return result
 
 
+def settle_inbox(inbox: Path, age_s: float = 3600) -> None:
+    """Date the files in an inbox `age_s` back: the batch-mode plant drops every file at once
+    when it starts, and a file is only taken once unchanged for its source's settle time."""
+    settled = time.time() - age_s
+    for path in inbox.glob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.utime(path, (settled, settled))
+
+
 def extract_systems(plant, dsn: str, intervals_of=None) -> dict[str, float]:
     """Extract the systems side by side, one thread per entity (PLM's entities, which read the
     same files, in one). `intervals_of(system)` picks the intervals (default: the whole world).
@@ -115,6 +125,7 @@ def files_loaded(plant, warehouse_dsn):
     ensure_warehouse_once(warehouse_dsn)
     for system in SYSTEMS:
         reset(warehouse_dsn, system)
+        settle_inbox(plant.inbox / system)
     print("\nfirst extraction (s):", extract_systems(plant, warehouse_dsn))
     return {system: raw_fingerprint(warehouse_dsn, system) for system in SYSTEMS}
 

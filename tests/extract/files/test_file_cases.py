@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -56,6 +58,8 @@ def case(tmp_path, warehouse_dsn, monkeypatch):
         inbox.mkdir(exist_ok=True)
         for name, body in (files or {}).items():
             (inbox / name).write_bytes(body)
+            settled = time.time() - 3600  # delivered an hour ago: past the settle time
+            os.utime(inbox / name, (settled, settled))
         monkeypatch.setenv(f"AIRFLOW_CONN_{slug.upper()}_DROPS", json.dumps(
             {"conn_type": "fs", "extra": {"path": str(inbox)}}))
         source = dataclasses.replace(get_source(system), system=slug, conn_id=f"{slug}_drops")
