@@ -73,7 +73,18 @@ create table marts.mart_inventory_accuracy (
 create table marts.mart_oee_loss_shift (
     site_code text, line_code text, machine_code text, production_date date, shift_code text,
     iso22400_time_category text, machine_state text, reason_code text, reason_text_en text,
-    reason_text_zh text, duration_seconds bigint, interval_count bigint)
+    reason_text_zh text, duration_seconds bigint, interval_count bigint);
+create table marts.mart_source_health (
+    system text, last_loaded_at timestamptz, load_lag_seconds double precision,
+    oldest_watermark_at timestamptz, rows_loaded_count bigint, rows_quarantined_count bigint,
+    rejected_batch_count bigint, refused_batch_count bigint, open_incident_count bigint,
+    files_set_aside_count bigint, files_waiting_count bigint, files_late_count bigint,
+    answers_refused_count bigint, batches_failed_count bigint, open_incident_kinds text);
+insert into marts.mart_source_health values
+    ('mes', '2026-10-23 05:45+00', 900, '2026-10-23 05:45+00', 5000, 12, 0, 0, 0, 0, 0, 0, 0, 0,
+     null),
+    ('wms', '2026-10-23 05:00+00', 3600, '2026-10-22 05:00+00', 700, 30, 0, 0, 2, 1, 1, 0, 0, 0,
+     'file_set_aside, file_waiting')
 """
 
 
@@ -157,7 +168,7 @@ def _rows(dsn: str, query: str) -> list[tuple]:
 # --------------------------------------------------------------------------- the views
 
 
-def test_dbt_parse_lists_the_six_reporting_views(tmp_path):
+def test_dbt_parse_lists_the_reporting_views(tmp_path):
     import json
 
     env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
@@ -173,6 +184,9 @@ def test_dbt_parse_lists_the_six_reporting_views(tmp_path):
         assert node["schema"] == "reporting"
         assert node["config"]["materialized"] == "view"
         assert node["description"] and all(c["description"] for c in node["columns"].values())
+        if node["name"] == "rpt_source_health":  # the intake, not plant data: not gated
+            assert node["refs"] and not node["sources"]
+            continue
         assert {"site_code"} <= set(node["columns"]) or node["name"] == "rpt_data_quality_status"
         assert any(s[1] in ("scope_status", "check_result") for s in node["sources"])
 
@@ -274,6 +288,13 @@ FIXTURE_ROWS = {
         ("ERF", "ERF-L2", D1, 310.0, 0, None, False, None),
     ],
     "rpt_data_quality_status": [],
+    "rpt_source_health": [
+        ("mes", "ok", datetime(2026, 10, 23, 5, 45, tzinfo=UTC), 900.0,
+         datetime(2026, 10, 23, 5, 45, tzinfo=UTC), 5000, 12, 0, 0, 0, 0, 0, 0, None),
+        ("wms", "attention", datetime(2026, 10, 23, 5, tzinfo=UTC), 3600.0,
+         datetime(2026, 10, 22, 5, tzinfo=UTC), 700, 30, 2, 1, 1, 0, 0, 0,
+         "file_set_aside, file_waiting"),
+    ],
 }
 
 
@@ -307,6 +328,20 @@ def test_report_files_and_header(fixture_report):
     assert "<dt>Period</dt><dd>2026-10-19 – 2026-10-20</dd>" in page
     assert "manual__2026-10-23T06:00:00+00:00" in page
     assert "2026-10-23 06:00 UTC" in page
+
+
+def test_report_opens_with_source_health_attention_first(fixture_report):
+    page = fixture_report.read_text(encoding="utf-8")
+    main = page.split('<main class="wrap">', 1)[1]
+    assert main.startswith('<section class="source-health"><h2>Source health</h2>')
+    section = main.split("</section>", 1)[0]
+    assert "1 of 2 sources need attention" in section
+    rows = [row.split("</tr>")[0] for row in section.split('<tr class="source ')[1:]]
+    assert [r.split('"', 1)[0] for r in rows] == ["attention", "ok"]
+    cells = [re.sub(r"<[^>]+>", "", "<td" + c.split("</td>")[0])
+             for c in rows[0].split("<td")[1:]]
+    assert cells == ["attention", "wms", "2026-10-23 05:00", "700", "30", "1", "1", "0", "0",
+                     "file_set_aside, file_waiting"]
 
 
 def test_report_charts_hold_exactly_the_expected_marks(fixture_report):

@@ -30,7 +30,10 @@ VIEWS = (
     "rpt_inventory_accuracy",
     "rpt_energy_line_day",
     "rpt_data_quality_status",
+    "rpt_source_health",
 )
+# Views that describe the platform itself, not a site's data.
+PLATFORM_VIEWS = ("rpt_data_quality_status", "rpt_source_health")
 
 # Tableau 10, reordered so that neighbouring lines differ strongly; flagged marks use FLAG.
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#9c755f", "#edc948",
@@ -708,6 +711,40 @@ def data_quality_chart(rows: list[dict]) -> tuple[str, int, str]:
     return "".join(out), len(sources), table
 
 
+def source_health_section(rows: list[dict]) -> str:
+    """The intake at the top of the page: per plant system its status, last load, what was
+    quarantined and the open incidents (files set aside, waiting or late, answers refused,
+    batches failed) — so a reader sees at once whether the figures below rest on every record."""
+    if not rows:
+        return ('<section class="source-health"><h2>Source health</h2>'
+                '<p class="empty">No load recorded yet.</p></section>')
+    ordered = sorted(rows, key=lambda r: (r.get("status") != "attention", r["system"]))
+    body = "".join(
+        f'<tr class="source {esc(r.get("status"))}"><td><span class="pill '
+        f'{"fail" if r.get("status") == "attention" else "pass"}">{esc(r.get("status"))}</span>'
+        f'</td><td>{esc(r["system"])}</td><td>{esc(_timestamp(r.get("last_loaded_at")))}</td>'
+        f'<td class="num">{esc(qty(r.get("rows_loaded_count")))}</td>'
+        f'<td class="num">{esc(qty(r.get("rows_quarantined_count")))}</td>'
+        f'<td class="num">{esc(qty(r.get("files_set_aside_count")))}</td>'
+        f'<td class="num">{esc(qty(r.get("files_waiting_count")))}</td>'
+        f'<td class="num">{esc(qty(r.get("answers_refused_count")))}</td>'
+        f'<td class="num">{esc(qty(r.get("batches_failed_count")))}</td>'
+        f'<td class="mono">{esc(r.get("open_incident_kinds") or "")}</td></tr>'
+        for r in ordered)
+    attention = sum(r.get("status") == "attention" for r in rows)
+    summary = (f"{attention} of {len(rows)} sources need attention" if attention
+               else f"all {len(rows)} sources ok")
+    return ('<section class="source-health"><h2>Source health</h2>'
+            f'<p class="summary">{esc(summary)}: every record a source delivered is loaded or '
+            'quarantined; open incidents are listed until they clear.</p>'
+            '<table class="checks"><thead><tr><th>status</th><th>source</th>'
+            '<th>last load (UTC)</th><th class="num">rows loaded</th>'
+            '<th class="num">quarantined</th><th class="num">files set aside</th>'
+            '<th class="num">files waiting</th><th class="num">answers refused</th>'
+            '<th class="num">batches failed</th><th>open incidents</th></tr></thead>'
+            f'<tbody>{body}</tbody></table></section>')
+
+
 def _timestamp(value) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
@@ -859,7 +896,7 @@ def _period(data: dict[str, list[dict]]) -> str:
 
 def build_html(data: dict[str, list[dict]], *, run_id: str, generated_at: datetime) -> str:
     """The page for the views' rows (as `read_views` returns them)."""
-    sites = sorted({r["site_code"] for v in VIEWS if v != "rpt_data_quality_status"
+    sites = sorted({r["site_code"] for v in VIEWS if v not in PLATFORM_VIEWS
                     for r in data[v]})
     dq_svg, dq_marks, dq_table = data_quality_chart(data["rpt_data_quality_status"])
     charts = [
@@ -896,7 +933,8 @@ def build_html(data: dict[str, list[dict]], *, run_id: str, generated_at: dateti
         f"<title>Factory report · {esc(', '.join(sites) or 'no data')} · {esc(run_id)}</title>"
         f"<style>{CSS}</style></head><body>"
         f"<header><div class=\"wrap\"><h1>Factory report</h1>{meta}</div></header>"
-        f"<main class=\"wrap\">{_kpis(data)}"
+        f"<main class=\"wrap\">{source_health_section(data.get('rpt_source_health', []))}"
+        f"{_kpis(data)}"
         + "".join(_figure(c) for c in charts)
         + "</main><footer class=\"wrap\">Only site-days the quality gate passed or flagged are "
         "shown; blocked days and days not yet checked are left out. Hover a point, bar or cell "
