@@ -61,14 +61,16 @@ class _Stopped(BaseException):
 
 
 class _Signals:
-    """SIGTERM/SIGINT stop the plant cleanly at any point. While it starts (generate, load,
-    first file delivery) the handler raises `_Stopped` so start-up unwinds at once (no temp
-    file or half-written world.json is left: see Dropper, generate_world); once serving, it
-    only records the request and the main loop stops everything."""
+    """SIGTERM/SIGINT stop the plant cleanly at any point. While it generates or loads the
+    world the handler raises `_Stopped`, so start-up unwinds at once (harmless there: world.json
+    is written last, database loads are transactions). From the runtime's first file delivery
+    on it only records the request (and tells the dropper to stop between two files); the main
+    loop then stops everything, so no delivery is cut between its rename and its ledger line."""
 
     def __init__(self) -> None:
         self.requested: int | None = None
         self.raising = True
+        self.on_signal: Any = None
 
     def install(self) -> _Signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,21 +79,29 @@ class _Signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         return self
 
+    def defer(self, on_signal: Any) -> None:
+        """From now on a signal only records the request and calls `on_signal()`."""
+        self.raising = False
+        self.on_signal = on_signal
+
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = signum
+        if self.on_signal is not None:
+            self.on_signal()
         if self.raising:
             self.raising = False
             raise _Stopped(signum)
 
 
 def _run_plant(args: argparse.Namespace, prepare: Any) -> int:
-    """Start the plant with `prepare(args, runtimes)`, serve until SIGTERM/SIGINT, stop every
-    runtime started and return 0 — whenever the signal comes."""
-    sig = _Signals().install()
-    print(json.dumps({"status": "starting", "pid": os.getpid()}), flush=True)
+    """Start the plant with `prepare(args, runtimes, signals)`, serve until SIGTERM/SIGINT,
+    stop every runtime started and return 0 — whenever the signal comes."""
+    sig = _Signals()
     runtimes: list[Any] = []
     try:
-        prepare(args, runtimes)
+        sig.install()  # a signal pending since exec is taken here
+        print(json.dumps({"status": "starting", "pid": os.getpid()}), flush=True)
+        prepare(args, runtimes, sig)
         sig.raising = False
         while sig.requested is None:
             time.sleep(0.2)
@@ -112,7 +122,9 @@ def _faults(args: argparse.Namespace) -> dict[str, Any] | None:
     return load_spec(args.faults) if getattr(args, "faults", None) else None
 
 
-def _serve(world: Path, args: argparse.Namespace, runtimes: list[Any]) -> None:
+def _serve(
+    world: Path, args: argparse.Namespace, runtimes: list[Any], sig: _Signals
+) -> None:
     from plant_sim.runtime import Runtime
 
     rt = Runtime(
@@ -131,8 +143,11 @@ def _serve(world: Path, args: argparse.Namespace, runtimes: list[Any]) -> None:
         truth_dsn=getattr(args, "truth_dsn", None),
     )
     runtimes.append(rt)
-    rt.start()
-    print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
+    sig.defer(rt.dropper.interrupt)
+    if sig.requested is None:
+        rt.start()
+    if sig.requested is None:
+        print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -140,10 +155,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     world = Path(args.world)
     _manifest(world)
     _faults(args)  # a bad faults file fails before anything starts
-    return _run_plant(args, lambda a, rts: _serve(world, a, rts))
+    return _run_plant(args, lambda a, rts, sig: _serve(world, a, rts, sig))
 
 
-def _up(args: argparse.Namespace, runtimes: list[Any]) -> None:
+def _up(args: argparse.Namespace, runtimes: list[Any], sig: _Signals) -> None:
     from plant_sim.config import load_config
     from plant_sim.loaders import load_world
     from plant_sim.world import generate_world
@@ -168,7 +183,7 @@ def _up(args: argparse.Namespace, runtimes: list[Any]) -> None:
     if args.truth_dsn or args.erp_dsn or args.eam_dsn:
         counts = load_world(world, args.truth_dsn, args.erp_dsn, args.eam_dsn, until)
         print(json.dumps(counts), flush=True)
-    _serve(world, args, runtimes)
+    _serve(world, args, runtimes, sig)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -105,6 +105,7 @@ class Dropper:
         if self.ledger_path.exists():
             self.done = set(self.ledger_path.read_text(encoding="utf-8").split())
         self._stop = threading.Event()
+        self.interrupted = False  # set by a signal handler: stop between two files
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self.pos = 0
@@ -124,7 +125,7 @@ class Dropper:
             n = 0
             self.inbox.mkdir(parents=True, exist_ok=True)
             while self.pos < len(self.schedule) and self.schedule[self.pos].at <= now:
-                if self._stop.is_set():
+                if self.interrupted or self._stop.is_set():
                     break
                 d = self.schedule[self.pos]
                 self.pos += 1
@@ -284,9 +285,16 @@ class Dropper:
             "complete": pending == 0,
         }
 
+    def interrupt(self) -> None:
+        """Ask a running `tick()` to return after the file it is delivering (signal-safe: no
+        lock taken). `stop()` still has to be called."""
+        self.interrupted = True
+
     def start(self, period_s: float = 1.0) -> None:
         """Deliver now, then keep delivering in a background thread."""
         self.tick()
+        if self.interrupted:
+            return
 
         def loop() -> None:
             while True:

@@ -90,6 +90,8 @@ class Runtime:
         """Deliver the files due now, then start the HTTP servers (so a healthy API means the
         first delivery pass is done), the dropper thread and (live) the database row mover."""
         self.dropper.start()
+        if self.dropper.interrupted:  # a signal came: the caller stops us
+            return
         self.servers["mes"] = start_api(self.mes, self.host, self.mes_port)
         if self.qms is not None:
             self.servers["qms"] = start_api(self.qms, self.host, self.qms_port or 0)

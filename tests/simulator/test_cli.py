@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from _http import call
+from plant_sim.drops import read_index
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
@@ -44,6 +45,15 @@ def _wait_health(url: str, proc: subprocess.Popen) -> dict:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+def _wait_for(cond, timeout: float = 60.0):
+    """Poll `cond` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+    return got
 
 
 def test_help_lists_commands() -> None:
@@ -91,6 +101,15 @@ def test_generate_then_serve(tmp_path: Path) -> None:
     try:
         health = _wait_health(f"http://127.0.0.1:{mes}/api/v1", proc)
         assert health["status"] == "ok" and "confirmations" in health["entities"]
+
+        # never count a half-delivered inbox: wait until the plant says every due file is in
+        def delivered() -> dict | None:
+            h = call(f"http://127.0.0.1:{mes}/api/v1/health", key=None)[2]
+            return h if h["drops"]["complete"] else None
+
+        health = _wait_for(delivered)
+        files = len(read_index(tmp_path / "w"))
+        assert health["drops"]["delivered"] == health["drops"]["files"] == files
         status, _h, body = call(
             f"http://127.0.0.1:{qms}/api/v1/usage-decisions?limit=3"
         )
@@ -146,12 +165,19 @@ def test_up_live_moves_rows_and_files(pg, scratch_dbs, tmp_path: Path) -> None:
     )
     try:
         _wait_health(f"http://127.0.0.1:{mes}/api/v1", proc)
+
+        def files() -> int:
+            return len(list((tmp_path / "inbox").rglob("*.csv")))
+
         with psycopg.connect(eam, autocommit=True) as conn:
-            first = conn.execute("select count(*) from eam.failures").fetchone()[0]
-            files_first = len(list((tmp_path / "inbox").rglob("*.csv")))
-            time.sleep(12)  # 12 s × 7200 = 24 simulated hours
-            later = conn.execute("select count(*) from eam.failures").fetchone()[0]
-        files_later = len(list((tmp_path / "inbox").rglob("*.csv")))
+
+            def failures() -> int:
+                return conn.execute("select count(*) from eam.failures").fetchone()[0]
+
+            first, files_first = failures(), files()
+            # the live clock runs 7200× (2 plant hours per second): rows and files keep coming
+            later = _wait_for(lambda: (n := failures()) > first and n)
+            files_later = _wait_for(lambda: (n := files()) > files_first and n)
         assert later > first
         assert files_later > files_first
         with psycopg.connect(pg.dsn) as conn:
