@@ -417,22 +417,14 @@ def test_retrying_client_loses_nothing_under_api_faults(
         assert keys == [(iso(u), i) for u, i in all_rows(small_world, table)], entity
     counts = rt.journal.counts()
     assert set(counts) == {"api_malformed_json", "api_stuck_cursor", "api_stall"}
-    for sampler in rt.mes.faults.samplers.values():
-        if (
-            sampler.rate
-        ):  # exactly every (1/rate)-th eligible request from a seeded phase
-            phase = sampler.acc - sampler.rate * sampler.eligible
-            assert sampler.hits == int(phase + sampler.rate * sampler.eligible) - int(
-                phase
-            )
-    assert (
-        counts["api_malformed_json"]
-        == rt.mes.faults.samplers["api_malformed_json"].hits
-    )
-    assert (
-        counts["api_stuck_cursor"]
-        == 3 * rt.mes.faults.samplers["api_stuck_cursor"].hits
-    )
+    samplers = rt.mes.faults.samplers
+    for (
+        s
+    ) in samplers.values():  # exactly every (1/rate)-th eligible request, seeded phase
+        phase = s.acc - s.rate * s.eligible
+        assert s.hits == int(phase + s.rate * s.eligible) - int(phase)
+    assert counts["api_malformed_json"] == samplers["api_malformed_json"].hits
+    assert counts["api_stuck_cursor"] == 3 * samplers["api_stuck_cursor"].hits
     assert counts == {k: v for k, v in rt.mes.faults.counts.items() if v}
     assert call(f"{rt.mes_url.rsplit('/api', 1)[0]}/_admin/requests")[2] == {
         "data_requests": requests,
