@@ -237,6 +237,7 @@ def _child(mode: str, args: dict) -> dict:
             result, _ = run_entity(args["dsn"], source, entity, start=HOUR.replace(hour=6),
                                    length=timedelta(days=1))
             out["results"][entity] = dataclasses.asdict(result)
+            out.setdefault("per_entity_s", []).append(time.perf_counter() - started)
         out["parses"] = calls
     else:
         raise SystemExit(f"unknown mode {mode}")

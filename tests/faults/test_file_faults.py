@@ -608,7 +608,7 @@ def test_a_large_plm_export_is_parsed_once_in_bounded_memory(tmp_path, warehouse
     args = {"dsn": warehouse_dsn}
     counts, env = prepare(tmp_path / "small", 20, 1)
     baseline = run_child("plm", args, env)
-    counts, env = prepare(tmp_path / "big", 40_000, 40)
+    counts, env = prepare(tmp_path / "big", 30_000, 55)
     size_mb = (tmp_path / "big" / plm_name()).stat().st_size / 2**20
     big = run_child("plm", args, env)
 
@@ -618,6 +618,7 @@ def test_a_large_plm_export_is_parsed_once_in_bounded_memory(tmp_path, warehouse
         assert big["results"][entity]["rows_loaded"] == expected, entity
         assert raw_count(warehouse_dsn, slug_of("plm"), entity) == expected
     assert quarantine_count(warehouse_dsn, slug_of("plm")) == 0
-    # a whole tree of this export took ~15x its size; the stream stays near the baseline
-    assert big["peak_rss_mb"] - baseline["peak_rss_mb"] < 100, (size_mb, big, baseline)
+    # lxml's whole tree of this export alone takes ~140 MB (the old client built it twice per
+    # entity); the stream stays within a few MB of the tiny export's child
+    assert big["peak_rss_mb"] - baseline["peak_rss_mb"] < 60, (size_mb, big, baseline)
     reset(warehouse_dsn, slug_of("plm"))

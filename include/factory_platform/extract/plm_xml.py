@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,15 @@ def secure_parser():
     return etree.XMLParser(**secure_parser_options())
 
 
+@lru_cache(maxsize=1024)
 def snake(name: str) -> str:
     """`effectiveFrom` → `effective_from` (names for undeclared attributes)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _attributes(element, mapping: dict[str, str], prefix: str = "") -> dict[str, Any]:
-    return {mapping.get(key, prefix + snake(key)): value for key, value in element.attrib.items()}
+    return {(mapping[key] if key in mapping else prefix + snake(key)): value
+            for key, value in element.attrib.items()}
 
 
 def _texts_by_lang(element, tag: str, stem: str) -> dict[str, str]:
