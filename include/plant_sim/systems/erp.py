@@ -133,21 +133,46 @@ CREATE TABLE erp.inbound_postings (
   received_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 COMMENT ON TABLE erp.inbound_postings IS
-  'Inbound interface: every message posted with erp.post_message, with the ERP''s answer.';
+  'Inbound interface: every message posted with erp.post_message, with the ERP''s answer '
+  '(a transient rejection is not stored: the message was not taken, its key stays unused).';
+
+CREATE TABLE erp.inbound_faults (
+  fault_id bigserial PRIMARY KEY,
+  reason_code text NOT NULL CHECK (reason_code ~ '^(TRANSIENT|PERMANENT)_[A-Z0-9_]+$'),
+  message_type text,
+  key_like text,
+  order_number text,
+  remaining integer CHECK (remaining IS NULL OR remaining >= 0),
+  active_until timestamptz,
+  note text,
+  hits integer NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE erp.inbound_faults IS
+  'Simulator control: make erp.post_message say no on purpose. A row matches a message when '
+  'message_type, key_like (a LIKE pattern on the idempotency key) and order_number (the '
+  'payload''s) are NULL or match, remaining is NULL or above 0 and active_until is NULL or later '
+  'than now. The first matching row (lowest fault_id) answers rejected with its reason_code: '
+  'TRANSIENT_* (try again later: nothing stored, the key stays unused) or PERMANENT_* (stored as '
+  'rejected, like any other rejection). Each match counts down remaining and counts up hits.';
 
 CREATE FUNCTION erp.post_message(p_key text, p_type text, p_payload jsonb)
-RETURNS TABLE (status text, reason text, erp_document_number text, posting_id bigint)
+RETURNS TABLE (status text, reason text, erp_document_number text, posting_id bigint,
+               reason_code text)
 LANGUAGE plpgsql AS $$
 DECLARE
   prev erp.inbound_postings%ROWTYPE;
+  fault erp.inbound_faults%ROWTYPE;
   v_reason text;
+  v_code text;
   v_doc text;
   v_rev text;
   v_id bigint;
   v_qty text;
 BEGIN
   IF p_key IS NULL OR length(p_key) = 0 THEN
-    RETURN QUERY SELECT 'rejected'::text, 'missing idempotency key'::text, NULL::text, NULL::bigint;
+    RETURN QUERY SELECT 'rejected'::text, 'missing idempotency key'::text, NULL::text,
+                        NULL::bigint, 'PERMANENT_MISSING_KEY'::text;
     RETURN;
   END IF;
   PERFORM pg_advisory_xact_lock(hashtext(p_key));
@@ -156,32 +181,63 @@ BEGIN
     IF prev.payload = p_payload AND prev.message_type = p_type THEN
       RETURN QUERY SELECT 'duplicate'::text,
         ('already received: ' || prev.status || coalesce(' (' || prev.reason || ')', ''))::text,
-        prev.erp_document_number, prev.posting_id;
+        prev.erp_document_number, prev.posting_id,
+        CASE WHEN prev.status = 'rejected' THEN 'PERMANENT_ALREADY_REJECTED' END::text;
     ELSE
       RETURN QUERY SELECT 'rejected'::text,
-        'idempotency key reused with a different message'::text, NULL::text, prev.posting_id;
+        'idempotency key reused with a different message'::text, NULL::text, prev.posting_id,
+        'PERMANENT_KEY_REUSED'::text;
     END IF;
     RETURN;
   END IF;
 
+  -- faults injected on purpose (erp.inbound_faults), before any validation
+  SELECT * INTO fault FROM erp.inbound_faults f
+  WHERE (f.message_type IS NULL OR f.message_type = p_type)
+    AND (f.key_like IS NULL OR p_key LIKE f.key_like)
+    AND (f.order_number IS NULL OR f.order_number = p_payload->>'order_number')
+    AND (f.remaining IS NULL OR f.remaining > 0)
+    AND (f.active_until IS NULL OR f.active_until > clock_timestamp())
+  ORDER BY f.fault_id LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    UPDATE erp.inbound_faults f SET hits = f.hits + 1,
+                                    remaining = CASE WHEN f.remaining IS NULL THEN NULL
+                                                     ELSE f.remaining - 1 END
+    WHERE f.fault_id = fault.fault_id;
+    v_code := fault.reason_code;
+    v_reason := coalesce(fault.note, lower(replace(v_code, '_', ' ')));
+    IF v_code LIKE 'TRANSIENT\_%' THEN
+      -- not taken: nothing stored, the same key may come again
+      RETURN QUERY SELECT 'rejected'::text, v_reason, NULL::text, NULL::bigint, v_code;
+      RETURN;
+    END IF;
+  END IF;
+
   v_rev := p_payload->>'reversal_of';
-  IF p_type NOT IN ('production_confirmation', 'goods_movement', 'quality_result') THEN
+  IF v_code IS NOT NULL THEN
+    NULL;  -- a permanent fault: stored as rejected below
+  ELSIF p_type NOT IN ('production_confirmation', 'goods_movement', 'quality_result') THEN
     v_reason := 'unknown message_type ' || coalesce(p_type, 'null');
+    v_code := 'PERMANENT_UNKNOWN_MESSAGE_TYPE';
   ELSIF p_payload->>'material_number' IS NULL
         OR NOT EXISTS (SELECT 1 FROM erp.materials m WHERE m.material_number = p_payload->>'material_number') THEN
     v_reason := 'unknown material_number ' || coalesce(p_payload->>'material_number', 'null');
+    v_code := 'PERMANENT_UNKNOWN_MATERIAL';
   ELSIF p_type = 'production_confirmation' AND NOT EXISTS (
         SELECT 1 FROM erp.production_orders o WHERE o.order_number = p_payload->>'order_number') THEN
     v_reason := 'unknown order_number ' || coalesce(p_payload->>'order_number', 'null');
+    v_code := 'PERMANENT_UNKNOWN_ORDER';
   ELSIF p_type = 'goods_movement' AND coalesce(p_payload->>'movement_type', '') NOT IN
         ('goods_issue', 'goods_receipt', 'scrap') THEN
     v_reason := 'movement_type must be goods_issue, goods_receipt or scrap';
+    v_code := 'PERMANENT_INVALID_MOVEMENT_TYPE';
   END IF;
   IF v_reason IS NULL THEN
     FOREACH v_qty IN ARRAY ARRAY['yield_qty', 'scrap_qty', 'rework_qty', 'qty'] LOOP
       IF p_payload ? v_qty AND (jsonb_typeof(p_payload->v_qty) <> 'number'
                                 OR (p_payload->>v_qty)::numeric < 0) THEN
         v_reason := v_qty || ' must be a non-negative number';
+        v_code := 'PERMANENT_INVALID_QUANTITY';
       END IF;
     END LOOP;
   END IF;
@@ -189,9 +245,11 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM erp.inbound_postings ip
                    WHERE ip.idempotency_key = v_rev AND ip.status = 'accepted') THEN
       v_reason := 'reversal_of ' || v_rev || ' is not an accepted posting';
+      v_code := 'PERMANENT_REVERSAL_OF_UNKNOWN';
     ELSIF EXISTS (SELECT 1 FROM erp.inbound_postings ip
                   WHERE ip.reversal_of = v_rev AND ip.status = 'accepted') THEN
       v_reason := 'posting ' || v_rev || ' is already reversed';
+      v_code := 'PERMANENT_ALREADY_REVERSED';
     END IF;
   END IF;
   IF v_reason IS NULL THEN
@@ -203,11 +261,13 @@ BEGIN
           v_reason, v_doc, v_rev)
   RETURNING inbound_postings.posting_id INTO v_id;
   RETURN QUERY SELECT CASE WHEN v_reason IS NULL THEN 'accepted' ELSE 'rejected' END::text,
-                      v_reason, v_doc, v_id;
+                      v_reason, v_doc, v_id, v_code;
 END;
 $$;
 COMMENT ON FUNCTION erp.post_message(text, text, jsonb) IS
-  'Post one message: answers accepted / duplicate / rejected with a reason, per idempotency key.';
+  'Post one message: answers accepted / duplicate / rejected with a reason, per idempotency key; '
+  'reason_code classifies a rejection: TRANSIENT_* (not stored, retry later with the same key) '
+  'or PERMANENT_* (stored as rejected, the key is used up).';
 """
 
 
