@@ -567,7 +567,7 @@ class Verdict:
     readable: bool = True  # False: set aside without reading it
     payload_encoding: str | None = None
     waiting: str | None = None
-    sha256: str | None = None
+    gone: bool = False  # moved away (by a concurrent run) since the listing: not this run's
 
 
 def examine(source, entity, file: DropFile, delimiter: str, redelivery: bool) -> Verdict:
@@ -586,7 +586,7 @@ def examine(source, entity, file: DropFile, delimiter: str, redelivery: bool) ->
     except NotRegularFile as exc:
         return Verdict(problem=f"{exc.strerror}: not read, not followed", readable=False)
     except FileNotFoundError:
-        return Verdict(waiting="moved away while this run listed it")
+        return Verdict(gone=True)
     with fh:
         before = os.fstat(fh.fileno())
         if file.location == INBOX and not file.unchanged(before):
@@ -927,6 +927,11 @@ def open_extraction(source, entity, window) -> Extraction:
     for file in plan.chosen:
         redelivery = plan.is_redelivery(file)
         verdict = examine(source, entity, file, delimiter, redelivery)
+        if verdict.gone:
+            log.info("%s: %s was moved away since the listing; left to the run that moved it",
+                     source.system, file.name)
+            plan.late.pop(file.name, None)
+            continue
         if verdict.waiting:
             plan.waiting[file.name] = verdict.waiting
             plan.late.pop(file.name, None)

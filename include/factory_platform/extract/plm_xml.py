@@ -353,8 +353,11 @@ def open_extraction(source, entity, window) -> Extraction:
                 spools[file.name] = spool_export(file, source.max_record_bytes)
             except NotRegularFile as exc:
                 problem = f"{exc.strerror}: not read, not followed"
-            except (FileChanged, FileNotFoundError) as exc:
+            except FileChanged as exc:
                 _wait(plan, extraction, file, f"{exc}; taken once stable")
+                continue
+            except FileNotFoundError:  # moved by a concurrent run since the listing
+                plan.late.pop(file.name, None)
                 continue
             else:
                 spool = spools[file.name]
