@@ -8,6 +8,7 @@ again broken when delivery faults are configured, see `faults.py`).
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import threading
 import time
@@ -171,7 +172,14 @@ class Dropper:
             raise
 
     def _copy(self, d: Delivery) -> None:
-        self._atomic_write(self._dest(d), None, self._src(d))
+        dest = self._dest(d)
+        self._atomic_write(dest, None, self._src(d))
+        # A whole file carries the time its exporter finished it: its delivery instant on the
+        # plant clock (never later than now). A backlog delivered at once when the plant starts
+        # (its history, the batch clock) is then as old as it claims, as in a real inbox; a
+        # reader that waits for files to settle takes it at once.
+        finished = min(float(d.at), time.time())
+        os.utime(dest, (finished, finished))
         self._mark(d.key)
         self._journal_late(d)
 
