@@ -69,7 +69,10 @@ def build_extract_dag(system: str, doc_md: str | None):
 
             @task(task_id=f"load_{entity.name}", outlets=[asset], doc_md=entity.description)
             def load(entity_name: str = entity.name, asset=asset, **context) -> dict:
-                from factory_platform.extract.run import extract_interval, extract_scheduled
+                from factory_platform.extract.run import (
+                    extract_interval,
+                    extract_scheduled,
+                )
 
                 start, end = run_window(context)
                 # A backfill or a reload loads exactly its window; any other run first loads

@@ -13,8 +13,17 @@ import psycopg
 import pytest
 from factory_platform.extract import run as extract_run
 from factory_platform.extract.fields import Field
-from factory_platform.extract.loader import Extraction, LoadTarget, SourceRecord, load_batch
-from factory_platform.extract.run import extract_interval, extract_scheduled, watermark_of
+from factory_platform.extract.loader import (
+    Extraction,
+    LoadTarget,
+    SourceRecord,
+    load_batch,
+)
+from factory_platform.extract.run import (
+    extract_interval,
+    extract_scheduled,
+    watermark_of,
+)
 from factory_platform.sources import get_source
 
 ENTITY = "confirmations"
@@ -34,7 +43,7 @@ def emitted_versions(plant, start: datetime, end: datetime) -> set[tuple[str, st
     versions = set()
     for body in bodies:
         try:
-            at = datetime.fromisoformat(str(body["updated_at"]).replace("Z", "+00:00"))
+            at = datetime.fromisoformat(str(body["updated_at"]))
         except (KeyError, TypeError, ValueError):
             continue
         if start <= at < end:

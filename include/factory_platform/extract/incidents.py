@@ -26,22 +26,29 @@ log = logging.getLogger(__name__)
 
 # kind → (what it means, alerted?)
 KINDS: dict[str, tuple[str, bool]] = {
-    "file_waiting": ("a file is still being written (size or mtime changed within the settle "
-                     "time); it is taken once stable", False),
-    "file_late": ("a file arrived after its own interval and its lookback; it was loaded into "
-                  "its own window", True),
-    "file_set_aside": ("a file was set aside whole (a link or special file, unreadable, cut "
-                       "off, empty, wrong encoding, over the size limit)", True),
-    "file_rejected": ("a file had more bad records than the source allows: set aside whole, "
-                      "the window's other files loaded", True),
+    "file_waiting": (
+        ("a file is still being written (size or mtime changed within the settle time); it is "
+        "taken once stable"), False),
+    "file_late": (
+        ("a file arrived after its own interval and its lookback; it was loaded into its own "
+        "window"), True),
+    "file_set_aside": (
+        ("a file was set aside whole (a link or special file, unreadable, cut off, empty, wrong "
+        "encoding, over the size limit)"), True),
+    "file_rejected": (
+        ("a file had more bad records than the source allows: set aside whole, the window's "
+        "other files loaded"), True),
     "file_unmatched": ("a file in the inbox whose name matches no entity of the source", True),
-    "redelivery_set_aside": ("a file delivered again under a loaded name was broken: set "
-                             "aside, the loaded rows and the archived original kept", True),
+    "redelivery_set_aside": (
+        ("a file delivered again under a loaded name was broken: set aside, the loaded rows and "
+        "the archived original kept"), True),
     # These two fail their task, whose failure callback alerts already (with the same error).
-    "answer_refused": ("an API answer was refused (empty where rows were, malformed, wrongly "
-                       "shaped, a cursor that did not advance, too many pages)", False),
-    "batch_failed": ("an extraction batch failed; its window is retried by the next runs "
-                     "(high-water mark)", False),
+    "answer_refused": (
+        ("an API answer was refused (empty where rows were, malformed, wrongly shaped, a cursor "
+        "that did not advance, too many pages)"), False),
+    "batch_failed": (
+        "an extraction batch failed; its window is retried by the next runs (high-water mark)",
+        False),
 }
 # A file still waiting after this long is alerted as stuck (an exporter that never finishes).
 WAITING_ALERT_AFTER = "1 hour"
@@ -123,7 +130,6 @@ def resolve(conn, system: str, entity: str, kinds, subjects=None) -> int:
 def alert_new(dsn: str, system: str | None = None) -> int:
     """Send one alert per open, alerting incident not alerted yet; returns how many."""
     import psycopg
-
     from factory_platform.alerts import send_alert
 
     alerting = [kind for kind, (_, alerted) in KINDS.items() if alerted]
@@ -142,3 +148,49 @@ def alert_new(dsn: str, system: str | None = None) -> int:
             conn.execute("update ops.source_incident set alerted_at = clock_timestamp() "
                          "where incident_id = %s", (incident_id,))
     return len(rows)
+
+
+def acknowledge(dsn: str, system: str, kind: str | None = None,
+                subject: str | None = None) -> int:
+    """Close open incidents an operator has dealt with (a set-aside file looked at, a sender
+    told): file incidents stay open until acknowledged, the others clear by themselves."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "update ops.source_incident set resolved_at = clock_timestamp() "
+            "where resolved_at is null and system = %s and (%s::text is null or kind = %s) "
+            "and (%s::text is null or subject = %s)",
+            (system, kind, kind, subject, subject)).rowcount
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m factory_platform.extract.incidents list|ack …` with the libpq environment
+    (`.env`): the open incidents, or acknowledge them."""
+    import argparse
+
+    import psycopg
+    from factory_platform.warehouse import env_dsn
+
+    parser = argparse.ArgumentParser(prog="python -m factory_platform.extract.incidents")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="open incidents, newest first")
+    ack = sub.add_parser("ack", help="close open incidents of a system (one kind or subject)")
+    ack.add_argument("system")
+    ack.add_argument("--kind", choices=sorted(KINDS))
+    ack.add_argument("--subject")
+    args = parser.parse_args(argv)
+    if args.command == "ack":
+        print(f"acknowledged {acknowledge(env_dsn(), args.system, args.kind, args.subject)}")
+        return 0
+    with psycopg.connect(env_dsn()) as conn:
+        for row in conn.execute(
+                "select system, entity, kind, subject, times_seen, last_seen_at, reason "
+                "from ops.source_incident where resolved_at is null "
+                "order by last_seen_at desc"):
+            print(" | ".join(str(value) for value in row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

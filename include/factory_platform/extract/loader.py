@@ -347,8 +347,8 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
 
         _write_quarantine(conn, batch_id, target, quarantined)
         _record_drift(conn, target, extra_columns, batch_id, result)
-        incidents.record(conn, target.system, target.entity, extraction.incidents, batch_id)
         incidents.resolve(conn, target.system, target.entity, incidents.CLEARED_BY_A_LOAD)
+        incidents.record(conn, target.system, target.entity, extraction.incidents, batch_id)
         record_watermark(conn, target, interval_start, interval_end, batch_id, watermark)
         audit(conn)  # last: its finished_at is (within milliseconds) the commit time
     if result.new_columns:
@@ -626,13 +626,15 @@ def _load_file_batch(dsn, target, extraction, *, interval_start, interval_end, w
         result.duplicates_skipped += extraction.duplicates
         _write_file_quarantine(conn, batch_id, target, sources, quarantined, set_aside, result)
         _record_drift(conn, target, extra_columns, batch_id, result)
+        # Resolve first: an incident the client reports for this batch (a file that changed
+        # while it was read) must stay open.
+        loaded_files = [name for name in sources if name not in result.files_rejected]
+        incidents.resolve(conn, target.system, target.entity, ("file_waiting",), loaded_files)
+        incidents.resolve(conn, target.system, target.entity, incidents.CLEARED_BY_A_LOAD)
         incidents.record(conn, target.system, target.entity, [
             *extraction.incidents,
             *(Incident("file_rejected", name, reason)
               for name, reason in result.files_rejected.items())], batch_id)
-        loaded_files = [name for name in sources if name not in result.files_rejected]
-        incidents.resolve(conn, target.system, target.entity, ("file_waiting",), loaded_files)
-        incidents.resolve(conn, target.system, target.entity, incidents.CLEARED_BY_A_LOAD)
         record_watermark(conn, target, interval_start, interval_end, batch_id, watermark)
         _record_audit(conn, target=target, result=result, interval_start=interval_start,
                       interval_end=interval_end,
@@ -952,7 +954,7 @@ def _copy_bytes(conn, table: str, parts: list[tuple[DelimitedFile, int]],
             suffix = f"{file.delimiter}{file_id}".encode("ascii")
             tagged_end = suffix + line_end
             lines = 0
-            with open(file.path, "rb") as fh:
+            with _open_regular(file.path) as fh:
                 fh.seek(file.data_offset)
                 pending = b""
                 while chunk := fh.read(COPY_CHUNK_BYTES):
@@ -1043,6 +1045,19 @@ def _write_file_quarantine(conn, batch_id, target, sources, quarantined, set_asi
                 result.rows_quarantined += 1
 
 
+def _open_regular(path: str):
+    """Open a delivered file for reading without following a link, and only if it is a
+    regular file (a file swapped for a link or a FIFO after the client checked it is refused)."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def _set_aside_lines(file: SetAsideFile) -> Iterable[tuple[str, str | None]]:
     """(record_ref, raw payload) of each data line of a set-aside file (or the whole file, or
     only its name when it must not be read). Lines are read with a bound: a line longer than
@@ -1050,10 +1065,7 @@ def _set_aside_lines(file: SetAsideFile) -> Iterable[tuple[str, str | None]]:
     if not file.readable:
         yield "file", None
         return
-    import os
-
-    fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as fh:
+    with _open_regular(file.path) as fh:
         if not file.per_line:
             data = fh.read(file.max_payload_bytes + 1)
             text = data[:file.max_payload_bytes].decode(file.encoding, "replace")
