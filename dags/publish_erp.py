@@ -3,15 +3,30 @@
 
 Scheduled on the *gated marts* asset (`transform_dbt`'s `quality_gate`). Posts production
 confirmations, goods movements and quality results from the `publish.pub_erp__*` models to the
-ERP's inbound interface (connection `erp_db`, `erp.post_message`), **per scope**: a site-day
-whose error-severity checks fail (`dq.scope_status` = blocked) is held back and alerted; a
-flagged one (warnings only) is posted with `dq_flagged`. Exactly once through `ops.erp_outbox`
-(see `include/factory_platform/erp_publish.py`): retries, re-runs and backfills post nothing
-twice; a changed value posts a reversal and a new version.
+ERP's inbound interface (connection `erp_db`, `erp.post_message`), **per scope** and **only
+what the gate checked**: a site-day is posted while its rows still hash to what the latest
+passed gate run recorded (`dq.checked_publish`; rows changed since wait for the next gate); a
+site-day whose error-severity checks fail (`dq.scope_status` = blocked) is held back and
+alerted; a flagged one (warnings only) is posted with `dq_flagged`. The posting task holds the
+publish-models lock, so no transform rewrites a publish model meanwhile.
+
+Exactly once through `ops.erp_outbox` (see `include/factory_platform/erp_publish.py`):
+retries, re-runs and backfills post nothing twice; a changed value posts a reversal and then —
+only once the reversal is accepted — a new version; a key that vanished from the publish model
+is reversed (unless too many vanish at once: held and alerted); a posted key whose scope is
+blocked now is held (its posting stays) and alerted until the scope passes again.
+
+**When the ERP says no.** A transient rejection (`TRANSIENT_*`, e.g. the order is not yet known)
+stays pending and is sent again by later runs with backoff (alerted after 6 attempts). A
+permanent one holds the key (`ops.erp_hold`): nothing more is posted for it, the alert names
+it, the reconciliation counts it. Release it once the cause is fixed:
+`python -m factory_platform.erp_publish release <type> <business key> --by <name> --note …`
+(`… holds` lists them); the next run plans it again from what the ERP holds.
 
 Then reads the ERP's answers back (`erp.inbound_postings`), rebuilds
-`marts.mart_erp_reconciliation` (MES vs published vs ERP per order) and writes the posted
-confirmations as B2MML OperationsPerformance documents (V0700, validated against the XSD).
+`marts.mart_erp_reconciliation` (MES vs published vs ERP per order, pending / retrying / held
+confirmations) and writes every accepted confirmation posting not yet in a document as B2MML
+OperationsPerformance documents (V0700, validated against the XSD).
 """
 
 from airflow.sdk import dag, task
@@ -28,15 +43,13 @@ def publish_erp():
     @task
     def post_to_erp(**context) -> list[dict]:
         from factory_platform.alerts import send_alert
-        from factory_platform.erp_publish import publish_to_erp
+        from factory_platform.erp_publish import alerts_for, publish_to_erp
         from factory_platform.warehouse import warehouse_dsn
 
         results = [r.as_dict() for r in publish_to_erp(
             warehouse_dsn(), warehouse_dsn("erp_db"), context["run_id"])]
-        blocked = sorted({s for r in results for s in r["blocked_scopes"]})
-        if blocked:
-            send_alert("ERP publishing held back blocked scopes", "\n".join(blocked),
-                       run_id=context["run_id"])
+        for title, text in alerts_for(results):
+            send_alert(title, text, run_id=context["run_id"])
         return results
 
     @task

@@ -160,20 +160,28 @@ def build_transform_dag(doc_md: str | None):
 
         @task(outlets=[gated_marts_asset()], trigger_rule="all_done")
         def quality_gate(**context) -> str:
-            """Emits the gated-marts asset once dbt built everything and the gate's results
-            are recorded (a failing GX suite is a recorded result, not a reason to stop the
-            other scopes). Publishing then reads dq.scope_status per scope.
+            """Emits the gated-marts asset once dbt built everything and every gate check step
+            completed — its results recorded, failing or not (a failing GX suite is a recorded
+            result, not a reason to stop the other scopes). Publishing then reads
+            dq.scope_status per scope, and posts only what this run's gate checked
+            (dq.checked_publish).
 
-            It fails (no retry, no asset event) when dbt or the gate's dbt checks did not
-            complete: it is the DAG's only leaf, so its state is what the run's state shows."""
+            It fails closed (no retry, no asset event, the run's interval left to the next
+            run) when dbt or any check step did not complete: a crashed step wrote no
+            completion row in dq.gate_step (quality/checked.py). It is the DAG's only leaf, so
+            its state is what the run's state shows."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            if context["ti"].xcom_pull(task_ids="dbt_gate_checks") is None:
-                raise AirflowFailException("dbt or its gate checks did not complete (see the red "
-                                           "upstream task): nothing is published from this run")
+            from factory_platform.quality.checked import GateIncomplete, close_gate
             from factory_platform.transform_window import close_run
             from factory_platform.warehouse import warehouse_dsn
 
+            try:
+                close_gate(warehouse_dsn(), context["run_id"])
+            except GateIncomplete as error:
+                raise AirflowFailException(
+                    f"{error} (see the red upstream task): nothing is published from this "
+                    f"run") from error
             close_run(warehouse_dsn(), context["run_id"])  # the next run starts from here
             return f"marts gated by {context['run_id']}"
 

@@ -170,6 +170,118 @@ comment on view dq.scope_status is
 """
 OPS_DDL += ";\n" + SOURCE_INCIDENT_DDL
 
+# ERP exactly once when the ERP says no, and publishing only what the gate checked
+# (erp_publish.py, quality/checked.py). No semicolons inside comments or strings here:
+# ensure_warehouse splits on them.
+ERP_PUBLISH_DDL = """
+alter table ops.erp_outbox add column if not exists attempts integer not null default 0;
+alter table ops.erp_outbox add column if not exists next_attempt_at timestamptz;
+alter table ops.erp_outbox add column if not exists erp_reason_code text;
+alter table ops.erp_outbox add column if not exists rejection_class text;
+alter table ops.erp_outbox add column if not exists requires_key text;
+alter table ops.erp_outbox add column if not exists plan_reason text;
+alter table ops.erp_outbox add column if not exists gate_run_id text;
+alter table ops.erp_outbox add column if not exists document_fields jsonb;
+alter table ops.erp_outbox add column if not exists b2mml_due boolean not null default false;
+alter table ops.erp_outbox alter column b2mml_due set default true;
+alter table ops.erp_outbox add column if not exists b2mml_run_id text;
+alter table ops.erp_outbox add column if not exists b2mml_file text;
+alter table ops.erp_outbox add column if not exists b2mml_written_at timestamptz;
+alter table ops.erp_outbox drop constraint if exists erp_outbox_state_check;
+alter table ops.erp_outbox add constraint erp_outbox_state_check
+    check (state in ('pending', 'accepted', 'rejected', 'cancelled'));
+alter table ops.erp_outbox drop constraint if exists erp_outbox_rejection_class_check;
+alter table ops.erp_outbox add constraint erp_outbox_rejection_class_check
+    check (rejection_class in ('transient', 'permanent'));
+comment on column ops.erp_outbox.state is
+    'pending (not answered yet, or rejected transiently and waiting for next_attempt_at), '
+    'accepted, rejected (permanently: the key is held, see ops.erp_hold) or cancelled (never '
+    'sent: the reversal it waited for was rejected)';
+comment on column ops.erp_outbox.attempts is 'Answers received for this row (a transient rejection counts).';
+comment on column ops.erp_outbox.next_attempt_at is
+    'After a transient rejection: the row is not sent again before this time (backoff).';
+comment on column ops.erp_outbox.erp_reason_code is
+    'The ERP''s machine-readable rejection class of the last answer (TRANSIENT_* or PERMANENT_*).';
+comment on column ops.erp_outbox.rejection_class is 'transient or permanent, for rejected answers.';
+comment on column ops.erp_outbox.requires_key is
+    'A new version is sent only once this reversal (its idempotency key) is accepted.';
+comment on column ops.erp_outbox.plan_reason is
+    'Why the row was planned: new, changed, vanished (reversal of a key gone from the publish model).';
+comment on column ops.erp_outbox.gate_run_id is
+    'The quality-gate run whose checked content (dq.checked_publish) allowed this row.';
+comment on column ops.erp_outbox.document_fields is
+    'Fields of the publish row a B2MML document needs beyond the payload (confirmations).';
+comment on column ops.erp_outbox.b2mml_due is
+    'True for every row planned since B2MML coverage is tracked (older rows: documents of their day).';
+comment on column ops.erp_outbox.b2mml_written_at is
+    'When the B2MML document carrying this accepted posting was written (b2mml_file, by b2mml_run_id).';
+create index if not exists erp_outbox_reverses_key on ops.erp_outbox (reverses_key)
+    where reverses_key is not null;
+
+create table if not exists ops.erp_hold (
+    hold_id          bigserial primary key,
+    message_type     text not null,
+    business_key     text not null,
+    kind             text not null check (kind in ('erp_rejected', 'scope_blocked', 'vanished_bulk')),
+    reason           text not null,
+    reason_code      text,
+    outbox_id        bigint,
+    site_code        text,
+    production_date  date,
+    order_number     text,
+    held_in_run      text,
+    held_at          timestamptz not null default now(),
+    released_at      timestamptz,
+    released_by      text,
+    release_note     text
+);
+comment on table ops.erp_hold is
+    'Business keys publish_erp posts nothing for while held (released_at null). erp_rejected: the '
+    'ERP rejected a row for good - a human releases it (python -m factory_platform.erp_publish '
+    'release), the next run then plans the key again from what the ERP holds. scope_blocked: the '
+    'key was posted and its scope is blocked now - the posting stays, released automatically when '
+    'the scope passes again. vanished_bulk: too many keys vanished from the publish model at once '
+    '- released automatically when the key is back, or by a human (then it is reversed).';
+create unique index if not exists erp_hold_open on ops.erp_hold (message_type, business_key)
+    where released_at is null;
+
+create table if not exists dq.gate_step (
+    run_id        text not null,
+    step          text not null,
+    completed_at  timestamptz not null default now(),
+    detail        jsonb not null default '{}',
+    primary key (run_id, step)
+);
+comment on table dq.gate_step is
+    'One row per quality-gate check step (dbt_gate, gx_gate) that completed for a run (its results '
+    'recorded, failing or not). A step that crashed has no row, and the run cannot pass the gate.';
+
+create table if not exists dq.gate_run (
+    run_id     text primary key,
+    steps      text[] not null,
+    passed_at  timestamptz not null default now()
+);
+comment on table dq.gate_run is
+    'Runs whose every gate check step completed (quality_gate). publish_erp posts what the latest '
+    'of them checked (dq.checked_publish).';
+
+create table if not exists dq.checked_publish (
+    run_id          text not null,
+    message_type    text not null,
+    site_code       text not null,
+    production_day  date not null,
+    row_count       bigint not null,
+    content_hash    text not null,
+    checked_at      timestamptz not null default now(),
+    primary key (run_id, message_type, site_code, production_day)
+);
+comment on table dq.checked_publish is
+    'What the gate checked: per run, ERP message type and scope, the publish rows the dbt gate '
+    'tests saw (count and md5 over business_key=content_hash in key order). publish_erp posts a '
+    'scope only while its rows still hash to what the latest passed gate run checked.'
+"""
+OPS_DDL += ";\n" + ERP_PUBLISH_DDL
+
 
 def _is_current(conn) -> bool:
     """True when every schema and the newest ops column exist: then there is nothing to do,
@@ -185,6 +297,11 @@ def _is_current(conn) -> bool:
         "       and to_regclass('ops.transform_run') is not null "
         "       and to_regclass('ops.extract_watermark') is not null "
         "       and to_regclass('ops.source_incident_open') is not null "
+        "       and to_regclass('ops.erp_outbox_reverses_key') is not null "
+        "       and to_regclass('ops.erp_hold_open') is not null "
+        "       and to_regclass('dq.gate_step') is not null "
+        "       and to_regclass('dq.gate_run') is not null "
+        "       and to_regclass('dq.checked_publish') is not null "
         "from pg_namespace where nspname = any(%s)",
         (len(SCHEMAS), list(SCHEMAS)),
     ).fetchone()
@@ -208,16 +325,76 @@ def ensure_warehouse(dsn: str) -> None:
             for statement in OPS_DDL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _apply_role_matrix(conn)
         finally:
             conn.execute("select pg_advisory_unlock(20261122)")
 
 
+def _apply_role_matrix(conn) -> None:
+    """A superuser preparing the warehouse also hands what it created to the jobs' roles and
+    grants their privileges (factory_platform.roles), once those roles exist."""
+    from factory_platform import roles
+
+    if roles.is_superuser(conn) and roles.roles_exist(conn):
+        roles.apply_warehouse_privileges(conn)
+
+
+# The connection each job's tasks use when they ask for "warehouse" or "erp_db": the role of
+# the job (factory_platform/roles.py), chosen here by the running task's DAG and task id, so a
+# task cannot end up with a role that may do more than its job. First match wins; a task of no
+# listed job (and any code outside a task) gets the connection it asked for. The connections
+# themselves: launcher/settings.py (make run, tests) and docker-compose.yml.
+JOB_CONNECTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("extract_*", "*", {"warehouse": "warehouse_load"}),  # loader
+    ("publish_erp", "read_back_erp_answers", {"warehouse": "warehouse_load"}),  # loads raw_erp
+    ("publish_erp", "reconcile_with_erp", {}),  # dbt builds the reconciliation: transformer
+    ("publish_erp", "*", {"warehouse": "warehouse_publish", "erp_db": "erp_inbound"}),
+    ("publish_reporting", "*", {"warehouse": "warehouse_report"}),  # reporting_reader
+    # transform_dbt (and Cosmos' profile): "warehouse", the transformer
+)
+
+
+def job_connection(conn_id: str, dag_id: str | None = None, task_id: str | None = None) -> str:
+    """The connection id a task of `dag_id`/`task_id` (default: the running task) uses for
+    `conn_id`."""
+    from fnmatch import fnmatchcase
+
+    if dag_id is None:
+        try:
+            from airflow.sdk import get_current_context
+
+            ti = get_current_context()["ti"]
+            dag_id, task_id = ti.dag_id, ti.task_id
+        except Exception:  # noqa: BLE001 — not inside a task: the connection asked for
+            return conn_id
+    for dag_pattern, task_pattern, mapping in JOB_CONNECTIONS:
+        if fnmatchcase(dag_id, dag_pattern) and fnmatchcase(task_id or "", task_pattern):
+            return mapping.get(conn_id, conn_id)
+    return conn_id
+
+
 def warehouse_dsn(conn_id: str = "warehouse") -> str:
-    """libpq DSN of an Airflow connection (resolved from AIRFLOW_CONN_* or the metadata DB)."""
+    """libpq DSN of an Airflow connection (resolved from AIRFLOW_CONN_* or the metadata DB);
+    inside a task, "warehouse" and "erp_db" resolve to the connection of the task's job
+    (`job_connection`). Its password is registered with Airflow's secrets masker."""
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    conn = BaseHook.get_connection(job_connection(conn_id))
+    mask_secret(conn.password)
+    mask_secret(os.environ.get("PGPASSWORD"))  # dbt's (profiles.yml), in every task's env
     return connection_dsn(conn.host, conn.port, conn.login, conn.password, conn.schema)
+
+
+def mask_secret(value: str | None) -> None:
+    """Let Airflow's secrets masker replace `value` wherever a task would log it (no-op
+    outside Airflow)."""
+    if not value:
+        return
+    try:
+        from airflow.sdk.log import mask_secret as _mask
+    except ImportError:  # pragma: no cover — Airflow not installed (plain scripts)
+        return
+    _mask(value)
 
 
 def connection_dsn(host, port, user, password, dbname) -> str:

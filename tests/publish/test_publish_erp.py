@@ -48,9 +48,13 @@ def built(plant, warehouse_dsn):
 
 
 def gate(dsn: str, run_id: str):
+    """The dbt gate step, then quality_gate's close (this module runs no GX suites)."""
+    from factory_platform.quality.checked import close_gate
     from factory_platform.quality.dbt_gate import run_dbt_gate
 
-    return {c.name: c for c in run_dbt_gate(dsn, run_id)}
+    checks = {c.name: c for c in run_dbt_gate(dsn, run_id)}
+    close_gate(dsn, run_id, required=["dbt_gate"])
+    return checks
 
 
 def publish(dsn: str, erp_dsn: str, run_id: str, types=None):
@@ -186,6 +190,7 @@ def test_a_crash_between_sending_and_recording_does_not_post_twice(built, erp_ds
 
 
 def test_a_changed_confirmation_posts_one_reversal_and_one_new_posting(built, erp_dsn):
+    """… once the gate has checked it: rebuilt publish models are not posted before."""
     confirmation, good = rows(built, """
         select business_key, good_qty from publish.pub_erp__production_confirmation p
         join dq.scope_status s on s.site_code = p.site_code and s.production_day = p.production_date
@@ -193,6 +198,10 @@ def test_a_changed_confirmation_posts_one_reversal_and_one_new_posting(built, er
     before = len(erp_postings(erp_dsn))
     correct_confirmation(built, confirmation, good_qty=int(good) - 1)
     rebuild_publish_models()
+    unchecked = publish(built, erp_dsn, "publish-4-before-the-gate")
+    assert all(r.planned_postings == 0 and r.planned_reversals == 0 for r in unchecked.values())
+    assert unchecked["production_confirmation"].actions["unchecked"] >= 1
+    assert len(erp_postings(erp_dsn)) == before
     gate(built, "gate-4")
     results = publish(built, erp_dsn, "publish-4")
     confirmations = results["production_confirmation"]
@@ -261,6 +270,37 @@ def test_a_warning_publishes_with_a_flag(built, erp_dsn):
     scopes = rows(built, "select count(distinct (site_code, production_date)) "
                          "from publish.pub_erp__production_confirmation")[0][0]
     assert trend == [(scopes, 1, checks["gate_confirmation_scrap_share_plausible"].failing_rows)]
+
+
+def test_a_publish_model_rebuild_waits_for_the_publish_lock(built):
+    """dbt's pre-hook on the publish models takes the publish-models lock inside the model's
+    transaction: while publish_erp (or the gate) holds it, the rebuild waits, then completes."""
+    import threading
+    import time
+
+    from factory_platform.quality.checked import publish_models_locked
+
+    done = {}
+
+    def rebuild():
+        dbt("run", "--select", "pub_erp__production_confirmation")
+        done["at"] = time.monotonic()
+
+    with psycopg.connect(built) as conn, publish_models_locked(conn):
+        thread = threading.Thread(target=rebuild)
+        thread.start()
+        deadline = time.monotonic() + 60
+        waiting = 0
+        while not waiting and time.monotonic() < deadline and thread.is_alive():
+            waiting = conn.execute(
+                "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+            ).fetchone()[0]
+            conn.commit()
+            time.sleep(0.2)
+        assert waiting == 1 and "at" not in done
+        released = time.monotonic()
+    thread.join()
+    assert done["at"] > released
 
 
 def test_reconciliation_shows_no_difference_after_reading_the_erp_back(built, erp_dsn):

@@ -9,6 +9,7 @@ The relations the suites read are real tables in scratch schemas of a database o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -311,6 +312,35 @@ def test_a_failing_error_suite_fails_its_airflow_task(dsn, suites, gate_dag, cap
     assert "QualityGateFailed: 1 error-severity suite(s) failed" in log
     for text in (f"{MES_NOT_NULL}.operation_id", "operation_id (not null)", NO_OPERATION):
         assert text in log, text
+    # failing data is a result: the step completed, and the gate may pass (scopes blocked)
+    assert _gate_steps(dsn, run.run_id) == ["gx_gate"]
+
+
+def _gate_steps(dsn: str, run_id: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [step for (step,) in conn.execute(
+            "select step from dq.gate_step where run_id = %s order by step", (run_id,))]
+
+
+def test_a_suite_that_cannot_be_evaluated_leaves_the_step_incomplete(dsn, suites):
+    """An exception — not a failed expectation — records no completion: the gate stays shut
+    (before, a crash of the GX step let quality_gate pass)."""
+    from factory_platform.quality.checked import (
+        GateIncomplete,
+        close_gate,
+        mark_step_done,
+    )
+
+    broken = replace(suites[0], name="broken", query="select * from no_such_relation")
+    mark_step_done(dsn, "run-crash", "dbt_gate")
+    with pytest.raises(Exception, match="no_such_relation"):
+        gx_quality_gate(dsn, "run-crash", START, END, [broken])
+    assert _gate_steps(dsn, "run-crash") == ["dbt_gate"]
+    with pytest.raises(GateIncomplete, match="gx_gate"):
+        close_gate(dsn, "run-crash")
+    history = datetime(2026, 2, 26, tzinfo=UTC)  # passes every suite
+    gx_quality_gate(dsn, "run-crash", history, history + timedelta(days=1), suites[:1])
+    close_gate(dsn, "run-crash")  # the retried step completed
 
 
 @pytest.mark.slow

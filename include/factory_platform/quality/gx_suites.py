@@ -784,9 +784,21 @@ def summarize(outcomes: Sequence[SuiteOutcome]) -> dict[str, Any]:
 def gx_quality_gate(dsn: str, run_id: str, start: datetime, end: datetime,
                     suites: Sequence[Suite] | None = None) -> dict[str, Any]:
     """Run the suites, record their results, fail on an error-severity failure (the Airflow
-    task fails with QualityGateFailed), and return a summary for XCom otherwise."""
+    task fails with QualityGateFailed), and return a summary for XCom otherwise.
+
+    Once the results are recorded — failing or not — the step is marked complete for the run
+    (`dq.gate_step`, step `gx_gate`); a suite that cannot be evaluated (an exception) leaves it
+    unmarked, and `quality_gate` then refuses to pass the run (checked.close_gate)."""
+    from factory_platform.quality.checked import clear_step, mark_step_done
+    from factory_platform.warehouse import ensure_warehouse_once
+
+    ensure_warehouse_once(dsn)
+    clear_step(dsn, run_id, "gx_gate")
     outcomes = run_suites(dsn, run_id, start, end, suites)
     summary = summarize(outcomes)
+    mark_step_done(dsn, run_id, "gx_gate", {
+        "suites": len(outcomes), "blocked_scopes": len(summary["blocked_scopes"]),
+        "flagged_scopes": len(summary["flagged_scopes"])})
     log.info("quality gate summary: %s", json.dumps(summary))
     raise_for_failures(outcomes)
     return summary

@@ -1,7 +1,10 @@
 {#- Per ERP production order: what MES produced, what the platform published (its outbox,
     effective postings), and what the ERP acknowledged (its own inbound table, read back), with
     the differences. Effective = accepted and not reversed by an accepted reversal. A blocked
-    scope shows as MES > published until the gate lets it through. -#}
+    scope shows as MES > published until the gate lets it through. What is still on its way is
+    counted too: pending messages (not answered yet, or rejected transiently and waiting to be
+    sent again), permanent rejections, and held keys (ops.erp_hold): rejected by the ERP or
+    vanished in bulk (a human releases them), or posted in a scope blocked since. -#}
 with mes as (
     select
         order_number,
@@ -58,12 +61,39 @@ acknowledged as (
     group by 1
 ),
 
+in_flight as (
+    select
+        order_number,
+        count(*) filter (where state = 'pending') as pending_confirmations,
+        count(*) filter (where state = 'pending' and rejection_class = 'transient')
+            as retrying_confirmations,
+        count(*) filter (where state = 'rejected') as rejected_confirmations
+    from outbox
+    where order_number is not null
+    group by order_number
+),
+
+holds as (
+    select
+        order_number,
+        count(*) filter (where kind in ('erp_rejected', 'vanished_bulk')) as held_confirmations,
+        count(*) filter (where kind = 'scope_blocked') as frozen_confirmations
+    from {{ source('ops', 'erp_hold') }}
+    where message_type = 'production_confirmation' and released_at is null
+        and order_number is not null
+    group by order_number
+),
+
 orders as (
     select order_number from mes
     union
     select order_number from published
     union
     select order_number from acknowledged
+    union
+    select order_number from in_flight
+    union
+    select order_number from holds
 ),
 
 final as (
@@ -81,11 +111,18 @@ final as (
         coalesce(acknowledged.erp_confirmations, 0) as erp_confirmations,
         coalesce(acknowledged.erp_good_qty, 0) as erp_good_qty,
         coalesce(acknowledged.erp_scrap_qty, 0) as erp_scrap_qty,
-        coalesce(acknowledged.erp_rework_qty, 0) as erp_rework_qty
+        coalesce(acknowledged.erp_rework_qty, 0) as erp_rework_qty,
+        coalesce(in_flight.pending_confirmations, 0) as pending_confirmations,
+        coalesce(in_flight.retrying_confirmations, 0) as retrying_confirmations,
+        coalesce(in_flight.rejected_confirmations, 0) as rejected_confirmations,
+        coalesce(holds.held_confirmations, 0) as held_confirmations,
+        coalesce(holds.frozen_confirmations, 0) as frozen_confirmations
     from orders
     left join mes on mes.order_number = orders.order_number
     left join published on published.order_number = orders.order_number
     left join acknowledged on acknowledged.order_number = orders.order_number
+    left join in_flight on in_flight.order_number = orders.order_number
+    left join holds on holds.order_number = orders.order_number
 )
 
 select
@@ -99,5 +136,6 @@ select
     mes_good_qty = published_good_qty and published_good_qty = erp_good_qty
         and mes_scrap_qty = published_scrap_qty and published_scrap_qty = erp_scrap_qty
         and mes_rework_qty = published_rework_qty and published_rework_qty = erp_rework_qty
+        and pending_confirmations = 0 and held_confirmations = 0 and frozen_confirmations = 0
         as is_reconciled
 from final
