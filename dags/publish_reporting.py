@@ -1,12 +1,13 @@
 """
-### publish_reporting — gated marts to the `reporting` schema
+### publish_reporting — the gated `reporting` views as the run's HTML report
 
 Scheduled on the *gated marts* asset that `transform_dbt`'s quality gate emits once every dbt
-model built and the gate's checks are recorded. Each reporting table is replaced in one
-transaction from its mart; the `reporting.rpt_*` views show gated scopes only (blocked
-site-days left out, flagged ones marked), readable by the role `reporting_reader`. Each run
-renders a static HTML report with charts: OEE by line, downtime Pareto, first-pass yield and
-scrap, inventory accuracy, energy per good unit, data quality per source.
+model built and the gate's checks are recorded. The `reporting.rpt_*` views (dbt) show the marts
+for gated scopes only — blocked and undecided site-days left out, flagged ones marked — and are
+all that the role `reporting_reader` (BI tools) may read; `reporting` holds no copy of a mart.
+Each run renders a static HTML report with charts from those views, as the reporting reader
+(connection `warehouse_report`): OEE by line, downtime Pareto, first-pass yield and scrap,
+inventory accuracy, energy per good unit, data quality per source.
 """
 
 from airflow.sdk import dag, task
@@ -21,25 +22,9 @@ from factory_platform.dag_factory import publishing_dag_args
 )
 def publish_reporting():
     @task
-    def publish_gated_marts(**context) -> dict[str, int]:
-        from factory_platform.publish import publish_reporting as publish
-        from factory_platform.warehouse import warehouse_dsn
-
-        return publish(warehouse_dsn(), context["run_id"])
-
-    @task
-    def grant_reporting_reader() -> None:
-        """The read-only role BI tools use: the reporting schema, nothing else."""
-        import psycopg
-        from factory_platform.report import ensure_reporting_reader
-        from factory_platform.warehouse import warehouse_dsn
-
-        with psycopg.connect(warehouse_dsn()) as conn:
-            ensure_reporting_reader(conn)
-
-    @task
     def render_html_report(**context) -> str:
-        """The run's static HTML report with charts (var/run/reports/<run>/index.html)."""
+        """The run's static HTML report with charts (var/run/reports/<run>/index.html), read
+        from the reporting views as reporting_reader."""
         import os
         from pathlib import Path
 
@@ -49,7 +34,7 @@ def publish_reporting():
         out_dir = Path(os.environ.get("SFDP_REPORTS_DIR", "var/reports"))
         return str(render_report(warehouse_dsn(), out_dir, context["run_id"]))
 
-    publish_gated_marts() >> grant_reporting_reader() >> render_html_report()
+    render_html_report()
 
 
 publish_reporting()

@@ -27,8 +27,13 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # shared test helpers: _pipelin
 
 from launcher.pgcluster import Cluster
 from launcher.settings import (
+    SUPERUSER_PASSWORD,
+    admin_passfile,
     load_or_create_secrets,
+    plant_passfile,
     platform_environment,
+    role_dsn,
+    role_passwords,
     test_instance,
 )
 
@@ -42,13 +47,23 @@ PLANT_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / f"{PLANT_NAM
 
 def _cluster() -> Cluster:
     secret = load_or_create_secrets(INSTANCE)
-    return Cluster(INSTANCE.pg_root, INSTANCE.pg_port, "postgres", secret["PGPASSWORD"])
+    return Cluster(INSTANCE.pg_root, INSTANCE.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
+                   passfile=admin_passfile(INSTANCE, secret))
 
 
 def pytest_configure(config) -> None:
+    """The components get make run's environment: each connection with its job's role. The
+    test harness itself (PG*: fixtures that reset and inspect the warehouse) is the superuser,
+    by a password file — no password in any DSN it hands to a command line."""
     secret = load_or_create_secrets(INSTANCE)
     env = platform_environment(INSTANCE, secret)
     os.environ.update(env)
+    os.environ.pop("PGPASSWORD", None)
+    os.environ["PGUSER"] = "postgres"
+    os.environ["PGPASSFILE"] = str(admin_passfile(INSTANCE, secret))
+    # an Airflow connection URI of the superuser (no password: libpq takes it from PGPASSFILE),
+    # for tests that point a connection at a scratch database they made
+    os.environ["SFDP_TEST_ADMIN_URI"] = f"postgres://postgres@127.0.0.1:{INSTANCE.pg_port}"
     os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     cluster = _cluster()
@@ -56,9 +71,16 @@ def pytest_configure(config) -> None:
     config._sfdp_started_cluster = not cluster.is_running()
     cluster.start()
     cluster.wait_ready()
-    for name in ("warehouse", "airflow", "erp", "eam"):
-        cluster.ensure_database(name)
+    _provision(cluster, secret)
     _migrate_airflow()
+
+
+def _provision(cluster: Cluster, secret: dict[str, str]) -> None:
+    """What the superuser does, as `make run` does it: roles, databases, grants, the warehouse
+    bootstrapped with the role matrix (factory_platform.roles.provision)."""
+    from factory_platform.roles import provision
+
+    provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
 
 
 def _migrate_airflow() -> None:
@@ -150,24 +172,35 @@ def plant(warehouse_dsn) -> Plant:
     """Generate the test world, load its truth and the ERP/EAM databases, and serve MES, QMS
     and the file drops (batch clock: everything visible, every file dropped at start).
     The platform meets it only over HTTP, SQL and the inbox folders, as a real plant."""
+    from factory_platform import roles
+    from factory_platform.roles import apply_plant_privileges
+
     world = INSTANCE.var_dir / "worlds" / f"{PLANT_NAME}-{PLANT_SEED}"
     inbox = INSTANCE.plant_dir / "inbox"  # where the *_drops connections point
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "include"))
+    secret = load_or_create_secrets(INSTANCE)
+    api_key = secret["MES_API_KEY"]
+    # the plant's own roles, their passwords in its own password file; the key by environment
+    # (nothing secret on a command line, as `make run` starts it)
+    passfile = plant_passfile(INSTANCE, secret)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AIRFLOW_CONN_"))}
+    env.update(PYTHONPATH=str(PROJECT_ROOT / "include"), PLANT_API_KEY=api_key)
     python = sys.executable
     cluster = _cluster()
     subprocess.run([python, "-m", "plant_sim", "generate", "--config", str(PLANT_CONFIG),
                     "--seed", str(PLANT_SEED), "--out", str(world)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run([python, "-m", "plant_sim", "load", "--world", str(world),
-                    "--truth-dsn", warehouse_dsn, "--erp-dsn", cluster.dsn("erp"),
-                    "--eam-dsn", cluster.dsn("eam")],
+                    "--truth-dsn", role_dsn(INSTANCE, roles.PLANT_TRUTH, "warehouse", passfile),
+                    "--erp-dsn", role_dsn(INSTANCE, roles.PLANT_ERP, "erp", passfile),
+                    "--eam-dsn", role_dsn(INSTANCE, roles.PLANT_EAM, "eam", passfile)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
+    for system in ("erp", "eam"):  # the loader reads them, the publisher only posts
+        apply_plant_privileges(cluster.dsn(system), system)
     shutil.rmtree(inbox, ignore_errors=True)  # a fresh delivery: every file dropped again
-    api_key = load_or_create_secrets(INSTANCE)["MES_API_KEY"]
     server = subprocess.Popen(
         [python, "-m", "plant_sim", "serve", "--world", str(world), "--inbox", str(inbox),
          "--mes-port", str(INSTANCE.mes_port), "--qms-port", str(INSTANCE.qms_port),
-         "--api-key", api_key, "--clock", "batch"],
+         "--clock", "batch"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     mes_url = f"http://127.0.0.1:{INSTANCE.mes_port}"

@@ -29,8 +29,20 @@ def webhook_url() -> str | None:
         return None
 
 
+def redact(value):
+    """`value` with every secret Airflow's secrets masker knows (connection passwords and
+    whatever a task registered) replaced by ***; unchanged outside Airflow."""
+    try:
+        from airflow.sdk.log import redact as _redact
+    except ImportError:  # pragma: no cover — plain scripts without Airflow
+        return value
+    return _redact(value)
+
+
 def send_alert(title: str, text: str, **details) -> bool:
-    """Log the alert; POST it to the webhook if configured. True when the webhook took it."""
+    """Log the alert; POST it to the webhook if configured. True when the webhook took it.
+    Title, text and details are redacted first: an alert never carries a secret."""
+    title, text, details = redact(title), redact(text), redact(details)
     log.error("ALERT %s: %s", title, text)
     url = webhook_url()
     if not url:

@@ -17,14 +17,20 @@ from pathlib import Path
 from launcher import processes
 from launcher.pgcluster import Cluster
 from launcher.settings import (
-    PLANT_DATABASES,
     PROJECT_ROOT,
+    SUPERUSER_PASSWORD,
     Instance,
+    admin_passfile,
+    client_host,
     load_or_create_secrets,
+    plant_passfile,
     platform_environment,
+    role_dsn,
+    role_passwords,
     run_instance,
     service_environment,
     write_env_file,
+    write_private,
 )
 
 VENV_BIN = Path(sys.executable).parent
@@ -38,16 +44,16 @@ def log(message: str) -> None:
 
 
 def cluster_for(instance: Instance, secret: dict[str, str]) -> Cluster:
-    return Cluster(instance.pg_root, instance.pg_port, "postgres", secret["PGPASSWORD"])
+    return Cluster(instance.pg_root, instance.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
+                   passfile=admin_passfile(instance, secret))
 
 
-def prepare_databases(cluster: Cluster, env: dict[str, str]) -> None:
-    """Create the warehouse (with its schemas and ops tables), Airflow's and the plant's databases."""
-    from factory_platform.bootstrap import bootstrap_warehouse
+def prepare_databases(cluster: Cluster, secret: dict[str, str]) -> None:
+    """As the superuser, and only here: the roles (one per job), the warehouse (schemas, ops and
+    raw tables, the role matrix), Airflow's and the plant's databases (factory_platform.roles)."""
+    from factory_platform.roles import provision
 
-    for name in ("warehouse", "airflow", *PLANT_DATABASES):
-        cluster.ensure_database(name)
-    bootstrap_warehouse(cluster.dsn("warehouse"))
+    provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
 
 
 def migrate_airflow(instance: Instance, env: dict[str, str]) -> None:
@@ -65,9 +71,10 @@ def migrate_airflow(instance: Instance, env: dict[str, str]) -> None:
 
 
 def write_admin_password(instance: Instance, secret: dict[str, str]) -> None:
-    path = instance.airflow_home / "passwords.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"admin": secret["ADMIN_PASSWORD"]}))
+    """The UI login, in SimpleAuthManager's passwords file: readable by its owner only (the
+    API server rewrites it in place, which keeps the mode)."""
+    write_private(instance.airflow_home / "passwords.json",
+                  json.dumps({"admin": secret["ADMIN_PASSWORD"]}))
 
 
 def build_dbt_manifest(env: dict[str, str]) -> None:
@@ -95,31 +102,69 @@ def live_plant_config(instance: Instance) -> tuple[Path, datetime]:
     return path, datetime.combine(start, datetime.min.time(), tzinfo=UTC)
 
 
-def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
-    cluster_urls = {
-        "--truth-dsn": env["AIRFLOW_CONN_WAREHOUSE"].replace("postgres://", "postgresql://"),
-        "--erp-dsn": env["AIRFLOW_CONN_ERP_DB"].replace("postgres://", "postgresql://"),
-        "--eam-dsn": env["AIRFLOW_CONN_EAM_DB"].replace("postgres://", "postgresql://"),
-    }
+def plant_command(instance: Instance, secret: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The simulated plant's command line and the environment it adds. Nothing secret is on
+    the command line: the DSNs name the plant's password file (its own roles: plant_truth,
+    plant_erp, plant_eam), the API key comes from PLANT_API_KEY."""
+    from factory_platform import roles
+
+    passfile = plant_passfile(instance, secret)
     config, _ = live_plant_config(instance)
     now = datetime.now(UTC).replace(microsecond=0)
     cmd = [
         str(VENV_BIN / "python"), "-m", "plant_sim", "up",
         "--config", str(config), "--out", str(instance.plant_dir),
         "--mes-port", str(instance.mes_port), "--qms-port", str(instance.qms_port),
-        "--api-key", secret["MES_API_KEY"], "--clock", "live", "--speed", "1",
+        "--host", instance.bind_host, "--clock", "live", "--speed", "1",
         "--start", now.isoformat().replace("+00:00", "Z"),
+        "--truth-dsn", role_dsn(instance, roles.PLANT_TRUTH, "warehouse", passfile),
+        "--erp-dsn", role_dsn(instance, roles.PLANT_ERP, "erp", passfile),
+        "--eam-dsn", role_dsn(instance, roles.PLANT_EAM, "eam", passfile),
     ]
-    for flag, value in cluster_urls.items():
-        cmd += [flag, value]
-    processes.start_service("plant", cmd, env, instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+    return cmd, {"PLANT_API_KEY": secret["MES_API_KEY"]}
 
 
+def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
+    cmd, plant_env = plant_command(instance, secret)
+    # the plant gets its own key and password file, not the platform's connections
+    plant_env = {**{k: v for k, v in env.items()
+                    if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))}, **plant_env}
+    processes.start_service("plant", cmd, plant_env, instance.pid_dir, instance.log_dir,
+                            PROJECT_ROOT)
+
+
+def wait_for_plant(instance: Instance, cluster: Cluster, timeout_s: float = 600) -> None:
+    """Until the plant serves (it (re)loads its databases first), then, as the superuser, let
+    the loader read the ERP and EAM tables and the publisher call erp.post_message only."""
+    from factory_platform.roles import apply_plant_privileges
+
+    url = f"http://{client_host(instance.bind_host)}:{instance.mes_port}/api/v1/health"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if json.load(response).get("status") == "ok":
+                    break
+        except OSError:
+            pass
+        if not processes.service_alive("plant", instance.pid_dir):
+            raise SystemExit(f"the simulated plant exited — see {instance.log_dir / 'plant.log'}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the simulated plant did not serve within {timeout_s:.0f} s")
+        time.sleep(1)
+    for system in ("erp", "eam"):
+        apply_plant_privileges(cluster.dsn(system), system)
+
+
+# The scheduler's and the triggerer's log servers would listen on every interface (Airflow
+# binds them to all, unconfigurable): not started. With the LocalExecutor the API server reads
+# task logs from the shared log folder. (SFDP_SERVE_LOGS=1 starts them anyway.)
+_SKIP_LOGS = [] if os.environ.get("SFDP_SERVE_LOGS") == "1" else ["--skip-serve-logs"]
 AIRFLOW_COMPONENTS = {
     "api-server": ["api-server"],
-    "scheduler": ["scheduler"],
+    "scheduler": ["scheduler", *_SKIP_LOGS],
     "dag-processor": ["dag-processor"],
-    "triggerer": ["triggerer"],
+    "triggerer": ["triggerer", *_SKIP_LOGS],
 }
 
 
@@ -130,7 +175,7 @@ def start_airflow(instance: Instance, env: dict[str, str]) -> None:
 
 
 def wait_healthy(instance: Instance, timeout_s: float = 600) -> None:
-    url = f"http://localhost:{instance.api_port}/api/v2/monitor/health"
+    url = f"http://{client_host(instance.bind_host)}:{instance.api_port}/api/v2/monitor/health"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -150,7 +195,7 @@ def wait_healthy(instance: Instance, timeout_s: float = 600) -> None:
 
 def api_token(instance: Instance, secret: dict[str, str]) -> str:
     request = urllib.request.Request(
-        f"http://localhost:{instance.api_port}/auth/token",
+        f"http://{client_host(instance.bind_host)}:{instance.api_port}/auth/token",
         data=json.dumps({"username": "admin", "password": secret["ADMIN_PASSWORD"]}).encode(),
         headers={"Content-Type": "application/json"}, method="POST",
     )
@@ -180,7 +225,8 @@ def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
     deadline = time.monotonic() + 180
     for source in all_sources().values():
         request = urllib.request.Request(
-            f"http://localhost:{instance.api_port}/api/v2/dags/{source.dag_id}/dagRuns",
+            f"http://{client_host(instance.bind_host)}:{instance.api_port}"
+            f"/api/v2/dags/{source.dag_id}/dagRuns",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             method="POST",
@@ -212,11 +258,12 @@ def cmd_run(_: argparse.Namespace) -> None:
     cluster.start()
     cluster.wait_ready()
     log(f"PostgreSQL is up on 127.0.0.1:{instance.pg_port}")
-    prepare_databases(cluster, env)
+    prepare_databases(cluster, secret)
     migrate_airflow(instance, full_env)
     write_admin_password(instance, secret)
     build_dbt_manifest(full_env)
     start_plant(instance, full_env, secret)
+    wait_for_plant(instance, cluster)
     log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}")
     start_airflow(instance, full_env)
     log("Airflow starting (api-server, scheduler, dag-processor, triggerer) …")
@@ -227,7 +274,7 @@ def cmd_run(_: argparse.Namespace) -> None:
         f"""
   Smart Factory Data Platform is running ({minutes:.1f} min).
 
-    Airflow UI   http://localhost:{instance.api_port}
+    Airflow UI   http://{client_host(instance.bind_host)}:{instance.api_port}
     login        admin / {secret['ADMIN_PASSWORD']}
     warehouse    set -a; . ./.env; set +a; psql        (database 'warehouse')
     logs         {instance.log_dir.relative_to(PROJECT_ROOT)}/

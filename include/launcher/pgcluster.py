@@ -80,6 +80,9 @@ class Cluster:
     port: int
     superuser: str
     password: str
+    # A libpq password file holding the superuser's password: then `dsn()` names the file
+    # instead of carrying the password (a DSN may end up on a command line or in a log).
+    passfile: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -94,6 +97,10 @@ class Cluster:
         return self.root / "server.log"
 
     def dsn(self, dbname: str = "postgres") -> str:
+        """The superuser's DSN for `dbname` (for the launcher and the tests' set-up only)."""
+        if self.passfile is not None:
+            return (f"host=127.0.0.1 port={self.port} user={self.superuser} dbname={dbname} "
+                    f"passfile={self.passfile}")
         return (
             f"host=127.0.0.1 port={self.port} user={self.superuser} "
             f"password={self.password} dbname={dbname}"
@@ -201,12 +208,15 @@ class Cluster:
     # -- objects -----------------------------------------------------------------------------
 
     def ensure_database(self, name: str) -> None:
+        """Create `name` if missing. Nobody but the superuser may connect to a new database
+        until a grant says so (PUBLIC's CONNECT and TEMPORARY are revoked)."""
         import psycopg
 
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
             if not exists:
                 conn.execute(f'create database "{name}"')
+                conn.execute(f'revoke connect, temporary on database "{name}" from public')
 
     def drop_database(self, name: str) -> None:
         import psycopg

@@ -32,6 +32,7 @@ class Instance:
     api_port: int
     mes_port: int
     qms_port: int
+    bind_host: str = "127.0.0.1"  # where our services listen (SFDP_BIND_HOST)
 
     @property
     def var_dir(self) -> Path:
@@ -69,6 +70,7 @@ def run_instance() -> Instance:
         api_port=int(os.environ.get("SFDP_API_PORT", "8080")),
         mes_port=int(os.environ.get("SFDP_MES_PORT", "18081")),
         qms_port=int(os.environ.get("SFDP_QMS_PORT", "18082")),
+        bind_host=os.environ.get("SFDP_BIND_HOST", "127.0.0.1"),
     )
 
 
@@ -82,47 +84,146 @@ def test_instance() -> Instance:
     )
 
 
+# secrets.env keys. PGPASSWORD is the superuser's (the name predates the roles; the cluster's
+# superuser keeps it). The roles' passwords use the deployment's variable names.
+SUPERUSER_PASSWORD = "PGPASSWORD"
+
+
+def _secret_generators() -> dict[str, object]:
+    from factory_platform import roles
+
+    return {
+        SUPERUSER_PASSWORD: lambda: secrets.token_urlsafe(18),
+        "FERNET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "JWT_SECRET": lambda: secrets.token_urlsafe(32),
+        "API_SECRET_KEY": lambda: secrets.token_urlsafe(32),
+        "MES_API_KEY": lambda: secrets.token_urlsafe(12),
+        "ADMIN_PASSWORD": lambda: secrets.token_urlsafe(9),
+        **{key: roles.new_password for key in roles.PASSWORD_ENV.values()},
+    }
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600 from the start: created with that mode and
+    renamed into place, so no reader ever sees it with wider permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_or_create_secrets(instance: Instance) -> dict[str, str]:
-    """Generated once per instance: the database password and Airflow's signing keys."""
+    """Generated once per instance (what is missing is added): the superuser's and every
+    role's database password, Airflow's signing keys, the plant's API key, the UI password."""
     path = instance.secrets_file
+    values: dict[str, str] = {}
     if path.exists():
-        return dict(
+        values = dict(
             line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
         )
-    values = {
-        "PGPASSWORD": secrets.token_urlsafe(18),
-        "FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "JWT_SECRET": secrets.token_urlsafe(32),
-        "API_SECRET_KEY": secrets.token_urlsafe(32),
-        "MES_API_KEY": secrets.token_urlsafe(12),
-        "ADMIN_PASSWORD": secrets.token_urlsafe(9),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    path.chmod(0o600)
+    missing = {k: make() for k, make in _secret_generators().items() if k not in values}
+    if missing or not path.exists():
+        values.update(missing)
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
     return values
 
 
+def role_passwords(secret: dict[str, str]) -> dict[str, str]:
+    """Role → password, for provisioning."""
+    from factory_platform import roles
+
+    return {role: secret[key] for role, key in roles.PASSWORD_ENV.items()}
+
+
+def write_passfile(path: Path, port: int, entries: dict[str, str]) -> Path:
+    """A libpq password file (0600) for `entries` (role → password) on 127.0.0.1:`port`: DSNs
+    name it (`passfile=`) instead of carrying a password, so none is on a command line."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    lines = [f"127.0.0.1:{port}:*:{escape(user)}:{escape(pw)}\n" for user, pw in entries.items()]
+    write_private(path, "".join(lines))
+    return path
+
+
+def role_dsn(instance: Instance, role: str, dbname: str, passfile: Path) -> str:
+    """A libpq DSN without a password: libpq reads it from `passfile`."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(host="127.0.0.1", port=instance.pg_port, user=role, dbname=dbname,
+                         passfile=str(passfile))
+
+
+def plant_passfile(instance: Instance, secret: dict[str, str]) -> Path:
+    """The simulated plant's password file: its own roles only."""
+    from factory_platform import roles
+
+    return write_passfile(instance.var_dir / "plant.pgpass", instance.pg_port,
+                          {r: secret[roles.PASSWORD_ENV[r]] for r in roles.PLANT_LOGINS})
+
+
+def admin_passfile(instance: Instance, secret: dict[str, str]) -> Path:
+    """The superuser's password file, for the launcher and the test harness only."""
+    return write_passfile(instance.var_dir / "admin.pgpass", instance.pg_port,
+                          {"postgres": secret[SUPERUSER_PASSWORD]})
+
+
+def client_host(bind_host: str) -> str:
+    """Where our own clients reach a service bound to `bind_host`."""
+    return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
+
+
 def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str, str]:
-    """Environment for Airflow, dbt, the tests and `psql`: libpq variables + AIRFLOW_CONN_*."""
-    pg_user = "postgres"
-    pw = secret["PGPASSWORD"]
+    """Environment for Airflow, dbt, the tests and `psql`: libpq variables + AIRFLOW_CONN_*.
+
+    Every component connects with the role of its job (factory_platform/roles.py), never as the
+    superuser, whose password is in none of these:
+    `warehouse` (dbt, the transform and the quality gate) → sfdp_transformer;
+    `warehouse_load` (extractions) → sfdp_loader; `warehouse_publish` (ERP posting, B2MML) →
+    sfdp_publisher; `warehouse_report` (the HTML report) → sfdp_reporter (reporting_reader);
+    `erp_db`, `eam_db` (extraction) → sfdp_loader; `erp_inbound` (erp.post_message only) →
+    sfdp_publisher; Airflow's metadata → sfdp_airflow. factory_platform.warehouse.warehouse_dsn
+    picks the connection of the running task's job."""
+    from urllib.parse import quote
+
+    from factory_platform import roles
+
     host, port = "127.0.0.1", instance.pg_port
     home = instance.airflow_home
+    api_host = client_host(instance.bind_host)
+
+    def url(role: str, dbname: str, scheme: str = "postgres") -> str:
+        pw = quote(secret[roles.PASSWORD_ENV[role]], safe="")
+        return f"{scheme}://{role}:{pw}@{host}:{port}/{dbname}"
+
     return {
-        # libpq: `set -a; . ./.env; psql -c 'select 1'`
+        # libpq, for dbt by hand (`make docs`) and `psql`: the transformer, which reads every
+        # layer (`set -a; . ./.env; psql -c 'select 1'`)
         "PGHOST": host,
         "PGPORT": str(port),
-        "PGUSER": pg_user,
-        "PGPASSWORD": pw,
+        "PGUSER": roles.TRANSFORMER,
+        "PGPASSWORD": secret[roles.PASSWORD_ENV[roles.TRANSFORMER]],
         "PGDATABASE": "warehouse",
-        # Plant systems and the warehouse, as Airflow connections
-        "AIRFLOW_CONN_WAREHOUSE": f"postgres://{pg_user}:{pw}@{host}:{port}/warehouse",
-        "AIRFLOW_CONN_ERP_DB": f"postgres://{pg_user}:{pw}@{host}:{port}/erp",
+        # The warehouse per job, and the plant systems, as Airflow connections
+        "AIRFLOW_CONN_WAREHOUSE": url(roles.TRANSFORMER, "warehouse"),
+        "AIRFLOW_CONN_WAREHOUSE_LOAD": url(roles.LOADER, "warehouse"),
+        "AIRFLOW_CONN_WAREHOUSE_PUBLISH": url(roles.PUBLISHER, "warehouse"),
+        "AIRFLOW_CONN_WAREHOUSE_REPORT": url(roles.REPORTER, "warehouse"),
+        "AIRFLOW_CONN_ERP_DB": url(roles.LOADER, "erp"),
+        "AIRFLOW_CONN_ERP_INBOUND": url(roles.PUBLISHER, "erp"),
         # outbound files (B2MML documents) and the per-run HTML reports
         "SFDP_OUTBOUND_DIR": str(instance.var_dir / "outbound"),
         "SFDP_REPORTS_DIR": str(instance.var_dir / "reports"),
-        "AIRFLOW_CONN_EAM_DB": f"postgres://{pg_user}:{pw}@{host}:{port}/eam",
+        "AIRFLOW_CONN_EAM_DB": url(roles.LOADER, "eam"),
         "AIRFLOW_CONN_MES_API": f"http://mes:{secret['MES_API_KEY']}@127.0.0.1:{instance.mes_port}",
         "AIRFLOW_CONN_QMS_API": f"http://qms:{secret['MES_API_KEY']}@127.0.0.1:{instance.qms_port}",
         # File drops: one folder per system (archive/ and quarantine/ are created inside it)
@@ -143,10 +244,12 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
         "AIRFLOW__CORE__FERNET_KEY": secret["FERNET_KEY"],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{instance.api_port}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
-            f"postgresql+psycopg2://{pg_user}:{pw}@{host}:{port}/airflow"
-        ),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{api_host}:{instance.api_port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url(roles.AIRFLOW, "airflow", "postgresql+psycopg2"),
+        # the API server listens on the loopback only (SFDP_BIND_HOST to change it); the log
+        # servers are not started (launcher.AIRFLOW_COMPONENTS: --skip-serve-logs): with the
+        # LocalExecutor the API server reads task logs from AIRFLOW__LOGGING__BASE_LOG_FOLDER
+        "AIRFLOW__API__HOST": instance.bind_host,
         "AIRFLOW__API__PORT": str(instance.api_port),
         "AIRFLOW__API__SECRET_KEY": secret["API_SECRET_KEY"],
         "AIRFLOW__API_AUTH__JWT_SECRET": secret["JWT_SECRET"],
@@ -175,5 +278,4 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
         "# Use it with:  set -a; . ./.env; set +a; psql -c 'select 1'",
     ]
     lines += [f"{key}={shlex.quote(value)}" for key, value in env.items()]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    write_private(path, "\n".join(lines) + "\n")

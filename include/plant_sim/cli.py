@@ -203,7 +203,10 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--qms-port", type=int, default=18082, help="QMS HTTP port (default 18082)"
     )
     p.add_argument(
-        "--api-key", default=None, help="require this X-API-Key on MES/QMS requests"
+        "--api-key",
+        default=os.environ.get("PLANT_API_KEY") or None,
+        help="require this X-API-Key on MES/QMS requests (default: the environment variable "
+        "PLANT_API_KEY, which keeps the key off the command line)",
     )
     p.add_argument(
         "--clock",

@@ -31,10 +31,10 @@ PUBLISH_MODELS = ["pub_erp__production_confirmation", "pub_erp__goods_movement",
 
 
 @pytest.fixture(scope="module")
-def erp_dsn(plant):
-    from factory_platform.warehouse import warehouse_dsn
-
-    dsn = warehouse_dsn("erp_db")
+def erp_dsn(plant, pg):
+    """The simulated ERP as the superuser: the tests post, read and empty its inbound table
+    (the platform's roles may only read it, or only post: factory_platform/roles.py)."""
+    dsn = pg.cluster.dsn("erp")
     empty_erp_inbox(dsn)
     return dsn
 

@@ -70,6 +70,9 @@ create table marts.mart_inventory_accuracy (
     site_code text, material_number text, balance_date date, quantity_unit text,
     book_quantity numeric, physical_quantity numeric, diff_quantity numeric,
     is_accurate boolean, accuracy_ratio double precision);
+create table marts.mart_production_line_day (
+    site_code text, line_code text, production_date date, good_count bigint,
+    scrap_count bigint, rework_count bigint, produced_count bigint, confirmation_count bigint);
 create table marts.mart_oee_loss_shift (
     site_code text, line_code text, machine_code text, production_date date, shift_code text,
     iso22400_time_category text, machine_state text, reason_code text, reason_text_en text,
@@ -94,6 +97,9 @@ def _mart_rows(conn) -> None:
         conn.execute("insert into marts.mart_oee_line_day values (%s, %s, %s, %s, %s, %s, %s)",
                      (site, line, d, a, e, q, a * e * q))
         produced, scrap, rework = 1000 + i, 10 + i, 5
+        conn.execute("insert into marts.mart_production_line_day values "
+                     "(%s, %s, %s, %s, %s, %s, %s, %s)",
+                     (site, line, d, produced - scrap - rework, scrap, rework, produced, 3))
         conn.execute(
             "insert into marts.mart_quality values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (site, line, d, produced, produced - scrap - rework, scrap, rework,
@@ -179,7 +185,8 @@ def test_dbt_parse_lists_the_reporting_views(tmp_path):
     manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
     models = {n["name"]: n for n in manifest["nodes"].values()
               if n["resource_type"] == "model" and n["path"].startswith("reporting/")}
-    assert set(models) == set(VIEWS)
+    # every view is in the HTML report but rpt_production_line_day (for BI tools only)
+    assert set(models) == {*VIEWS, "rpt_production_line_day"}
     for node in models.values():
         assert node["schema"] == "reporting"
         assert node["config"]["materialized"] == "view"
@@ -198,7 +205,7 @@ def test_views_show_passed_and_flagged_scopes_only(reporting_db):
     for site, line, d, flagged, checks in oee:
         assert flagged == (d == D2)
         assert checks == ("scada_flatline" if d == D2 else None)
-    for view in ("rpt_quality_line_day", "rpt_energy_line_day"):
+    for view in ("rpt_quality_line_day", "rpt_energy_line_day", "rpt_production_line_day"):
         rows = _rows(reporting_db, f"select site_code, line_code, production_date, dq_flagged "
                                    f"from reporting.{view}")
         assert {r[:3] for r in rows} == SHOWN, view

@@ -102,7 +102,7 @@ def scratch_eam_databases(plant, pg):
 @pytest.fixture
 def scratch_eam(scratch_eam_databases, monkeypatch):
     """`eam_db` points at the scratch EAM for one test."""
-    uri = os.environ["AIRFLOW_CONN_EAM_DB"].rsplit("/", 1)[0] + "/sql_test_eam"
+    uri = f"{os.environ['SFDP_TEST_ADMIN_URI']}/sql_test_eam"  # the harness's, like the DB
     monkeypatch.setenv("AIRFLOW_CONN_EAM_DB", uri)
     return scratch_eam_databases
 

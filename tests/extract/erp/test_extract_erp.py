@@ -110,8 +110,8 @@ DST_PURCHASE_ORDERS = {"459000001": "2026-10-25 02:45:00"}
 
 
 def _scratch_conn_uri(database: str) -> str:
-    uri = os.environ["AIRFLOW_CONN_ERP_DB"]
-    return uri.rsplit("/", 1)[0] + f"/{database}"
+    """The scratch ERP as the test harness made it (the superuser's: no role was granted it)."""
+    return f"{os.environ['SFDP_TEST_ADMIN_URI']}/{database}"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-{#- Good, scrap and rework pieces per line and local production day (published to reporting).
+{#- Good, scrap and rework pieces per line and local production day (gated for BI tools in
+    reporting.rpt_production_line_day).
     Incremental: the line-days with a confirmation (or its operation) recorded in the run's
     data interval are recomputed whole. -#}
 {{
