@@ -288,8 +288,10 @@ def _is_current(conn) -> bool:
     and no DDL (whose locks could deadlock against running loads) is issued."""
     row = conn.execute(
         "select count(*) = %s, "
-        "exists (select 1 from information_schema.columns where table_schema = 'ops' "
-        "        and table_name = 'load_audit' and column_name = 'status') "
+        # pg_attribute, not information_schema: a role that may not read load_audit (the
+        # publisher) must see the same answer as one that may
+        "exists (select 1 from pg_attribute where attrelid = to_regclass('ops.load_audit') "
+        "        and attname = 'status' and not attisdropped) "
         "       and to_regclass('ops.quarantine') is not null "
         "       and to_regclass('ops.schema_drift') is not null "
         "       and to_regclass('dq.scope_status') is not null "

@@ -68,6 +68,10 @@ def refused(conn, statement: str, params=None) -> str:
 def probes(warehouse_dsn):
     """A relation in each layer, made by its owning role (as dbt or the loader would)."""
     made = []
+    with connected(roles.LOADER) as conn:  # a raw schema of its own, as for a new system
+        conn.execute("create schema if not exists raw_privprobe")
+        conn.execute("create table if not exists raw_privprobe.records "
+                     "(site_code text, production_date date, n int)")
     with connected(roles.TRANSFORMER) as conn:
         for schema in ("staging", "marts", "publish", "reporting"):
             name = f"{schema}.sfdp_probe_{uuid.uuid4().hex[:6]}"
@@ -78,10 +82,12 @@ def probes(warehouse_dsn):
         name = f"truth.sfdp_probe_{uuid.uuid4().hex[:6]}"
         conn.execute(f"create table {name} (n int)")
         made.append((roles.PLANT_TRUTH, name))
-    yield {name.split(".")[0]: name for _, name in made}
+    yield {"raw": "raw_privprobe.records", **{name.split(".")[0]: name for _, name in made}}
     for role, name in made:
         with connected(role) as conn:
             conn.execute(f"drop table if exists {name}")
+    with connected(roles.LOADER) as conn:
+        conn.execute("drop schema raw_privprobe cascade")
 
 
 # --------------------------------------------------------------------------- roles
@@ -124,6 +130,18 @@ def test_each_role_connects_only_to_its_databases(role):
                 psycopg.connect(login(role, dbname)).close()
 
 
+@pytest.mark.parametrize("role", [roles.LOADER, roles.TRANSFORMER, roles.PUBLISHER])
+def test_a_task_role_finds_the_warehouse_current_and_issues_no_ddl(role, warehouse_dsn):
+    """Loads, the gate and the publisher call ensure_warehouse_once: after the set-up it must
+    see the warehouse current whatever its role may read (else it would try DDL and fail)."""
+    from factory_platform.warehouse import _is_current, ensure_warehouse
+
+    ensure_warehouse(warehouse_dsn)  # as the set-up does
+    with connected(role) as conn:
+        assert _is_current(conn)
+    ensure_warehouse(login(role))
+
+
 def test_the_loader_loads_but_cannot_write_the_layers(probes):
     with connected(roles.LOADER) as conn:
         conn.execute("begin")
@@ -150,9 +168,9 @@ def test_the_loader_loads_but_cannot_write_the_layers(probes):
 
 def test_the_transformer_reads_raw_and_cannot_write_it(probes):
     with connected(roles.TRANSFORMER) as conn:
-        conn.execute("select count(*) from raw_mes.confirmations")
+        conn.execute(f"select count(*) from {probes['raw']}")
         conn.execute("select count(*) from ops.load_audit")
-        refused(conn, "insert into raw_mes.confirmations (confirmation_id) values ('x')")
+        refused(conn, f"insert into {probes['raw']} values ('ERF', current_date, 1)")
         refused(conn, "delete from ops.quarantine")
         refused(conn, "insert into ops.erp_outbox (idempotency_key) values ('x')")
         refused(conn, "create schema raw_sfdp_transformer_was_here")
@@ -167,8 +185,8 @@ def test_the_publisher_reads_publish_and_dq_and_writes_the_outbox_only(probes):
                      "version, kind, content_hash, payload) values "
                      "('privtest', 't', 'k', 1, 'posting', 'h', '{}')")
         conn.execute("rollback")
-        refused(conn, "insert into raw_mes.confirmations (confirmation_id) values ('x')")
-        refused(conn, "select count(*) from raw_mes.confirmations")
+        refused(conn, f"insert into {probes['raw']} values ('ERF', current_date, 1)")
+        refused(conn, f"select count(*) from {probes['raw']}")
         refused(conn, f"select count(*) from {probes['marts']}")
         refused(conn, f"insert into {probes['publish']} values ('ERF', current_date, 1)")
         refused(conn, "insert into ops.load_audit (batch_id) values ('x')")
@@ -179,7 +197,7 @@ def test_the_reader_reads_nothing_but_the_reporting_views(probes):
     with connected(roles.REPORTER) as conn:
         conn.execute(f"select count(*) from {probes['reporting']}")  # reporting: readable
         for relation in ("ops.load_audit", "ops.quarantine", "ops.erp_outbox", "dq.check_result",
-                         "dq.scope_status", "raw_mes.confirmations", probes["marts"],
+                         "dq.scope_status", probes["raw"], probes["marts"],
                          probes["staging"], probes["publish"], probes["truth"]):
             refused(conn, f"select * from {relation} limit 1")
         refused(conn, "create temp table t (n int)")
@@ -197,7 +215,7 @@ def test_the_reader_reads_nothing_but_the_reporting_views(probes):
 def test_the_plant_writes_its_own_and_cannot_read_the_warehouse_raw(probes):
     with connected(roles.PLANT_TRUTH) as conn:
         conn.execute(f"select count(*) from {probes['truth']}")
-        refused(conn, "select count(*) from raw_mes.confirmations")
+        refused(conn, f"select count(*) from {probes['raw']}")
         refused(conn, "select count(*) from ops.load_audit")
         refused(conn, f"select count(*) from {probes['marts']}")
         refused(conn, "create schema raw_plant_was_here")  # only truth is its own
