@@ -303,6 +303,30 @@ def test_a_rejected_reversal_holds_the_key_and_its_new_version_is_never_posted(w
     assert open_holds(wh) == {}
 
 
+def test_a_human_lists_and_releases_holds_from_the_command_line(wh, erp, monkeypatch, capsys):
+    from factory_platform import warehouse
+
+    set_confirmations(wh, [row("C-1", 11)])
+    gate(wh, "g1")
+    fault(erp, "PERMANENT_ORDER_BLOCKED", note="order blocked for confirmations")
+    publish(wh, erp, "p1")
+    monkeypatch.setattr(warehouse, "env_dsn", lambda: wh)
+    assert erp_publish.main(["holds"]) == 0
+    listed = capsys.readouterr().out
+    assert "C-1\terp_rejected" in listed and "order blocked for confirmations" in listed
+    assert erp_publish.main(["release", TYPE, "C-1", "--by", "operator",
+                             "--note", "order released in the ERP"]) == 0
+    assert erp_publish.main(["release", TYPE, "C-1", "--by", "operator"]) == 1  # not held
+    with psycopg.connect(wh) as conn:
+        assert conn.execute("select released_by, release_note from ops.erp_hold").fetchall() == [
+            ("operator", "order released in the ERP")]
+    clear_faults(erp)
+    publish(wh, erp, "p2")  # v1 was rejected: the key posts v2
+    assert [key for key, _, _ in outbox(wh, "C-1")] == [
+        "production_confirmation:C-1:v1", "production_confirmation:C-1:v2"]
+    assert_exactly_once(erp, {"C-1": 11})
+
+
 def test_a_transient_rejection_is_retried_with_backoff_and_shown_as_pending(wh, erp):
     """Before: "order not yet known" was final and the task stayed green with a log line. Now
     the row stays pending, is not resent before its backoff, goes once the ERP knows the order."""
@@ -371,10 +395,35 @@ def test_a_transiently_rejected_reversal_delays_its_new_version(wh, erp):
     assert_exactly_once(erp, {"C-1": 10})
 
 
-def test_a_permanently_rejected_posting_holds_the_key_and_shows_in_the_reconciliation(wh, erp,
-                                                                                      tmp_path):
-    from factory_platform.dbt_project import run_dbt
+def reconciliation(dsn: str, erp_dsn: str) -> list[tuple]:
+    """marts.mart_erp_reconciliation's own SQL (refs and sources resolved by hand: a dbt run
+    would spend ~30 s parsing the project; tests/publish builds the mart with dbt), over the
+    ERP's inbound table read back as stg_erp__inbound_postings has it."""
+    import re
 
+    with psycopg.connect(erp_dsn) as conn:
+        inbound = conn.execute("select idempotency_key, message_type, payload, status, "
+                               "reversal_of from erp.inbound_postings").fetchall()
+    text = (PROJECT_ROOT / "dbt_project/models/marts/erp/mart_erp_reconciliation.sql").read_text()
+    text = re.sub(r"\{#-.*?-#\}", "", text, flags=re.DOTALL)
+    text = text.replace("{{ ref('pub_erp__production_confirmation') }}",
+                        "publish.pub_erp__production_confirmation")
+    text = text.replace("{{ ref('stg_erp__inbound_postings') }}", "erp_inbound")
+    text = re.sub(r"\{\{ source\('(\w+)', '(\w+)'\) \}\}", r"\1.\2", text)
+    assert "{" not in text.replace("'{}'", "")
+    with psycopg.connect(dsn) as conn:
+        conn.execute("create temporary table erp_inbound (idempotency_key text, "
+                     "message_type text, payload jsonb, posting_status text, reversal_of text)")
+        with conn.cursor() as cursor:
+            cursor.executemany("insert into erp_inbound values (%s, %s, %s, %s, %s)",
+                               [(k, t, Jsonb(p), s, r) for k, t, p, s, r in inbound])
+        return conn.execute(
+            f"select order_number, published_good_qty, erp_good_qty, pending_confirmations, "
+            f"retrying_confirmations, rejected_confirmations, held_confirmations, "
+            f"frozen_confirmations, is_reconciled from ({text}) r order by 1").fetchall()
+
+
+def test_a_permanently_rejected_posting_holds_the_key_and_shows_in_the_reconciliation(wh, erp):
     set_confirmations(wh, [row("C-1", 11), row("C-2", 4, order=ORDERS[1]),
                            row("C-3", 2, order=ORDERS[2])])
     gate(wh, "g1")
@@ -390,18 +439,10 @@ def test_a_permanently_rejected_posting_holds_the_key_and_shows_in_the_reconcili
     result = publish(wh, erp, "p2")
     assert (result.planned_postings, result.actions["held"]) == (0, 1)
     assert_exactly_once(erp, {"C-1": 11})
-
-    done = run_dbt(wh, "run", "--select", "stg_erp__inbound_postings", "mart_erp_reconciliation",
-                   target_path=str(tmp_path))
-    assert done.returncode == 0, done.stdout[-3000:]
-    with psycopg.connect(wh) as conn:
-        recon = conn.execute(
-            "select order_number, published_good_qty, pending_confirmations, "
-            "retrying_confirmations, rejected_confirmations, held_confirmations, is_reconciled "
-            "from marts.mart_erp_reconciliation order by 1").fetchall()
-    assert recon == [(ORDERS[0], 11, 0, 0, 0, 0, False),  # (no ERP read-back in this test)
-                     (ORDERS[1], 0, 0, 0, 1, 1, False),
-                     (ORDERS[2], 0, 1, 1, 0, 0, False)]
+    # order: published, ERP, pending, retrying, rejected, held, frozen, reconciled
+    assert reconciliation(wh, erp) == [(ORDERS[0], 11, 11, 0, 0, 0, 0, 0, True),
+                                       (ORDERS[1], 0, 0, 0, 0, 1, 1, 0, False),
+                                       (ORDERS[2], 0, 0, 1, 1, 0, 0, 0, False)]
 
 
 def test_a_vanished_key_is_reversed(wh, erp):
@@ -458,6 +499,7 @@ def test_a_scope_blocked_after_posting_keeps_its_postings_and_holds_its_keys(wh,
     assert any("blocked after" in title for title, _ in alerts_for([result.as_dict()]))
     assert open_holds(wh) == {"C-1": "scope_blocked", "C-2": "scope_blocked"}
     assert_exactly_once(erp, {"C-1": 11, "C-2": 5, "C-3": 6})
+    assert reconciliation(wh, erp) == [(ORDERS[0], 22, 22, 0, 0, 0, 0, 2, False)]
     assert publish(wh, erp, "p3").planned_postings == 0  # still blocked: nothing
 
     gate(wh, "g3")  # fixed
