@@ -8,7 +8,7 @@ provision`), all with the same code:
 | role | connects to | may |
 | --- | --- | --- |
 | sfdp_loader | warehouse, erp, eam | own `raw_*` (create a new `raw_<system>` schema, nothing else); write the extraction bookkeeping in `ops` (load_audit, quarantine, schema_drift, extract_watermark, source_incident); read `ops.erp_*`; read the plant's ERP and EAM tables |
-| sfdp_transformer | warehouse | read `raw_*` and `ops`; own staging, conformed, marts, publish, reporting, dq, dq_failures (dbt drops and re-creates its relations); write `ops.transform_run` |
+| sfdp_transformer | warehouse | read `raw_*` and `ops`; own staging, conformed, marts, publish, reporting, dq, dq_failures, snapshots (dbt drops and re-creates its relations); write `ops.transform_run` |
 | sfdp_publisher | warehouse, erp | read publish and dq; write `ops.erp_*` (the outbox, holds); in the ERP only EXECUTE `erp.post_message` |
 | reporting_reader (NOLOGIN; sfdp_reporter and BI logins are members) | warehouse | read the `reporting.rpt_*` views |
 | sfdp_airflow | airflow | own Airflow's metadata database |
@@ -96,14 +96,16 @@ SCHEMA_POLICIES = {
     "marts": SchemaPolicy(TRANSFORMER),
     "publish": SchemaPolicy(TRANSFORMER, readers=(PUBLISHER,)),
     "dq": SchemaPolicy(TRANSFORMER, readers=(PUBLISHER,), users=(LOADER,)),
-    "dq_failures": SchemaPolicy(TRANSFORMER),
+    "dq_failures": SchemaPolicy(TRANSFORMER),  # the gate's stored failing rows
+    "snapshots": SchemaPolicy(TRANSFORMER),  # dbt snapshots (SCD2)
     "reporting": SchemaPolicy(TRANSFORMER, readers=(READER,)),
     "truth": SchemaPolicy(PLANT_TRUTH),
 }
 # Schemas a role may create (and rename to) itself, beside the superuser: SQL LIKE patterns.
 SCHEMA_CREATORS = {LOADER: "raw\\_%", PLANT_TRUTH: "truth"}
-# Created at set-up when missing (dbt would create dq_failures, which its role may not).
-SETUP_SCHEMAS = ("dq_failures",)
+# Created at set-up when missing: dbt would create them, which its role may not (it creates no
+# schema; every schema the dbt project writes is here or in warehouse.SCHEMAS).
+SETUP_SCHEMAS = ("dq_failures", "snapshots")
 
 READ = "SELECT"
 WRITE = "SELECT, INSERT, UPDATE, DELETE"

@@ -120,7 +120,10 @@ class Cluster:
         self.socket_dir.mkdir(exist_ok=True)
         _make_traversable_for_server_user(self.root)
         pwfile = self.root / ".pwfile"
-        pwfile.write_text(self.password + "\n")
+        self.root.chmod(0o700)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable
+        with os.fdopen(fd, "w") as fh:                                    # by anyone else
+            fh.write(self.password + "\n")
         try:
             if os.geteuid() == 0:
                 shutil.chown(self.root, SERVER_USER)
