@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/include
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: help run stop status test test-fast bench docs backfill lint requirements clean
+.PHONY: help run stop status test test-fast bench chaos docs backfill lint requirements clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
 
 bench: $(STAMP)  ## run the benchmarks; writes bench/results.json
 	$(PY) -m bench
+
+chaos: $(STAMP)  ## 24 plant-hours, every delivery fault, an outage, a Postgres restart: nothing lost (~15 min)
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 docs: $(STAMP)  ## generate dbt docs (needs `make run` for the warehouse) and say where they are
 	set -a; . ./.env; set +a; cd dbt_project && ../$(VENV)/bin/dbt docs generate --profiles-dir . --quiet
