@@ -260,3 +260,18 @@ def test_a_load_that_commits_after_the_transform_looked_is_transformed_next(scra
     window = transform_window.open_run(scratch, "transform-after-load")
     assert datetime.fromisoformat(window["interval_start"]) == T0
     assert datetime.fromisoformat(window["interval_end"]) == T0 + timedelta(hours=1)
+
+
+def test_an_answer_cut_short_is_refused_not_applied(scratch):
+    """Found by `make chaos`: a follow-up page that came back empty ended the window early, and
+    the shorter answer replaced the window — 2,240 QMS versions deleted. A change feed never
+    drops a version, so an answer lacking versions raw holds is refused; raw stays as it was."""
+    from factory_platform.extract.loader import IncompleteAnswerRefused
+
+    load(scratch, [reading(i) for i in range(10)])
+    with pytest.raises(IncompleteAnswerRefused, match="lacks 4 version"):
+        load(scratch, [reading(i) for i in range(6)], empty_is_deletion=False)
+    with psycopg.connect(scratch) as conn:
+        assert conn.execute("select count(*) from raw_faulttest.readings").fetchone()[0] == 10
+    result = load(scratch, [reading(i) for i in range(12)], empty_is_deletion=False)
+    assert (result.rows_loaded, result.rows_replaced) == (12, 10)  # a longer answer applies

@@ -180,6 +180,11 @@ class EmptyAnswerRefused(RefusedAnswer):
     not declare that an empty window means deletion: nothing was replaced."""
 
 
+class IncompleteAnswerRefused(EmptyAnswerRefused):
+    """A change feed's answer lacks versions raw already holds for the window (a page came back
+    empty or cut short): nothing was replaced."""
+
+
 def batch_id_for(system: str, entity: str, window_start: datetime, window_end: datetime) -> str:
     return f"{system}.{entity}:{window_start.isoformat()}/{window_end.isoformat()}"
 
@@ -320,6 +325,20 @@ def _load_batch(dsn, target, extraction, *, interval_start, interval_end, window
             f"select distinct on ({key}{', ' + _q(target.replace_column) if target.replace_column else ''}) * "
             f"from _incoming order by {key}{cursor_order}"
         ).rowcount
+        if not extraction.empty_is_deletion and replace_sources is None and target.replace_column:
+            # A change feed never drops a version: an answer lacking versions raw holds for the
+            # window (a page that came back empty or cut short) must not delete them.
+            missing = _versions_missing(conn, target, key, window_start, interval_end)
+            if missing:
+                conn.rollback()
+                audit(conn, status="refused")
+                conn.commit()
+                raise IncompleteAnswerRefused(
+                    f"{target.system}.{target.entity} from {source_label}: the answer for "
+                    f"[{window_start.isoformat()}, {interval_end.isoformat()}) lacks {missing} "
+                    f"version(s) {target.table} holds for that window (read {result.rows_read}); "
+                    "a change feed never drops a version, so the answer is refused, not applied "
+                    "as a deletion. Nothing was replaced.")
         result.duplicates_skipped = (result.rows_read - result.rows_quarantined) - distinct_rows
         result.rows_read += extraction.duplicates
         result.duplicates_skipped += extraction.duplicates
@@ -362,6 +381,18 @@ def _window_holds_rows(conn, target: LoadTarget, start: datetime, end: datetime)
     return conn.execute(
         f'select exists (select from {target.table} where "{target.replace_column}" >= %s '
         f'and "{target.replace_column}" < %s)', (start, end)).fetchone()[0]
+
+
+def _versions_missing(conn, target: LoadTarget, key: str, start: datetime,
+                      end: datetime) -> int:
+    """Versions (natural key + cursor) raw holds in [start, end) that the batch lacks."""
+    cursor = _q(target.replace_column)
+    return conn.execute(
+        f"select count(*) from {target.table} t where t.{cursor} >= %s and t.{cursor} < %s "
+        f"and not exists (select from _distinct d where (d.{cursor}, "
+        + ", ".join(f"d.{c}" for c in key.split(", "))
+        + f") = (t.{cursor}, " + ", ".join(f"t.{c}" for c in key.split(", ")) + "))",
+        (start, end)).fetchone()[0]
 
 
 def _record_drift(conn, target: LoadTarget, extra_columns, batch_id: str,
@@ -628,8 +659,9 @@ def _load_file_batch(dsn, target, extraction, *, interval_start, interval_end, w
         _record_drift(conn, target, extra_columns, batch_id, result)
         # Resolve first: an incident the client reports for this batch (a file that changed
         # while it was read) must stay open.
-        loaded_files = [name for name in sources if name not in result.files_rejected]
-        incidents.resolve(conn, target.system, target.entity, ("file_waiting",), loaded_files)
+        settled = [name for name in sources if name not in result.files_rejected]
+        settled += [f.name.split(" (re-delivery")[0] for f in set_aside]  # no longer waiting
+        incidents.resolve(conn, target.system, target.entity, ("file_waiting",), settled)
         incidents.resolve(conn, target.system, target.entity, incidents.CLEARED_BY_A_LOAD)
         incidents.record(conn, target.system, target.entity, [
             *extraction.incidents,
