@@ -25,7 +25,8 @@ with the message body (`erp_payload`) and its `content_hash`. `ops.erp_outbox` r
      was checked when posted, the key is held (`scope_blocked`) and alerted, and released
      automatically once the scope passes again (then the usual comparison applies);
    - a scope whose rows changed since the gate checked them → nothing until the next gate;
-   - a key with a row in flight (pending) → nothing until that row is answered.
+   - a key with a row in flight (pending) → nothing until that row is answered;
+   - a publish row without site or production day (no scope the gate could check) → nothing.
    New rows are committed as `pending` **before** anything is sent;
 3. sends the pending rows in order through the ERP's inbound interface
    (`erp.post_message(key, type, payload)`) and records each answer in its own transaction.
@@ -197,15 +198,19 @@ joined as (
            e.production_date as posted_day, e.order_number as posted_order,
            coalesce(v.max_version, 0) as max_version, coalesce(r.n, 0) as posted_reversals,
            coalesce(s.checked, false) as checked, s.decision, s.failing_checks,
-           coalesce(w.site_code, e.site_code) as scope_site,
-           coalesce(w.production_date, e.production_date) as scope_day,
+           case when w.business_key is not null then w.site_code else e.site_code end
+               as scope_site,
+           case when w.business_key is not null then w.production_date else e.production_date
+           end as scope_day,
            h.kind as hold_kind, h.hold_id, i.business_key is not null as in_flight
     from wanted w
     full join effective e on e.business_key = w.business_key
     left join versions v on v.business_key = coalesce(w.business_key, e.business_key)
     left join reversals r on r.reverses_key = e.idempotency_key
-    left join erp_scopes s on s.site_code = coalesce(w.site_code, e.site_code)
-                          and s.production_day = coalesce(w.production_date, e.production_date)
+    left join erp_scopes s
+      on s.site_code = case when w.business_key is not null then w.site_code else e.site_code end
+     and s.production_day = case when w.business_key is not null then w.production_date
+                                 else e.production_date end
     left join holds h on h.business_key = coalesce(w.business_key, e.business_key)
     left join in_flight i on i.business_key = coalesce(w.business_key, e.business_key)
 )
@@ -214,6 +219,7 @@ select joined.*,
            when hold_kind = 'erp_rejected' then 'held'
            when in_flight then 'in_flight'
            when hold_kind = 'vanished_bulk' and not wanted then 'held'
+           when scope_site is null or scope_day is null then 'unscoped'
            when decision = 'blocked' then case when posted then 'frozen' else 'blocked' end
            when wanted and posted and content_hash = posted_hash then 'unchanged'
            when not checked or decision is null then 'unchecked'
@@ -357,11 +363,18 @@ def _plan(conn, message_type: str, run_id: str, gate: str | None, result: Publis
         target.extend(key for (key,) in conn.execute(
             HOLDS_SQL, {**params, "kind": kind, "action": action}))
 
-    conn.execute(DOUBLE_BOOKINGS_SQL.format(effective=EFFECTIVE_POSTINGS_SQL), params)
-    result.planned_reversals = conn.execute(REVERSALS_SQL, params).rowcount
+    double_bookings = conn.execute(DOUBLE_BOOKINGS_SQL.format(effective=EFFECTIVE_POSTINGS_SQL),
+                                   params).rowcount
+    if double_bookings:
+        log.warning("%d %s postings were booked twice by an earlier publisher (a new version "
+                    "although the reversal was rejected): reversed now", double_bookings,
+                    message_type)
+    result.planned_reversals = double_bookings + conn.execute(REVERSALS_SQL, params).rowcount
     result.planned_postings = conn.execute(POSTINGS_SQL, params).rowcount
     result.actions = Counter(dict(conn.execute(
         "select action, count(*) from erp_keys group by 1").fetchall()))
+    if double_bookings:
+        result.actions["double_booking"] = double_bookings
     result.unchanged = result.actions.get("unchanged", 0)
     result.blocked_scopes = [
         (site, str(day), list(checks)) for site, day, checks in conn.execute(

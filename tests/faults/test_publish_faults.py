@@ -121,7 +121,8 @@ def set_confirmations(dsn: str, rows: list[dict]) -> None:
         conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_MODELS_LOCK,))
         conn.execute("delete from publish.pub_erp__production_confirmation")
         for r in rows:
-            started = datetime.combine(r["day"], datetime.min.time(), UTC) + timedelta(hours=6)
+            started = datetime.combine(r["day"] or DAY, datetime.min.time(), UTC) + timedelta(
+                hours=6)
             payload = {"confirmation_id": r["key"], "operation_id": f"OP-{r['key']}",
                        "order_number": r["order"], "material_number": MATERIAL,
                        "machine_code": "ERF-L1-M01", "yield_qty": r["good"],
@@ -529,6 +530,7 @@ def test_a_double_booking_of_the_old_publisher_is_reversed(wh, erp):
                       (key, TYPE, version, Jsonb(payload), SITE, DAY, ORDERS[0]))
     assert erp_net(erp) == {"C-1": 23}
     result = publish(wh, erp, "p1")
+    assert (result.planned_reversals, result.actions["double_booking"]) == (1, 1)
     assert dict(result.answers) == {"accepted": 1}
     assert_exactly_once(erp, {"C-1": 12})
 
@@ -554,6 +556,15 @@ def test_rows_added_after_the_gate_wait_for_the_next_gate(wh, erp):
         gates = {g for (g,) in conn.execute("select distinct gate_run_id from ops.erp_outbox")}
     assert flags == {"C-1": True, "C-2": True, "C-3": True, "C-4": False} and gates == {"g2"}
     assert_exactly_once(erp, {"C-1": 11, "C-2": 5, "C-3": 1, "C-4": 8})
+
+
+def test_a_row_without_a_scope_is_never_posted(wh, erp):
+    set_confirmations(wh, [row("C-1", 11), row("C-2", 5, day=None)])
+    gate(wh, "g1")
+    result = publish(wh, erp, "p1")
+    assert (result.planned_postings, result.actions["unscoped"]) == (1, 1)
+    assert "unchecked" not in result.actions
+    assert_exactly_once(erp, {"C-1": 11})
 
 
 def test_transform_and_publish_never_overlap(wh, erp):
