@@ -162,9 +162,12 @@ class Plant:
 
 @pytest.fixture(scope="session")
 def warehouse_dsn() -> str:
+    """The superuser's DSN with its password file named in it: a Cosmos dbt task writes its own
+    environment (the transformer's PGPASSFILE) into os.environ within a test module."""
     from factory_platform.warehouse import env_dsn
+    from psycopg.conninfo import make_conninfo
 
-    return env_dsn()
+    return make_conninfo(env_dsn(), passfile=os.environ["PGPASSFILE"])
 
 
 @pytest.fixture(scope="session")
