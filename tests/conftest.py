@@ -53,14 +53,16 @@ def _cluster() -> Cluster:
 
 def pytest_configure(config) -> None:
     """The components get make run's environment: each connection with its job's role. The
-    test harness itself (PG*: fixtures that reset and inspect the warehouse) is the superuser,
-    by a password file — no password in any DSN it hands to a command line."""
+    test harness itself (PG*: fixtures that reset and inspect the warehouse) is the superuser;
+    its DSNs name a password file — no password in any DSN it hands to a command line."""
     secret = load_or_create_secrets(INSTANCE)
     env = platform_environment(INSTANCE, secret)
     os.environ.update(env)
-    os.environ.pop("PGPASSWORD", None)
     os.environ["PGUSER"] = "postgres"
     os.environ["PGPASSFILE"] = str(admin_passfile(INSTANCE, secret))
+    # set, not left out: dbt (1.12) loads the nearest .env — `make run`'s, with the transformer's
+    # PGPASSWORD — into os.environ when it is imported, without overriding what is set
+    os.environ["PGPASSWORD"] = secret[SUPERUSER_PASSWORD]
     # an Airflow connection URI of the superuser (no password: libpq takes it from PGPASSFILE),
     # for tests that point a connection at a scratch database they made
     os.environ["SFDP_TEST_ADMIN_URI"] = f"postgres://postgres@127.0.0.1:{INSTANCE.pg_port}"
