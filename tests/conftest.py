@@ -63,7 +63,7 @@ def pytest_configure(config) -> None:
     # set, not left out: dbt (1.12) loads the nearest .env — `make run`'s, with the transformer's
     # PGPASSWORD — into os.environ when it is imported, without overriding what is set
     os.environ["PGPASSWORD"] = secret[SUPERUSER_PASSWORD]
-    # an Airflow connection URI of the superuser (no password: libpq takes it from PGPASSFILE),
+    # an Airflow connection URI of the superuser (no password in it: libpq takes PGPASSWORD),
     # for tests that point a connection at a scratch database they made
     os.environ["SFDP_TEST_ADMIN_URI"] = f"postgres://postgres@127.0.0.1:{INSTANCE.pg_port}"
     os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
