@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,7 +155,7 @@ class Plant:
     end: datetime  # last shift end (UTC)
     mes_url: str
     qms_url: str
-    api_key: str
+    api_key: str = field(repr=False)  # a failing test prints its fixtures: not the key
 
     def truth_rows(self, table: str) -> list[dict]:
         with open(self.world / "truth" / f"{table}.csv", encoding="utf-8") as fh:

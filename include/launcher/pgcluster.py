@@ -13,7 +13,7 @@ import shutil
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVER_USER = "postgres"
@@ -79,7 +79,7 @@ class Cluster:
     root: Path
     port: int
     superuser: str
-    password: str
+    password: str = field(repr=False)  # never in a traceback's or a log's repr
     # A libpq password file holding the superuser's password: then `dsn()` names the file
     # instead of carrying the password (a DSN may end up on a command line or in a log).
     passfile: Path | None = None

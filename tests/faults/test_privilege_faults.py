@@ -400,6 +400,11 @@ def test_secret_files_are_readable_by_their_owner_only(tmp_path):
         shutil.rmtree(instance.var_dir, ignore_errors=True)
 
 
+def test_fixture_reprs_hold_no_secret(pg):
+    """A failing test prints its fixtures' values: the cluster's shows no password."""
+    assert leaks(repr(pg) + repr(pg.cluster) + pg.dsn, "a fixture's repr") == []
+
+
 def test_make_run_starts_nothing_with_a_secret_on_its_command_line():
     from launcher.__main__ import AIRFLOW_COMPONENTS, plant_command
     from launcher.settings import platform_environment
