@@ -47,7 +47,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _results import merge_results
 from launcher.pgcluster import Cluster
-from launcher.settings import Instance, load_or_create_secrets, platform_environment
+from launcher.settings import (
+    SUPERUSER_PASSWORD,
+    Instance,
+    admin_passfile,
+    load_or_create_secrets,
+    platform_environment,
+    role_passwords,
+)
 
 INSTANCE = Instance(name="bench-incremental", pg_port=55452, api_port=18390, mes_port=18391,
                     qms_port=18392)
@@ -56,16 +63,22 @@ SYSTEMS = ("erp", "eam", "plm", "mes", "qms", "wms", "ems", "scada")
 DBT = str(ROOT / ".venv" / "bin" / "dbt")
 DBT_DIR = ROOT / "dbt_project"
 HOUR_RUN_SELECT = "config.materialized:incremental"
+DBT_ENV: dict[str, str] = {}  # the transformer's libpq variables, set by main()
 
 
 def start_cluster(secret: dict[str, str]) -> Cluster:
-    cluster = Cluster(INSTANCE.pg_root, INSTANCE.pg_port, "postgres", secret["PGPASSWORD"])
+    """The private cluster with fresh databases, provisioned as `make run` does it (a role per
+    job, the warehouse bootstrapped with the role matrix, the plant's databases)."""
+    from factory_platform.roles import provision
+
+    cluster = Cluster(INSTANCE.pg_root, INSTANCE.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
+                      passfile=admin_passfile(INSTANCE, secret))
     cluster.ensure_initialised()
     cluster.start()
     cluster.wait_ready()
     for name in ("warehouse", "erp", "eam"):
         cluster.drop_database(name)
-        cluster.ensure_database(name)
+    provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
     return cluster
 
 
@@ -85,13 +98,18 @@ def serve_plant(days: int, cluster: Cluster, api_key: str) -> tuple[subprocess.P
                     "--truth-dsn", cluster.dsn("warehouse"), "--erp-dsn", cluster.dsn("erp"),
                     "--eam-dsn", cluster.dsn("eam")], check=True, env=env,
                    stdout=subprocess.DEVNULL)
+    from factory_platform.roles import apply_plant_privileges
+
+    for system in ("erp", "eam"):  # the loader reads them; the publisher posts to the ERP
+        apply_plant_privileges(cluster.dsn(system), system)
     inbox = INSTANCE.plant_dir / "inbox"
     shutil.rmtree(inbox, ignore_errors=True)
     server = subprocess.Popen(
         [python, "-m", "plant_sim", "serve", "--world", str(world), "--inbox", str(inbox),
          "--mes-port", str(INSTANCE.mes_port), "--qms-port", str(INSTANCE.qms_port),
-         "--api-key", api_key, "--clock", "batch"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--clock", "batch"],
+        env=dict(env, PLANT_API_KEY=api_key),  # never on a command line
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -137,7 +155,7 @@ def dbt_run(*args: str, command: str = "run") -> tuple[float, float, dict[str, f
     result = subprocess.run(
         [DBT, command, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
          "--target-path", str(target), "--threads", "1", *args],
-        cwd=ROOT, env=dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false"),
+        cwd=ROOT, env=dict(os.environ, **DBT_ENV, DBT_SEND_ANONYMOUS_USAGE_STATS="false"),
         capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
     if result.returncode != 0:
@@ -180,7 +198,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     secret = load_or_create_secrets(INSTANCE)
-    os.environ.update(platform_environment(INSTANCE, secret))
+    # The components' connections (AIRFLOW_CONN_*) for the extractions; the libpq variables
+    # (the transformer's, as make run's .env has them) only for dbt: the harness itself is the
+    # superuser by its password file, which PGPASSWORD would override.
+    environment = platform_environment(INSTANCE, secret)
+    os.environ.update({k: v for k, v in environment.items() if not k.startswith("PG")})
+    for name in ("PGPASSWORD", "PGUSER", "PGPASSFILE", "PGDATABASE", "PGHOST", "PGPORT"):
+        os.environ.pop(name, None)
+    DBT_ENV.update({k: v for k, v in environment.items() if k.startswith("PG")})
     cluster = start_cluster(secret)
     server = None
     try:
