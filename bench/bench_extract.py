@@ -80,7 +80,15 @@ def stage_inbox(files: list[Path], inbox: Path) -> None:
     shutil.rmtree(inbox, ignore_errors=True)
     inbox.mkdir(parents=True)
     for f in files:
-        shutil.copyfile(f, inbox / f.name)
+        deliver(f, inbox / f.name)
+
+
+def deliver(source: Path, target: Path) -> None:
+    """Copy a file into an inbox as a finished delivery of an hour ago: the loader takes a file
+    only once it has been unchanged for its source's settle time."""
+    shutil.copyfile(source, target)
+    finished = time.time() - 3600
+    os.utime(target, (finished, finished))
 
 
 def load_with_our_loader(dsn: str, hours: int) -> dict:
@@ -196,7 +204,7 @@ def peak_rss_of_load(dsn: str, file_body: Path, env: dict[str, str]) -> tuple[fl
     inbox = WORK / "rss_inbox"
     shutil.rmtree(inbox, ignore_errors=True)
     inbox.mkdir(parents=True)
-    shutil.copyfile(file_body, inbox / f"SCADA_TAGS_ERF_{FIRST_HOUR:%Y%m%dT%H}00Z.csv")
+    deliver(file_body, inbox / f"SCADA_TAGS_ERF_{FIRST_HOUR:%Y%m%dT%H}00Z.csv")
     code = RSS_CHILD.format(include=str(ROOT / "include"), bench=str(ROOT / "bench"), dsn=dsn)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             env=dict(env, AIRFLOW_CONN_BENCH_DROPS=json.dumps(
