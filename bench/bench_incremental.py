@@ -45,15 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _cluster import start_provisioned_cluster
 from _results import merge_results
 from launcher.pgcluster import Cluster
 from launcher.settings import (
-    SUPERUSER_PASSWORD,
     Instance,
-    admin_passfile,
     load_or_create_secrets,
     platform_environment,
-    role_passwords,
 )
 
 INSTANCE = Instance(name="bench-incremental", pg_port=55452, api_port=18390, mes_port=18391,
@@ -67,19 +65,7 @@ DBT_ENV: dict[str, str] = {}  # the transformer's libpq variables, set by main()
 
 
 def start_cluster(secret: dict[str, str]) -> Cluster:
-    """The private cluster with fresh databases, provisioned as `make run` does it (a role per
-    job, the warehouse bootstrapped with the role matrix, the plant's databases)."""
-    from factory_platform.roles import provision
-
-    cluster = Cluster(INSTANCE.pg_root, INSTANCE.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
-                      passfile=admin_passfile(INSTANCE, secret))
-    cluster.ensure_initialised()
-    cluster.start()
-    cluster.wait_ready()
-    for name in ("warehouse", "erp", "eam"):
-        cluster.drop_database(name)
-    provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
-    return cluster
+    return start_provisioned_cluster(INSTANCE, secret)
 
 
 def serve_plant(days: int, cluster: Cluster, api_key: str) -> tuple[subprocess.Popen, Path]:

@@ -61,17 +61,15 @@ from _chaos_driver import (
     parse_utc,
     tick_before,
 )
+from _cluster import start_provisioned_cluster
 from _results import merge_results
 from launcher.pgcluster import Cluster
 from launcher.settings import (
-    SUPERUSER_PASSWORD,
     Instance,
-    admin_passfile,
     load_or_create_secrets,
     plant_passfile,
     platform_environment,
     role_dsn,
-    role_passwords,
 )
 
 INSTANCE = Instance(name="chaos", pg_port=55462, api_port=18590, mes_port=18591, qms_port=18592)
@@ -142,19 +140,7 @@ def say(text: str) -> None:
 # --- set-up --------------------------------------------------------------------------------------
 
 def start_cluster(secret: dict[str, str]) -> Cluster:
-    """The private cluster with fresh databases, provisioned as `make run` does it (roles, the
-    warehouse bootstrapped with the role matrix, the plant's databases)."""
-    from factory_platform.roles import provision
-
-    cluster = Cluster(INSTANCE.pg_root, INSTANCE.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
-                      passfile=admin_passfile(INSTANCE, secret))
-    cluster.ensure_initialised()
-    cluster.start()
-    cluster.wait_ready()
-    for name in ("warehouse", "erp", "eam"):
-        cluster.drop_database(name)
-    provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
-    return cluster
+    return start_provisioned_cluster(INSTANCE, secret)
 
 
 def world_config(path: Path, machines: int) -> None:

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from _http import call
+from _procs import ENV, SMALL
+from _procs import free_port as _port
 from plant_sim.drops import read_index
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
-SMALL = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,9 +4,7 @@ file, no half-written world.json, files being written in place finished."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +13,11 @@ from typing import Any
 
 import pytest
 from _http import call
+from _procs import ENV, SMALL
+from _procs import free_port as _port
 from plant_sim.config import load_config
 from plant_sim.drops import read_index
 from plant_sim.world import generate_world
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
-SMALL = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

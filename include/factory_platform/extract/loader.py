@@ -1003,7 +1003,7 @@ def _copy_bytes(conn, table: str, parts: list[tuple[DelimitedFile, int]],
                         continue
                     body = pending + chunk[:cut]
                     if (len(pending) + chunk.find(b"\n") > file.max_record_bytes
-                            or _longest_line(chunk[:cut], file.max_record_bytes)):
+                            or _has_long_line(chunk[:cut], file.max_record_bytes)):
                         raise _NotForCopy(f"{file.name} has a line over "
                                           f"{file.max_record_bytes} bytes")
                     pending = chunk[cut:]
@@ -1025,7 +1025,7 @@ def _long_line(limit: int) -> re.Pattern[bytes]:
     return re.compile(rb"[^\n]{%d}" % (limit + 1))
 
 
-def _longest_line(data: bytes, limit: int) -> bool:
+def _has_long_line(data: bytes, limit: int) -> bool:
     """Whether a chunk holds a line over `limit` bytes (a C-speed scan; a chunk cannot hold a
     line longer than itself, so with the default limit nothing is scanned)."""
     return len(data) > limit and _long_line(limit).search(data) is not None
