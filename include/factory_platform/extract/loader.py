@@ -84,7 +84,6 @@ class Extraction:
     rejected: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     duplicates: int = 0
     on_committed: Callable[[], None] | None = None  # e.g. move files to the archive
-    on_rejected: Callable[[str], None] | None = None  # e.g. move files to quarantine
     # File drops only (used when `replace_sources` is set; see the module docstring):
     set_aside: list[SetAsideFile] = field(default_factory=list)
     delimited_files: list[DelimitedFile] | None = None  # historian fast path
@@ -243,14 +242,9 @@ def load_batch(
     `interval_end` when the batch starts at or before it; "start" also creates a missing mark
     (a scheduled run); "keep" leaves it alone (a snapshot has no time position)."""
     load = _load_file_batch if extraction.replace_sources is not None else _load_batch
-    try:
-        result = load(dsn, target, extraction, interval_start=interval_start,
-                      interval_end=interval_end, window_start=window_start, run_id=run_id,
-                      watermark=watermark)
-    except LoadRejected as exc:
-        if extraction.on_rejected:
-            extraction.on_rejected(str(exc))
-        raise
+    result = load(dsn, target, extraction, interval_start=interval_start,
+                  interval_end=interval_end, window_start=window_start, run_id=run_id,
+                  watermark=watermark)
     if extraction.on_committed:
         extraction.on_committed()
     if extraction.on_file_rejected:

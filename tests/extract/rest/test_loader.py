@@ -33,8 +33,7 @@ def record(i: int, **override) -> SourceRecord:
 def load(dsn, records, rejected_flag=None):
     calls = []
     extraction = Extraction(records=records, source_label="test api",
-                            on_committed=lambda: calls.append("committed"),
-                            on_rejected=lambda reason: calls.append(reason))
+                            on_committed=lambda: calls.append("committed"))
     result = load_batch(dsn, TARGET, extraction, interval_start=T0,
                         interval_end=T0 + timedelta(hours=1), window_start=T0)
     return result, calls
