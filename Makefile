@@ -8,12 +8,12 @@ STAMP   := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/include
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: help run stop status test test-fast bench chaos docs backfill lint requirements clean
+.PHONY: help run stop status test test-fast bench chaos docs backfill lint requirements image-check clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements/bootstrap.txt scripts/bootstrap-venv.sh
+$(STAMP): requirements.txt requirements/dev.txt requirements/bootstrap.txt scripts/bootstrap-venv.sh
 	scripts/bootstrap-venv.sh
 	touch $@
 
@@ -50,9 +50,14 @@ backfill: $(STAMP)  ## backfill one DAG over a range: make backfill DAG=extract_
 lint: $(STAMP)  ## ruff (with Airflow's AIR rules)
 	$(VENV)/bin/ruff check dags include plugins tests bench
 
-requirements:  ## re-resolve requirements.txt from requirements/requirements.in (needs uv)
+requirements:  ## re-resolve requirements.txt (runtime) and requirements/dev.txt (tests, tools) (needs uv)
 	$(VENV)/bin/uv pip compile --python-version 3.11 requirements/requirements.in \
 	  --excludes requirements/excludes.txt -o requirements.txt --no-header --no-annotate
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements/dev.in -c requirements.txt \
+	  -o requirements/dev.txt --no-header --no-annotate
+
+image-check: $(STAMP)  ## the image's dependency set alone: fresh venv, requirements.txt --no-deps, pip check
+	$(PY) deploy/pip_check.py --fresh-venv var/image-check/venv
 
 clean: stop  ## stop, then delete everything generated (virtualenv, clusters, .env)
 	rm -rf $(VENV) var .env dbt_project/target dbt_project/logs

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.11 and install the pinned requirements (reused when up to date).
+# Create .venv with Python 3.11 and install the pinned requirements (reused when up to date):
+# the runtime set the image installs (requirements.txt) plus the tests and tools
+# (requirements/dev.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +29,8 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/bootstrap.txt
-echo "installing the pinned requirements (requirements.txt) with uv"
-.venv/bin/uv pip sync -q --python .venv/bin/python requirements.txt
+echo "installing the pinned requirements (requirements.txt, requirements/dev.txt) with uv"
+.venv/bin/uv pip sync -q --python .venv/bin/python requirements.txt requirements/dev.txt
 # Byte-compile once: this environment may set PYTHONDONTWRITEBYTECODE, which otherwise makes
 # every Airflow/dbt start-up compile from source (about twice as slow).
 echo "byte-compiling site-packages (once per install, ~30 s)"
