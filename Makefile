@@ -17,8 +17,13 @@ $(STAMP): requirements.txt requirements/dev.txt requirements/bootstrap.txt scrip
 	scripts/bootstrap-venv.sh
 	touch $@
 
-run: $(STAMP)  ## start PostgreSQL, the simulated plant and Airflow (UI on :8080); re-run safe
-	$(PY) -m launcher run
+# `make run EXECUTOR=celery WORKERS=3`: Airflow's CeleryExecutor, a private Redis and 3 workers
+EXECUTOR    ?= local
+WORKERS     ?= 2
+CONCURRENCY ?= 4
+
+run: $(STAMP)  ## start PostgreSQL, the simulated plant and Airflow (UI on :8080); EXECUTOR=celery WORKERS=n
+	$(PY) -m launcher run --executor $(EXECUTOR) --workers $(WORKERS) --concurrency $(CONCURRENCY)
 
 stop:  ## stop everything `make run` started
 	@if [ -x $(PY) ]; then $(PY) -m launcher stop; else echo "nothing to stop (no .venv)"; fi

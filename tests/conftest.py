@@ -75,6 +75,7 @@ def pytest_configure(config) -> None:
     cluster.wait_ready()
     _provision(cluster, secret)
     _migrate_airflow()
+    _sync_pools()
 
 
 def _provision(cluster: Cluster, secret: dict[str, str]) -> None:
@@ -95,6 +96,14 @@ def _migrate_airflow() -> None:
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                    check=True, stdout=subprocess.DEVNULL, env=dict(os.environ))
     stamp.touch()
+
+
+def _sync_pools() -> None:
+    """The plant systems' pools, as `make run` and the deployment's init create them: a task
+    in a pool that does not exist is never scheduled."""
+    from factory_platform.pools import sync
+
+    sync()
 
 
 @dataclass

@@ -67,11 +67,15 @@ def build_extract_dag(system: str, doc_md: str | None):
         for entity in source.entities:
             asset = warehouse_asset(f"raw_{system}", entity.name)
 
-            @task(task_id=f"load_{entity.name}", outlets=[asset], doc_md=entity.description)
+            # Every extraction task waits for a slot of its system's pool (factory_platform.
+            # pools): the plant sees at most `max_connections` of our sessions, in any run.
+            @task(task_id=f"load_{entity.name}", outlets=[asset], doc_md=entity.description,
+                  pool=source.pool)
             def load(entity_name: str = entity.name, asset=asset, **context) -> dict:
                 from factory_platform.extract.run import (
                     extract_interval,
                     extract_scheduled,
+                    release_plant_connections,
                 )
 
                 start, end = run_window(context)
@@ -80,7 +84,10 @@ def build_extract_dag(system: str, doc_md: str | None):
                 exact = reload_requested(context) or "backfill" in str(
                     context["dag_run"].run_type).lower()
                 extract = extract_interval if exact else extract_scheduled
-                summary = extract(system, entity_name, start, end, run_id=context["run_id"])
+                try:
+                    summary = extract(system, entity_name, start, end, run_id=context["run_id"])
+                finally:  # before the task reports done and its pool slot is given to another
+                    release_plant_connections()
                 context["outlet_events"][asset].extra = {
                     "interval_start": start.isoformat(), "interval_end": end.isoformat(),
                     "rows_loaded": summary["rows_loaded"],

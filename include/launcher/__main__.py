@@ -16,9 +16,11 @@ from pathlib import Path
 
 from launcher import processes
 from launcher.pgcluster import Cluster
+from launcher.redisserver import RedisServer
 from launcher.settings import (
     PROJECT_ROOT,
     SUPERUSER_PASSWORD,
+    Executor,
     Instance,
     admin_passfile,
     client_host,
@@ -48,6 +50,22 @@ def cluster_for(instance: Instance, secret: dict[str, str]) -> Cluster:
                    passfile=admin_passfile(instance, secret))
 
 
+def redis_for(instance: Instance, secret: dict[str, str]) -> RedisServer:
+    return RedisServer(instance.redis_root, instance.redis_port, secret["REDIS_PASSWORD"])
+
+
+def executor_file(instance: Instance) -> Path:
+    return instance.var_dir / "executor.json"
+
+
+def running_executor(instance: Instance) -> Executor | None:
+    """The executor the running Airflow was started with (None when it is not running)."""
+    path = executor_file(instance)
+    if not path.exists() or not processes.service_alive("scheduler", instance.pid_dir):
+        return None
+    return Executor(**json.loads(path.read_text()))
+
+
 def prepare_databases(cluster: Cluster, secret: dict[str, str]) -> None:
     """As the superuser, and only here: the roles (one per job), the warehouse (schemas, ops and
     raw tables, the role matrix), Airflow's and the plant's databases (factory_platform.roles)."""
@@ -68,6 +86,13 @@ def migrate_airflow(instance: Instance, env: dict[str, str]) -> None:
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     stamp.touch()
+
+
+def sync_pools(env: dict[str, str]) -> None:
+    """One Airflow pool per plant system, sized from the source registry (the same command the
+    deployment's init service runs)."""
+    subprocess.run([str(VENV_BIN / "python"), "-m", "factory_platform.pools", "sync"], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def write_admin_password(instance: Instance, secret: dict[str, str]) -> None:
@@ -168,10 +193,57 @@ AIRFLOW_COMPONENTS = {
 }
 
 
-def start_airflow(instance: Instance, env: dict[str, str]) -> None:
+def worker_command(name: str, executor: Executor) -> list[str]:
+    """`airflow celery worker` with its own Celery hostname (`worker<i>@<machine>`: the task
+    instances record it) and the same concurrency as every other worker. Its log server is not
+    started (it would listen on every interface): on one machine the API server reads the task
+    logs from the shared log folder."""
+    return [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h",
+            "--concurrency", str(executor.concurrency), *_SKIP_LOGS]
+
+
+def worker_environment(env: dict[str, str], name: str) -> dict[str, str]:
+    """A worker's environment: its task instances record its Celery hostname (launcher.hostname)."""
+    return {**env, "SFDP_WORKER_NAME": name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "launcher.hostname.worker_hostname"}
+
+
+def components(executor: Executor) -> list[str]:
+    return [*AIRFLOW_COMPONENTS, *executor.worker_names()]
+
+
+def start_airflow(instance: Instance, env: dict[str, str], executor: Executor) -> None:
     for name, args in AIRFLOW_COMPONENTS.items():
         processes.start_service(name, [str(VENV_BIN / "airflow"), *args], env,
                                 instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+    for name in executor.worker_names():
+        processes.start_service(name, worker_command(name, executor), worker_environment(env, name),
+                                instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+
+
+def wait_workers_ready(instance: Instance, executor: Executor, env: dict[str, str],
+                       timeout_s: float = 180) -> None:
+    """Until every Celery worker answers a ping through the broker (by its hostname)."""
+    if not executor.celery:
+        return
+    probe = ("import json; from airflow.providers.celery.executors.celery_executor import app; "
+             "print(json.dumps(sorted((app.control.inspect(timeout=3).ping() or {}))))")
+    deadline = time.monotonic() + timeout_s
+    names = executor.worker_names()
+    while True:
+        answered = subprocess.run([str(VENV_BIN / "python"), "-c", probe], env=env,
+                                  capture_output=True, text=True, check=False)
+        lines = answered.stdout.strip().splitlines()
+        ready = json.loads(lines[-1]) if answered.returncode == 0 and lines else []
+        if all(any(r.startswith(f"{n}@") for r in ready) for n in names):
+            return
+        for name in names:
+            if not processes.service_alive(name, instance.pid_dir):
+                raise SystemExit(f"celery {name} exited — see {instance.log_dir / (name + '.log')}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Celery workers not ready after {timeout_s:.0f} s (answered: "
+                             f"{ready}) — see {instance.log_dir}")
+        time.sleep(2)
 
 
 def wait_healthy(instance: Instance, timeout_s: float = 600) -> None:
@@ -244,12 +316,19 @@ def trigger_history_load(instance: Instance, secret: dict[str, str]) -> None:
         f"{reload_start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC")
 
 
-def cmd_run(_: argparse.Namespace) -> None:
+def cmd_run(args: argparse.Namespace) -> None:
     started = time.monotonic()
     instance = run_instance()
+    executor = Executor(args.executor, args.workers, args.concurrency)
+    running = running_executor(instance)
+    if running is not None and running != executor:
+        raise SystemExit(f"Airflow is running with EXECUTOR={running.kind} WORKERS="
+                         f"{running.workers} CONCURRENCY={running.concurrency}; `make stop` "
+                         "first to change it")
     secret = load_or_create_secrets(instance)
-    env = platform_environment(instance, secret)
-    write_env_file(PROJECT_ROOT / ".env", env)
+    env = platform_environment(instance, secret, executor)
+    env_file = PROJECT_ROOT / ".env" if instance.name == "run" else instance.var_dir / ".env"
+    write_env_file(env_file, env)
     full_env = service_environment(instance, {**os.environ, **env})
 
     cluster = cluster_for(instance, secret)
@@ -260,19 +339,28 @@ def cmd_run(_: argparse.Namespace) -> None:
     log(f"PostgreSQL is up on 127.0.0.1:{instance.pg_port}")
     prepare_databases(cluster, secret)
     migrate_airflow(instance, full_env)
+    sync_pools(full_env)
     write_admin_password(instance, secret)
     build_dbt_manifest(full_env)
     start_plant(instance, full_env, secret)
     wait_for_plant(instance, cluster)
     log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}")
-    start_airflow(instance, full_env)
-    log("Airflow starting (api-server, scheduler, dag-processor, triggerer) …")
+    if executor.celery:
+        redis = redis_for(instance, secret)
+        redis.start()
+        log(f"Redis (the Celery broker) is up on 127.0.0.1:{instance.redis_port}")
+    executor_file(instance).write_text(json.dumps(
+        {"kind": executor.kind, "workers": executor.workers, "concurrency": executor.concurrency}))
+    start_airflow(instance, full_env, executor)
+    log(f"Airflow starting (api-server, scheduler, dag-processor, triggerer"
+        f"{', ' + ', '.join(executor.worker_names()) if executor.celery else ''}) …")
     wait_healthy(instance)
+    wait_workers_ready(instance, executor, full_env)
     trigger_history_load(instance, secret)
     minutes = (time.monotonic() - started) / 60
     print(
         f"""
-  Smart Factory Data Platform is running ({minutes:.1f} min).
+  Smart Factory Data Platform is running ({minutes:.1f} min), {describe(executor)}.
 
     Airflow UI   http://{client_host(instance.bind_host)}:{instance.api_port}
     login        admin / {secret['ADMIN_PASSWORD']}
@@ -284,24 +372,45 @@ def cmd_run(_: argparse.Namespace) -> None:
     )
 
 
+def describe(executor: Executor) -> str:
+    if not executor.celery:
+        return "LocalExecutor"
+    return (f"CeleryExecutor with {executor.workers} worker(s) × {executor.concurrency} "
+            "concurrent tasks")
+
+
 def cmd_stop(_: argparse.Namespace) -> None:
     instance = run_instance()
+    # Airflow and its Celery workers (with their task processes) first, then the broker and
+    # the cluster they talk to
     leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir)
     if instance.secrets_file.exists():
-        cluster_for(instance, load_or_create_secrets(instance)).stop()
+        secret = load_or_create_secrets(instance)
+        redis_for(instance, secret).stop()
+        cluster_for(instance, secret).stop()
+    executor_file(instance).unlink(missing_ok=True)
     if leftovers:
         raise SystemExit(f"still running after stop: {leftovers}")
-    log("stopped: Airflow, the simulated plant and the private PostgreSQL cluster")
+    log("stopped: Airflow (and its Celery workers and Redis, if any), the simulated plant and "
+        "the private PostgreSQL cluster")
 
 
 def cmd_status(_: argparse.Namespace) -> None:
     instance = run_instance()
-    for name in ("plant", *AIRFLOW_COMPONENTS):
+    path = executor_file(instance)
+    executor = Executor(**json.loads(path.read_text())) if path.exists() else Executor()
+    print(f"{'executor':14} {describe(executor)}")
+    for name in ("plant", *components(executor)):
         state = "running" if processes.service_alive(name, instance.pid_dir) else "stopped"
         print(f"{name:14} {state}")
     if instance.secrets_file.exists():
-        cluster = cluster_for(instance, load_or_create_secrets(instance))
+        secret = load_or_create_secrets(instance)
+        cluster = cluster_for(instance, secret)
         print(f"{'postgres':14} {'running' if cluster.is_running() else 'stopped'}")
+        redis = redis_for(instance, secret)
+        if executor.celery or redis.is_running():
+            print(f"{'redis':14} {'running' if redis.is_running() else 'stopped'}"
+                  f"  (127.0.0.1:{instance.redis_port})")
     pids = processes.marked_processes(str(instance.var_dir), instance.pid_dir)
     total_kib = sum(processes.pss_kib(pid) for pid in pids)
     print(f"memory (PSS) of the {len(pids)} processes started: {total_kib / 1024:.0f} MiB")
@@ -310,7 +419,15 @@ def cmd_status(_: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start everything (idempotent)").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="start everything (idempotent)")
+    run.add_argument("--executor", default=os.environ.get("EXECUTOR") or "local",
+                     help="local (LocalExecutor, the default) or celery (CeleryExecutor)")
+    run.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 2),
+                     help="Celery workers on this machine (EXECUTOR=celery; default 2)")
+    run.add_argument("--concurrency", type=int,
+                     default=int(os.environ.get("CONCURRENCY") or 4),
+                     help="tasks at once per Celery worker (default 4)")
+    run.set_defaults(func=cmd_run)
     sub.add_parser("stop", help="stop everything `run` started").set_defaults(func=cmd_stop)
     sub.add_parser("status", help="what is running").set_defaults(func=cmd_status)
     args = parser.parse_args()

@@ -82,6 +82,18 @@ def marked_processes(marker: str, pid_dir: Path | None = None) -> list[int]:
     return sorted(found)
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and every live descendant of it (a service with the processes it started)."""
+    parents = _parent_map()
+    found = {pid} if pid in parents else set()
+    changed = bool(found)
+    while changed:
+        children = {p for p, ppid in parents.items() if ppid in found} - found
+        changed = bool(children)
+        found |= children
+    return sorted(found)
+
+
 def stop_all(marker: str, pid_dir: Path, timeout_s: float = 30) -> list[int]:
     """TERM every recorded group and marked process, then KILL what is left; return leftovers."""
     ours = set(marked_processes(marker, pid_dir))  # the whole tree, before anything exits

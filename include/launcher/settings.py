@@ -33,6 +33,7 @@ class Instance:
     mes_port: int
     qms_port: int
     bind_host: str = "127.0.0.1"  # where our services listen (SFDP_BIND_HOST)
+    redis_port: int = 56380  # the Celery broker's, when EXECUTOR=celery (always 127.0.0.1)
 
     @property
     def var_dir(self) -> Path:
@@ -62,15 +63,50 @@ class Instance:
     def secrets_file(self) -> Path:
         return self.var_dir / "secrets.env"
 
+    @property
+    def redis_root(self) -> Path:
+        return self.var_dir / "redis"
+
+
+@dataclass(frozen=True)
+class Executor:
+    """How Airflow runs tasks: `local` (LocalExecutor, the default of `make run`) or `celery`
+    (CeleryExecutor: the private Redis as broker, `workers` `airflow celery worker` processes
+    on this machine, each running up to `concurrency` tasks at once)."""
+
+    kind: str = "local"
+    workers: int = 2
+    concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        kind = self.kind.lower().removesuffix("executor")
+        if kind not in ("local", "celery"):
+            raise ValueError(f"EXECUTOR must be local or celery, not {self.kind!r}")
+        object.__setattr__(self, "kind", kind)
+        if self.workers < 1 or self.concurrency < 1:
+            raise ValueError("WORKERS and CONCURRENCY must be at least 1")
+
+    @property
+    def celery(self) -> bool:
+        return self.kind == "celery"
+
+    def worker_names(self) -> list[str]:
+        """Service names of the workers: worker1, worker2, … (their Celery hostnames are
+        `worker<i>@<host>`)."""
+        return [f"worker{i}" for i in range(1, self.workers + 1)] if self.celery else []
+
 
 def run_instance() -> Instance:
+    """`make run`'s instance. SFDP_RUN_INSTANCE names another one (var/<name>, its `.env` in
+    that folder), to try the launcher beside a running `make run` (with other ports)."""
     return Instance(
-        name="run",
+        name=os.environ.get("SFDP_RUN_INSTANCE", "run"),
         pg_port=int(os.environ.get("SFDP_PG_PORT", "55432")),
         api_port=int(os.environ.get("SFDP_API_PORT", "8080")),
         mes_port=int(os.environ.get("SFDP_MES_PORT", "18081")),
         qms_port=int(os.environ.get("SFDP_QMS_PORT", "18082")),
         bind_host=os.environ.get("SFDP_BIND_HOST", "127.0.0.1"),
+        redis_port=int(os.environ.get("SFDP_REDIS_PORT", "56380")),
     )
 
 
@@ -81,6 +117,7 @@ def test_instance() -> Instance:
         api_port=int(os.environ.get("SFDP_TEST_API_PORT", "18180")),
         mes_port=int(os.environ.get("SFDP_TEST_MES_PORT", "18191")),
         qms_port=int(os.environ.get("SFDP_TEST_QMS_PORT", "18192")),
+        redis_port=int(os.environ.get("SFDP_TEST_REDIS_PORT", "56381")),
     )
 
 
@@ -99,6 +136,7 @@ def _secret_generators() -> dict[str, object]:
         "API_SECRET_KEY": lambda: secrets.token_urlsafe(32),
         "MES_API_KEY": lambda: secrets.token_urlsafe(12),
         "ADMIN_PASSWORD": lambda: secrets.token_urlsafe(9),
+        "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
         **{key: roles.new_password for key in roles.PASSWORD_ENV.values()},
     }
 
@@ -182,7 +220,8 @@ def client_host(bind_host: str) -> str:
     return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
 
 
-def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str, str]:
+def platform_environment(instance: Instance, secret: dict[str, str],
+                         executor: Executor | None = None) -> dict[str, str]:
     """Environment for Airflow, dbt, the tests and `psql`: libpq variables + AIRFLOW_CONN_*.
 
     Every component connects with the role of its job (factory_platform/roles.py), never as the
@@ -192,7 +231,8 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
     sfdp_publisher; `warehouse_report` (the HTML report) → sfdp_reporter (reporting_reader);
     `erp_db`, `eam_db` (extraction) → sfdp_loader; `erp_inbound` (erp.post_message only) →
     sfdp_publisher; Airflow's metadata → sfdp_airflow. factory_platform.warehouse.warehouse_dsn
-    picks the connection of the running task's job."""
+    picks the connection of the running task's job. The executor's settings come from
+    `executor_environment` (LocalExecutor unless `executor` is celery)."""
     from urllib.parse import quote
 
     from factory_platform import roles
@@ -238,8 +278,7 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        **executor_environment(instance, secret, executor or Executor()),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": secret["FERNET_KEY"],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -261,6 +300,34 @@ def platform_environment(instance: Instance, secret: dict[str, str]) -> dict[str
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
         "PYTHONPATH": str(PROJECT_ROOT / "include"),
+    }
+
+
+def executor_environment(instance: Instance, secret: dict[str, str],
+                         executor: Executor) -> dict[str, str]:
+    """What changes with the executor. LocalExecutor: `[core] parallelism` 4 task processes.
+    CeleryExecutor: the private Redis as broker (its password only in this URL, in the
+    environment), Celery's results in Airflow's metadata database as the Airflow role
+    (sfdp_airflow, which owns it), `concurrency` tasks per worker and a parallelism of every
+    worker's slots together; the broker redelivers an unacknowledged task only after 6 hours,
+    longer than any task may run (execution_timeout ≤ 2 h), so a slow task is never run twice."""
+    if not executor.celery:
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4"}
+    from urllib.parse import quote
+
+    from factory_platform import roles
+
+    airflow_pw = quote(secret[roles.PASSWORD_ENV[roles.AIRFLOW]], safe="")
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(executor.workers * executor.concurrency),
+        "AIRFLOW__CELERY__BROKER_URL":
+            f"redis://:{quote(secret['REDIS_PASSWORD'], safe='')}@127.0.0.1:{instance.redis_port}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND":
+            f"db+postgresql+psycopg2://{roles.AIRFLOW}:{airflow_pw}@127.0.0.1:{instance.pg_port}"
+            "/airflow",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(executor.concurrency),
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
     }
 
 

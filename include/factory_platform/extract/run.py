@@ -93,6 +93,15 @@ def _record_failure(dsn: str, system: str, entity: str, window: Window,
                     type(record_error).__name__)
 
 
+def release_plant_connections() -> None:
+    """Close the plant sessions this process keeps for reuse (sql.source_connection). The
+    extraction task calls it before it ends: its pool slot goes to the next task only once
+    the plant no longer sees its session."""
+    from factory_platform.extract.sql import close_idle_connections
+
+    close_idle_connections()
+
+
 def watermark_of(dsn: str, system: str, entity: str) -> datetime | None:
     import psycopg
 

@@ -33,6 +33,12 @@ class Entity:
         return dict(self.options).get(name, default)
 
 
+# Sessions an extraction may hold on a plant system at once, by interface, unless its source
+# declares `max_connections`: a plant database (ERP, EAM) serves the plant's own users first, a
+# plant API little more; a file drop is our own folder and costs the plant nothing.
+INTERFACE_MAX_CONNECTIONS = {"sql": 3, "rest": 4, "csv_drop": 8, "xml_drop": 8}
+
+
 @dataclass(frozen=True)
 class Source:
     """A plant system and how it is reached."""
@@ -68,6 +74,22 @@ class Source:
     max_catchup_slices: int = 24
     # Every extraction task is stopped (and retried) after this long.
     task_timeout: timedelta = timedelta(minutes=30)
+    # How many extraction tasks may reach this system at once (each holds one session or
+    # connection while it reads): the size of its Airflow pool `plant_<system>`
+    # (factory_platform.pools), shared by scheduled runs, catch-up, reloads and backfills, on
+    # every worker. None: the default of its interface (INTERFACE_MAX_CONNECTIONS).
+    max_connections: int | None = None
+
+    @property
+    def pool(self) -> str:
+        """The Airflow pool every extraction task of this system runs in."""
+        return f"plant_{self.system}"
+
+    @property
+    def pool_slots(self) -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        return INTERFACE_MAX_CONNECTIONS[self.interface]
 
     @property
     def dag_id(self) -> str:

@@ -47,6 +47,9 @@ SOURCE = Source(
     lookback=timedelta(hours=3),
     max_reject_share=0.05,
     page_size=2000,
+    # the ERP serves the plant's planners and its own batch jobs first: three sessions
+    # at most for us, whatever runs at once (pool plant_erp)
+    max_connections=3,
     entities=(
         Entity(
             name="plants", endpoint="erp.plants", natural_key=("plant_code",), cursor=None,
