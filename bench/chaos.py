@@ -21,8 +21,15 @@ and stopped at the end (also on errors and Ctrl-C):
 4. Drain: after the 24 plant-hours the schedulers go on until every planned delivery (late and
    broken ones included) has been made; then manual runs of every DAG (▶ in the UI: the latest
    complete interval, `extract_scheduled`) until no file waits in any inbox.
-5. Reconciliation by identity (`_chaos_reconcile`), the tables, `chaos_*` figures merged into
-   bench/results.json (24-hour runs only). Exit 1 if any record is lost.
+5. All along, every `--publish-every` plant-hours, the transform run and the ERP posting
+   (`_chaos_publish`): the ERP rejects transiently (orders not released, a locked posting
+   period, busy), some posting workers are killed (SIGKILL) — one after the ERP took a message
+   and before its answer was recorded, one at a random moment — and retried as Airflow would;
+   after the drain, more cycles until nothing is pending.
+6. Reconciliation by identity (`_chaos_reconcile`), the tables; the ERP's effective postings
+   per business key (`duplicate_effects`: a key booked twice) and the settlement of outbox,
+   ERP, publish models and B2MML; `chaos_*` figures merged into bench/results.json (24-hour
+   runs only). Exit 1 if any record is lost or any posting has a duplicate effect.
 
 Usage: .venv/bin/python bench/chaos.py [--hours 24] [--speed 150] [--seed 11]
 """
@@ -61,6 +68,7 @@ from _chaos_driver import (
     parse_utc,
     tick_before,
 )
+from _chaos_publish import Publisher, duplicate_effects, fault_hits, settlement
 from _cluster import start_provisioned_cluster
 from _results import merge_results
 from launcher.pgcluster import Cluster
@@ -291,6 +299,8 @@ class Chaos:
         self.runner = Runner(self.stats, args.retry_wait)
         self.schedulers: list[Scheduler] = []
         self.restarter: PgRestarter | None = None
+        self.publisher: Publisher | None = None
+        self.still_pending = 0
         self.final_ends: dict[str, datetime] = {}
         self.manual_rounds = 0
         self.drain_note = ""
@@ -376,6 +386,13 @@ class Chaos:
         self.restarter = PgRestarter(cluster, clock, outage[1], timedelta(hours=2 * scale),
                                      self.stop)
         self.restarter.start()
+        if args.publish_every > 0:
+            self.publisher = Publisher(
+                clock=clock, start=t0, every=timedelta(hours=args.publish_every * scale),
+                stop=self.stop, admin_dsn=cluster.dsn("warehouse"),
+                erp_admin_dsn=cluster.dsn("erp"), outbound=INSTANCE.var_dir / "outbound",
+                speed=args.speed, seed=args.seed)
+            self.publisher.start()
 
         plan = planned_deliveries(world, faults, args.seed)
         due_by = end + timedelta(hours=1)
@@ -386,6 +403,8 @@ class Chaos:
             for sched in self.schedulers:
                 if sched.error is not None:
                     raise RuntimeError(f"scheduler {sched.system} died: {sched.error!r}")
+            if self.publisher is not None and self.publisher.error is not None:
+                raise RuntimeError(f"the publisher died: {self.publisher.error!r}")
             now = clock.now()
             hour = now.replace(minute=0, second=0, microsecond=0)
             if hour != last_hour:
@@ -433,8 +452,55 @@ class Chaos:
             say(self.drain_note)
         return clock.server_now()
 
+    def settle_publishing(self) -> None:
+        """After the plant stopped (nothing more is delivered): the publisher's cycle under way
+        ends, then cycles until nothing waits for the ERP."""
+        if self.publisher is None:
+            return
+        self.publisher.join()
+        say(f"{len(self.publisher.cycles)} transform + publish cycles during production; now "
+            f"cycles until nothing waits for the ERP")
+        self.still_pending = self.publisher.final_cycles(self.args.final_publish_rounds)
+
 
 # --- the report ----------------------------------------------------------------------------------
+
+def publish_tables(chaos: Chaos, dsn: str, erp_admin_dsn: str) -> tuple[list[str], dict]:
+    """The cycles, the ERP's rejections, the duplicate effects and the settlement."""
+    pub = chaos.publisher
+    lines = [(f"{'publish cycle':<14}{'transform':<34}{'attempts':>9}  {'kill':<9}{'in doubt':>9}"
+             f"  ERP answers")]
+    for c in pub.cycles:
+        answers = ", ".join(f"{k} {v}" for k, v in sorted(c.answers.items()) if v)
+        lines.append(f"{c.n:<14}{c.transform[:33]:<34}{c.attempts:>9}  {c.kill or '':<9}"
+                     f"{c.in_doubt:>9}  {answers}")
+    lines += [f"  cycle {c.n}: {c.killed}" for c in pub.cycles if c.kill]
+    lines.append("ERP rejections on purpose (erp.inbound_faults): " + ", ".join(
+        f"{code} [{mt} {like}] {hits}" for code, mt, like, hits in fault_hits(erp_admin_dsn)))
+    duplicates, examples = duplicate_effects(erp_admin_dsn)
+    s = settlement(dsn, erp_admin_dsn, INSTANCE.var_dir / "outbound")
+    killed = [c for c in pub.cycles if c.kill and c.killed.startswith("killed")]
+    lines += [
+        (f"posting workers killed: {len(killed)} ({sum(c.in_doubt for c in killed)} ERP "
+        f"posting(s) left in doubt: booked, the outbox still pending)"),
+        f"DUPLICATE EFFECTS (ERP effective postings beyond one per business key): {duplicates}"
+        + (f": {'; '.join(examples)}" if examples else ""),
+        (f"effective postings: ERP {s.erp_effective}, outbox {s.outbox_effective}, differing "
+        f"{s.outbox_vs_erp}"),
+        f"publish rows in scopes the gate let through: {s.model_keys}; in the ERP as published "
+        f"{s.settled}, held {s.held}, neither {len(s.unsettled)}"
+        + (f" ({', '.join(s.unsettled[:5])})" if s.unsettled else "")
+        + f"; outbox rows still pending {chaos.still_pending}",
+        (f"B2MML: {s.b2mml_postings} confirmation postings in documents, {s.b2mml_duplicates} "
+        f"twice, {s.b2mml_missing} accepted ones missing"),
+    ]
+    figures = {"duplicates": duplicates + s.b2mml_duplicates, "killed": len(killed),
+               "in_doubt": sum(c.in_doubt for c in killed), "cycles": len(pub.cycles),
+               "unsettled": len(s.unsettled) + s.outbox_vs_erp + s.b2mml_missing,
+               "transient": sum(h for code, _, _, h in fault_hits(erp_admin_dsn)
+                                if code.startswith("TRANSIENT"))}
+    return lines, figures
+
 
 def fault_table(inbox: Path, chaos: Chaos, outage_hours: float) -> tuple[list[str], int]:
     rows = journal(inbox)
@@ -542,6 +608,11 @@ def main() -> int:
                     help="drain: at most this many manual rounds of every DAG")
     ap.add_argument("--drain-max-hours", type=float, default=12,
                     help="plant-hours after production to wait for the planned deliveries")
+    ap.add_argument("--publish-every", type=float, default=4,
+                    help="plant-hours between transform + publish cycles (0: none; scaled for "
+                         "--hours < 24)")
+    ap.add_argument("--final-publish-rounds", type=int, default=6,
+                    help="after the drain: at most this many cycles until nothing is pending")
     args = ap.parse_args()
 
     began = time.monotonic()
@@ -567,6 +638,7 @@ def main() -> int:
     config = INSTANCE.var_dir / "plant.toml"
     faults = INSTANCE.var_dir / "faults.toml"
     shutil.rmtree(INSTANCE.plant_dir, ignore_errors=True)
+    shutil.rmtree(INSTANCE.var_dir / "outbound", ignore_errors=True)
     inbox.mkdir(parents=True)
     world_config(config, args.machines)
     faults.write_text(FAULTS_TOML, encoding="utf-8")
@@ -600,6 +672,7 @@ def main() -> int:
         final_clock = chaos.run(cluster, clock, world, inbox, faults, t0, began)
         stop_plant(plant)
         plant = None
+        chaos.settle_publishing()
 
         from _chaos_reconcile import reconcile
 
@@ -611,11 +684,13 @@ def main() -> int:
         fault_lines, injected = fault_table(inbox, chaos, args.outage_hours * min(1.0, args.hours / 24))
         per_entity, summary, totals = record_table(tallies)
         ops_lines = ops_tables(dsn, chaos.stats, inbox)
+        publish_lines, published = ([], None) if chaos.publisher is None else publish_tables(
+            chaos, dsn, cluster.dsn("erp"))
         wall = time.monotonic() - began
         report = [
             (f"chaos run: {plant_hours:.1f} plant-hours ({args.hours:g} of production + drain) "
             f"at {args.speed:g}×, seed {args.seed}, {wall:.0f} s wall"),
-            "", *fault_lines, "", *per_entity, "", *summary, "", *ops_lines,
+            "", *fault_lines, "", *per_entity, "", *summary, "", *ops_lines, "", *publish_lines,
         ]
         if chaos.drain_note:
             report += ["", chaos.drain_note]
@@ -635,14 +710,25 @@ def main() -> int:
                 "chaos_records_emitted": totals["emitted"],
                 "chaos_plant_hours": round(plant_hours, 2),
                 "chaos_wall_seconds": round(wall),
-                # "chaos_duplicate_postings": the ERP side (publish_erp under chaos) — to come
+                **({} if published is None else {
+                    "chaos_duplicate_postings": published["duplicates"],
+                    "chaos_publish_workers_killed": published["killed"],
+                    "chaos_postings_in_doubt": published["in_doubt"],
+                    "chaos_erp_transient_rejections": published["transient"],
+                    "chaos_publish_unsettled": published["unsettled"],
+                }),
             })
         else:
             say("(a short run: not merged into bench/results.json)")
+        failed = []
         if totals["lost"]:
-            say(f"\nFAIL: {totals['lost']} records lost")
+            failed.append(f"{totals['lost']} records lost")
+        if published is not None and published["duplicates"]:
+            failed.append(f"{published['duplicates']} duplicate ERP effects")
+        if failed:
+            say(f"\nFAIL: {'; '.join(failed)}")
             return 1
-        say("\nOK: nothing lost")
+        say("\nOK: nothing lost" + ("" if published is None else ", nothing posted twice"))
         return 0
     except KeyboardInterrupt:
         say("\ninterrupted: stopping the plant and the cluster")

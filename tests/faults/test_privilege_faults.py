@@ -360,6 +360,49 @@ def test_a_blocked_scope_is_invisible_to_the_reader_everywhere(reporting_scratch
     assert ungated == {f"reporting.{v}" for v in PLATFORM_VIEWS}
 
 
+def test_days_a_transform_rebuilt_stay_hidden_until_its_gate_passes(reporting_scratch, pg):
+    """A transform run rewrites the marts before its gate decides: from its start until its
+    gate passes (for ever, if the gate crashes), the days of its interval are not shown — not
+    even those an earlier gate passed. A run over everything hides every day."""
+    from datetime import date
+
+    def shown() -> set[tuple[str, date]]:
+        with connected(roles.REPORTER, reporting_scratch) as conn:
+            return set(conn.execute(
+                "select distinct site_code, production_date from reporting.rpt_production_line_day"
+            ).fetchall())
+
+    def transform_run(run_id: str, started: str, interval: tuple[str, str] | None,
+                      succeeded: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "insert into ops.transform_run (run_id, audit_upto, interval_start, "
+                "interval_end, batches, started_at, succeeded_at) values "
+                "(%s, %s, %s, %s, %s, %s, case when %s then %s::timestamptz end)",
+                (run_id, started, *(interval or (None, None)), 3 if interval else 0, started,
+                 succeeded, started))
+
+    admin = pg.cluster.dsn(reporting_scratch)
+    everything = {("ERF", date(2026, 10, 19)), ("ERF", date(2026, 10, 20)),
+                  ("SZX", date(2026, 10, 21))}
+    try:
+        assert shown() == everything  # no transform run recorded: the gate history decides
+        transform_run("gated", "2026-10-25 06:00+00", ("2026-10-19", "2026-10-22"), True)
+        transform_run("crashed", "2026-10-25 07:00+00",
+                      ("2026-10-17 00:00+00", "2026-10-18 06:00+00"), False)
+        # the crashed run's days (its UTC dates ± 1: 10-16 … 10-19) are hidden, the rest stays
+        assert shown() == everything - {("ERF", date(2026, 10, 19))}
+        transform_run("empty", "2026-10-25 08:00+00", ("2026-10-25 08:00+00",) * 2, False)
+        assert shown() == everything - {("ERF", date(2026, 10, 19))}  # it rebuilt nothing
+        transform_run("passed", "2026-10-25 09:00+00", ("2026-10-17", "2026-10-25"), True)
+        assert shown() == everything  # the next run took the batches again and passed
+        transform_run("manual", "2026-10-25 10:00+00", None, False)  # under way, everything
+        assert shown() == set()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("delete from ops.transform_run")
+
+
 # --------------------------------------------------------------------------- secrets
 
 
