@@ -1,4 +1,4 @@
-"""Exactly-once write-back to the ERP (the outbox pattern, ../shared/design/PATTERNS.md §2), also
+"""Exactly-once write-back to the ERP (the transactional outbox: write what to send, then send), also
 when the ERP says no.
 
 `publish.pub_erp__*` models (dbt) say what the ERP *should* hold, one row per business key

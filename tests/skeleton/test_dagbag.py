@@ -56,7 +56,7 @@ def test_every_dag_is_documented_owned_tagged_retried_time_limited_and_utc(dagba
 
 
 def test_extraction_runs_have_real_data_intervals(dagbag):
-    """Trap 4 of STACK.md: a cron string gives zero-width intervals; ours must be 15 minutes."""
+    """Airflow 3 gives a plain cron string zero-width data intervals; ours must be 15 minutes."""
     from airflow.timetables.base import DataInterval
 
     dag = dagbag.get_dag("extract_mes")

@@ -1,4 +1,4 @@
-"""Interval loads that a retry cannot double (PATTERNS.md §1).
+"""Interval loads that a retry cannot double: an interval is replaced whole, in one transaction.
 
 Records stream into a temporary table with COPY (constant memory); then, in one transaction,
 the target's rows of this batch's scope are deleted, the distinct new rows inserted, the
