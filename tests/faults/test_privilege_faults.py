@@ -150,7 +150,7 @@ def test_every_schema_dbt_writes_exists_and_belongs_to_the_transformer(warehouse
     project = PROJECT_ROOT / "dbt_project"
     texts = [p.read_text() for p in project.rglob("*.yml") if "target" not in p.parts]
     texts += [p.read_text() for p in (project / "models").rglob("*.sql")]
-    named = {m for text in texts for m in re.findall(r"\+?schema:\s*([a-z_]+)\s*$", text, re.M)}
+    named = {m for text in texts for m in re.findall(r"\+?schema:\s*([a-z_]+)\s*$", text, re.MULTILINE)}
     named |= {m for text in texts for m in re.findall(r"schema\s*=\s*'([a-z_]+)'", text)}
     sources = {"dq", "ops", "truth"} | {s for s in SCHEMAS if s.startswith("raw_")}
     written = named - sources
@@ -511,7 +511,7 @@ def test_an_alert_never_carries_a_secret_the_masker_knows(monkeypatch):
     received = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             received.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
             self.send_response(200)
             self.end_headers()
