@@ -167,6 +167,7 @@ def wait_for_run(dag_id: str, run_id: str, timeout_s: float = 300) -> str:
 
 def test_one_run_executes_on_both_workers(celery_airflow, plant):
     start = plant.start.replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    fail_unfinished_runs("extract_erp")
     run_id = trigger("extract_erp", start, start + timedelta(hours=6))
     assert wait_for_run("extract_erp", run_id) == "success", task_instances("extract_erp", run_id)
     tis = task_instances("extract_erp", run_id)
@@ -278,8 +279,6 @@ def cancel_backfill(backfill_id: int) -> None:
     """What `POST /backfills/{id}/cancel` does, and the unfinished runs' task instances too (a
     later module's scheduler must not go on with them)."""
     from airflow.models.backfill import Backfill
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
     from airflow.sdk import timezone
     from airflow.utils.session import create_session
 
@@ -287,13 +286,25 @@ def cancel_backfill(backfill_id: int) -> None:
         backfill = session.get(Backfill, backfill_id)
         backfill.is_paused = True
         backfill.completed_at = timezone.utcnow()
+    fail_unfinished_runs("extract_erp")
+
+
+def fail_unfinished_runs(dag_id: str) -> None:
+    """End every queued or running run of `dag_id` and its unfinished task instances: the run
+    the scheduler creates for the latest interval when it starts (here: days after the test
+    plant's world, with catch-up slices since the last load), or one an interrupted earlier
+    session left, must not compete with the test's run for the pool."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
         runs = [r for (r,) in session.query(DagRun.run_id).filter(
-            DagRun.backfill_id == backfill_id, DagRun.state.in_(("queued", "running")))]
-        session.query(DagRun).filter(DagRun.dag_id == "extract_erp",
-                                     DagRun.run_id.in_(runs)).update(
+            DagRun.dag_id == dag_id, DagRun.state.in_(("queued", "running")))]
+        session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id.in_(runs)).update(
             {"state": "failed"}, synchronize_session=False)
         session.query(TaskInstance).filter(
-            TaskInstance.dag_id == "extract_erp", TaskInstance.run_id.in_(runs),
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id.in_(runs),
             TaskInstance.state.notin_(("success", "failed", "skipped"))).update(
             {"state": "failed"}, synchronize_session=False)
 
@@ -327,6 +338,15 @@ def reset(dsn: str, system: str) -> None:
         conn.execute("delete from ops.load_audit where system = %s", (system,))
 
 
+def running_loads(dag_id: str) -> int:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id,
+                                                  TaskInstance.state == "running").count()
+
+
 def blocked_audit_inserts(conn) -> int:
     (n,) = conn.execute(
         "select count(*) from pg_stat_activity where datname = 'warehouse' "
@@ -345,7 +365,7 @@ def test_a_worker_killed_mid_load_leaves_no_partial_batch_and_the_retry_succeeds
     end = start + timedelta(hours=2)
     window_start = start - get_source("mes").lookback
     reset(warehouse_dsn, "mes")
-    target = "load_confirmations"
+    fail_unfinished_runs("extract_mes")
     with psycopg.connect(warehouse_dsn, autocommit=True) as watch, \
             psycopg.connect(warehouse_dsn) as lock:
         # Every MES load stops at its last statement — the audit row, after it has replaced
@@ -355,12 +375,13 @@ def test_a_worker_killed_mid_load_leaves_no_partial_batch_and_the_retry_succeeds
         deadline = time.monotonic() + 240
         while True:
             tis = task_instances("extract_mes", run_id)
-            running = [t for t, (state, _, _) in tis.items() if state == "running"]
-            if (target in running and tis[target][1]
-                    and blocked_audit_inserts(watch) == len(running)):
+            running = sorted(t for t, (state, host, _) in tis.items()
+                             if state == "running" and host)
+            if running and blocked_audit_inserts(watch) == running_loads("extract_mes"):
                 break
             assert time.monotonic() < deadline, (tis, blocked_audit_inserts(watch))
             time.sleep(0.5)
+        target = running[0]  # every running load is at its last statement: kill this one's worker
         victim = tis[target][1].split("@")[0]
         survivor = ({"worker1", "worker2"} - {victim}).pop()
         assert kill_worker(victim, instance.pid_dir)
@@ -370,11 +391,13 @@ def test_a_worker_killed_mid_load_leaves_no_partial_batch_and_the_retry_succeeds
     with psycopg.connect(warehouse_dsn) as conn:
         state, _, tries = task_instances("extract_mes", run_id)[target]
         assert state != "success" and tries == 1  # the retry has not run yet
+        name = target.removeprefix("load_")
         assert conn.execute("select count(*) from ops.load_audit where system = 'mes' "
-                            "and entity = 'confirmations'").fetchone() == (0,)
-        partial = conn.execute("select to_regclass('raw_mes.confirmations') is not null and "
-                               "exists (select from raw_mes.confirmations)").fetchone()[0]
-        assert not partial
+                            "and entity = %s", (name,)).fetchone() == (0,)
+        assert conn.execute("select count(*) from ops.quarantine where system = 'mes' "
+                            "and entity = %s", (name,)).fetchone() == (0,)
+        if conn.execute("select to_regclass(%s)", (f"raw_mes.{name}",)).fetchone()[0]:
+            assert conn.execute(f"select count(*) from raw_mes.{name}").fetchone() == (0,)
 
     assert wait_for_run("extract_mes", run_id, timeout_s=300) == "success"
     state, host, tries = task_instances("extract_mes", run_id)[target]
@@ -388,18 +411,23 @@ def test_a_worker_killed_mid_load_leaves_no_partial_batch_and_the_retry_succeeds
             TaskInstanceHistory.task_id == target, TaskInstanceHistory.try_number == 1).scalar()
     assert first.startswith(f"{victim}@")
 
+    # raw holds exactly the record versions the plant emitted in the window (by key and
+    # version), but those quarantined with their reason; one batch, loaded once
     iso = "%Y-%m-%dT%H:%M:%SZ"
+    entity = get_source("mes").entity(target.removeprefix("load_"))
+    (key,) = entity.natural_key
     with psycopg.connect(warehouse_dsn) as conn:
         quarantined = {r for (r,) in conn.execute(
-            "select record_ref from ops.quarantine where system = 'mes' "
-            "and entity = 'confirmations'")}
+            "select record_ref from ops.quarantine where system = 'mes' and entity = %s",
+            (entity.name,))}
         expected = sorted(
-            (r["confirmation_id"], r["updated_at"]) for r in emitted(plant, "mes", "confirmations")
-            if window_start.strftime(iso) <= r["updated_at"] < end.strftime(iso)
-            and r["confirmation_id"] not in quarantined)
+            (r[key], r[entity.cursor]) for r in emitted(plant, "mes", entity.name)
+            if window_start.strftime(iso) <= r[entity.cursor] < end.strftime(iso)
+            and r[key] not in quarantined)
         landed = sorted((k, u.strftime(iso)) for k, u in conn.execute(
-            "select confirmation_id, updated_at at time zone 'UTC' from raw_mes.confirmations"))
+            f'select "{key}", "{entity.cursor}" at time zone \'UTC\' '
+            f"from raw_mes.{entity.name}"))
         audits = conn.execute("select status from ops.load_audit where system = 'mes' "
-                              "and entity = 'confirmations'").fetchall()
+                              "and entity = %s and run_id = %s", (entity.name, run_id)).fetchall()
     assert landed == expected and expected
     assert audits == [("loaded",)]
