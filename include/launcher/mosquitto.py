@@ -135,6 +135,11 @@ class Mosquitto:
                 pw = pwd.getpwnam("mosquitto")
             except KeyError:
                 return
+            for parent in self.root.parents:
+                if not parent.stat().st_mode & 0o001:
+                    raise MosquittoError(
+                        f"{self.root}: the mosquitto user cannot reach it ({parent} is not "
+                        "searchable by others); put the broker's folder elsewhere")
             self.config_file.write_text(self.config_file.read_text() + "user mosquitto\n")
             for p in (self.root, self.data_dir, self.password_file, self.config_file,
                       *self.data_dir.iterdir()):
