@@ -141,6 +141,9 @@ def _serve(
         eam_dsn=getattr(args, "eam_dsn", None),
         faults=_faults(args),
         truth_dsn=getattr(args, "truth_dsn", None),
+        opcua_port=args.opcua_port,
+        modbus_port=args.modbus_port,
+        mqtt=_mqtt_target(args),
     )
     runtimes.append(rt)
     sig.defer(rt.dropper.interrupt)
@@ -148,6 +151,22 @@ def _serve(
         rt.start()
     if sig.requested is None:
         print(json.dumps(rt.describe(), ensure_ascii=False), flush=True)
+
+
+def _mqtt_target(args: argparse.Namespace) -> Any:
+    """The broker to publish machine events to (`--mqtt-port` given), password from the
+    environment variable PLANT_MQTT_PASSWORD (never a command line)."""
+    if args.mqtt_port is None:
+        return None
+    from plant_sim.protocols.runner import MqttTarget
+
+    return MqttTarget(
+        args.mqtt_host,
+        args.mqtt_port,
+        args.mqtt_user,
+        os.environ.get("PLANT_MQTT_PASSWORD") or None,
+        args.mqtt_client_id,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -207,6 +226,38 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("PLANT_API_KEY") or None,
         help="require this X-API-Key on MES/QMS requests (default: the environment variable "
         "PLANT_API_KEY, which keeps the key off the command line)",
+    )
+    p.add_argument(
+        "--opcua-port",
+        type=int,
+        default=None,
+        help="serve OPC UA (address space + HistoryRead) on this port (default: off)",
+    )
+    p.add_argument(
+        "--modbus-port",
+        type=int,
+        default=None,
+        help="serve the lines' PLCs over Modbus TCP on this port (default: off)",
+    )
+    p.add_argument(
+        "--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=None,
+        help="publish machine events to the MQTT broker on this port (default: off)",
+    )
+    p.add_argument(
+        "--mqtt-user",
+        default=None,
+        help="MQTT user name; its password is taken from the environment variable "
+        "PLANT_MQTT_PASSWORD",
+    )
+    p.add_argument(
+        "--mqtt-client-id",
+        default="plant-sim",
+        help="the publisher's MQTT client id (persistent session; default plant-sim)",
     )
     p.add_argument(
         "--clock",

@@ -87,6 +87,42 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
         "flag",
         "all tags of a machine missing for 15 min: report the gap",
     ),
+    "opcua_bad_quality": (
+        "opcua",
+        "tag_values",
+        "flag",
+        "5 Temperature samples with status BadSensorFailure: keep the status, flag the values",
+    ),
+    "mqtt_duplicate": (
+        "mqtt",
+        "machine_events",
+        "repair",
+        "the same message (same message_id and payload) published again: keep one per id",
+    ),
+    "mqtt_out_of_order": (
+        "mqtt",
+        "machine_events",
+        "repair",
+        "published after the machine's next three events: order by event_time",
+    ),
+    "mqtt_reconnect": (
+        "mqtt",
+        "machine_events",
+        "repair",
+        "the publisher drops its connection for 20-120 s; QoS 1 messages follow late",
+    ),
+    "mqtt_broker_restart": (
+        "mqtt",
+        "machine_events",
+        "repair",
+        "the broker restarts: a persistent QoS 1 session loses nothing it accepted",
+    ),
+    "modbus_counter_rollover": (
+        "modbus",
+        "registers",
+        "repair",
+        "a 32-bit PLC counter rolls over to 0: unwrap (delta mod 2^32)",
+    ),
 }
 """kind → (system, entity, action, description). Config key = kind, value = rate."""
 

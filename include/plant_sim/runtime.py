@@ -34,9 +34,15 @@ class Runtime:
         eam_dsn: str | None = None,
         faults: dict[str, dict[str, Any]] | None = None,
         truth_dsn: str | None = None,
+        opcua_port: int | None = None,
+        modbus_port: int | None = None,
+        mqtt: Any = None,
+        broker_restart: Any = None,
     ) -> None:
         """`faults`: `[faults.<system>]` tables (None: the world config's, `{}`: none);
-        `truth_dsn`: copy injected faults into `truth.injected_defects` there."""
+        `truth_dsn`: copy injected faults into `truth.injected_defects` there; `opcua_port`,
+        `modbus_port`, `mqtt` (a `protocols.runner.MqttTarget`): the shop floor's protocols,
+        each only when given; `broker_restart`: called at a planned broker restart."""
         self.world = world
         self.manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
         self.host = host
@@ -82,6 +88,13 @@ class Runtime:
             if qms_db.exists() and qms_port is not None
             else None
         )
+        self.shopfloor: Any = None
+        if opcua_port is not None or modbus_port is not None or mqtt is not None:
+            from plant_sim.protocols.runner import Shopfloor
+
+            self.shopfloor = Shopfloor(
+                world, self.clock, host, opcua_port, modbus_port, mqtt, broker_restart
+            )
         self.servers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -95,6 +108,8 @@ class Runtime:
         self.servers["mes"] = start_api(self.mes, self.host, self.mes_port)
         if self.qms is not None:
             self.servers["qms"] = start_api(self.qms, self.host, self.qms_port or 0)
+        if self.shopfloor is not None:
+            self.shopfloor.start()
         if self.clock.mode == "live" and self.db_dsns:
             self._thread(self._move_rows, "db-rows")
         if self.journal.truth_dsn:
@@ -107,7 +122,10 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         """Extra health fields: file delivery progress and injected fault counts."""
-        return {"drops": self.dropper.status(), "faults": self.journal.counts()}
+        out = {"drops": self.dropper.status(), "faults": self.journal.counts()}
+        if self.shopfloor is not None:
+            out["shopfloor"] = self.shopfloor.status()
+        return out
 
     def _sync_journal(self) -> None:
         while True:
@@ -134,6 +152,8 @@ class Runtime:
     def stop(self) -> None:
         """Stop everything started (also after a partial start); idempotent."""
         self._stop.set()
+        if self.shopfloor is not None:
+            self.shopfloor.stop()
         for a in (self.mes, self.qms):
             if a is not None:
                 a.closing.set()
@@ -165,6 +185,7 @@ class Runtime:
         """What is served where (printed by the CLI)."""
         return {
             **{name: self.url(name) for name in self.servers},
+            **(self.shopfloor.describe() if self.shopfloor is not None else {}),
             "inbox": str(self.inbox),
             "clock": self.clock.mode,
             "clock_now": iso(self.clock.now()),

@@ -46,6 +46,12 @@ class Clock:
             return self.horizon
         return self.start + int((time.monotonic() - self._t0) * self.speed)
 
+    def now_ms(self) -> int:
+        """Current simulated epoch millisecond (the shop floor's signals carry milliseconds)."""
+        if self.mode == "batch":
+            return self.horizon * 1000
+        return int((self.start + (time.monotonic() - self._t0) * self.speed) * 1000)
+
 
 def encode_cursor(updated_at: int, rec_id: str) -> str:
     """Opaque keyset cursor."""

@@ -42,7 +42,7 @@ REASONS: dict[str, tuple[str, str, str]] = {
 FAILURE_REASONS = (("MECH", 0.35), ("ELEC", 0.2), ("TOOL", 0.3), ("JAM", 0.15))
 BREAK_OFFSET_S = 4 * 3600
 BREAK_S = 30 * 60
-GENERATED = ("mes", "qms", "erp", "eam", "truth", "drops")
+GENERATED = ("mes", "qms", "erp", "eam", "truth", "drops", "shopfloor")
 """Sub-folders `generate` owns (replaced on every run; `inbox/` is left alone)."""
 
 

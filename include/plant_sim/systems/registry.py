@@ -12,6 +12,7 @@ def all_systems() -> list[Any]:
     from plant_sim.systems.plm import PlmSystem
     from plant_sim.systems.qms import QmsSystem
     from plant_sim.systems.scada import ScadaEmsSystem
+    from plant_sim.systems.shopfloor import ShopfloorSystem
     from plant_sim.systems.wms import WmsSystem
 
     return [
@@ -21,4 +22,5 @@ def all_systems() -> list[Any]:
         ScadaEmsSystem(),
         QmsSystem(),
         PlmSystem(),
+        ShopfloorSystem(),
     ]
