@@ -447,10 +447,10 @@ def _play_window(
     got: list[dict[str, Any]] = []
     try:
         if restart_consumer:
-            time.sleep(1.0)
+            time.sleep(0.4)
             sub.stop()
             got.extend(sub.got)
-            time.sleep(1.0)  # messages meanwhile wait in the broker for the session
+            time.sleep(0.5)  # messages meanwhile wait in the broker for the session
             sub = _Subscriber(broker, sub_id)
         _wait(lambda: rt.clock.now_ms() > end_ms + 15 * 60000, 60, "plant clock")
         pub = rt.shopfloor.mqtt
@@ -458,8 +458,11 @@ def _play_window(
         status = pub.status()
     finally:
         rt.stop()
-    _wait(lambda: len({m["message_id"] for m in got + sub.got}) >= 0, 1, "")
-    time.sleep(1.0)  # the last deliveries
+    # everything acknowledged has reached the broker: wait until the deliveries stop
+    n = -1
+    while n != len(sub.got):
+        n = len(sub.got)
+        time.sleep(0.4)
     sub.stop()
     return got + sub.got, status
 
@@ -543,7 +546,7 @@ def test_mqtt_shift_with_a_reconnect_equals_truth(
     are the listed ones."""
     a, b = _shift_of(small_world, "mqtt_reconnect")
     msgs, status = _play_window(
-        small_world, broker, _utc(a).strftime("%Y-%m-%dT%H:%M:%SZ"), b, 9000.0, True
+        small_world, broker, _utc(a).strftime("%Y-%m-%dT%H:%M:%SZ"), b, 20000.0, True
     )
     assert [x["action"] for x in status["actions"]] == ["reconnect"]
     stats = _check_window(small_world, msgs, a, b)
@@ -555,9 +558,62 @@ def test_mqtt_broker_restart_loses_nothing(small_world: Path, broker: Any) -> No
     every message of the shift, counts equal the truth."""
     a, b = _shift_of(small_world, "mqtt_broker_restart")
     msgs, status = _play_window(
-        small_world, broker, _utc(a).strftime("%Y-%m-%dT%H:%M:%SZ"), b, 9000.0, False
+        small_world, broker, _utc(a).strftime("%Y-%m-%dT%H:%M:%SZ"), b, 20000.0, False
     )
     assert [(x["action"], x["done"]) for x in status["actions"]] == [
         ("broker_restart", True)
     ]
     _check_window(small_world, msgs, a, b)
+
+
+# ---- one process: `python -m plant_sim up` -------------------------------------------------------
+def test_up_serves_every_protocol_from_one_process(tmp_path: Path, broker: Any) -> None:
+    """`up` with --opcua-port, --modbus-port and --mqtt-*: the plant answers on all of them (the
+    MQTT password from PLANT_MQTT_PASSWORD, never argv), deterministic for the seed, and stops
+    cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from _procs import ENV, SMALL
+    from asyncua.sync import Client as SyncClient
+
+    sub = _Subscriber(broker, f"test-up-{secrets.token_hex(3)}")
+    _wait(lambda: sub.c.is_connected(), 10, "subscriber connects")
+    time.sleep(0.3)
+    opc, mb = OPCUA_PORT + 5, MODBUS_PORT + 5
+    args = [
+        sys.executable, "-m", "plant_sim", "up", "--config", str(SMALL), "--seed", "7",
+        "--out", str(tmp_path / "w"), "--inbox", str(tmp_path / "inbox"),
+        "--mes-port", "0", "--qms-port", "0", "--clock", "live", "--speed", "3600",
+        "--opcua-port", str(opc), "--modbus-port", str(mb), "--mqtt-port", str(broker.port),
+        "--mqtt-user", broker.user, "--mqtt-client-id", "plant-up-test",
+    ]  # fmt: skip
+    assert broker.password not in " ".join(args)
+    env = dict(ENV, PLANT_MQTT_PASSWORD=broker.password)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        described: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        while "opcua" not in described:
+            assert time.monotonic() < deadline and proc.poll() is None
+            line = proc.stdout.readline()
+            if line.startswith("{"):
+                described = json.loads(line)
+        assert described["opcua"] == f"opc.tcp://127.0.0.1:{opc}/plant"
+        assert described["modbus"] == f"modbus-tcp://127.0.0.1:{mb}"
+        assert described["mqtt"] == f"mqtt://127.0.0.1:{broker.port}"
+        with SyncClient(described["opcua"]) as c:
+            assert c.get_node("ns=2;s=ERF-L1-M01.State").read_value() in STATE_CODES
+        from pymodbus.client import ModbusTcpClient
+
+        with ModbusTcpClient("127.0.0.1", port=mb) as mc:
+            regs = mc.read_input_registers(0, count=14, device_id=2).registers
+            assert regs[8] in STATE_CODES.values()
+        _wait(lambda: len(sub.got) >= 20, 30, "machine events arrive")
+        first = sub.got[0]
+        assert first["machine_code"].startswith("ERF-L") and first["message_id"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        sub.stop()
