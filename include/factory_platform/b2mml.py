@@ -370,20 +370,26 @@ def _readable(text: str) -> str:
     return text.replace(f"{{{B2MML_NAMESPACE}}}", "")
 
 
-def document_file_name(site_code: str, production_date: date) -> str:
-    """`ProcessOperationsPerformance_<site>_<YYYY-MM-DD>.xml`."""
+def document_file_name(site_code: str, production_date: date, batch: str | None = None) -> str:
+    """`ProcessOperationsPerformance_<site>_<YYYY-MM-DD>[_<batch>].xml`."""
     if not SAFE_FILE_PART.fullmatch(site_code):
         raise ValueError(f"site code {site_code!r} cannot be part of a file name")
-    return f"{ROOT_ELEMENT}_{site_code}_{production_date.isoformat()}.xml"
+    if batch is not None and not SAFE_FILE_PART.fullmatch(batch):
+        raise ValueError(f"batch {batch!r} cannot be part of a file name")
+    return f"{ROOT_ELEMENT}_{site_code}_{production_date.isoformat()}" + (
+        f"_{batch}.xml" if batch is not None else ".xml")
 
 
 def write_documents(
-    confirmations: Iterable[Mapping[str, Any]], out_dir: Path, *, created_at: datetime
+    confirmations: Iterable[Mapping[str, Any]], out_dir: Path, *, created_at: datetime,
+    batch: str | None = None,
 ) -> list[Path]:
     """One validated document per site and production day in `out_dir`, each written atomically.
 
     The BODID is `<site>-<YYYYMMDD>-<created_at, UTC, YYYYMMDDTHHMMSSZ>`, so a retry with the same
-    rows and `created_at` rewrites the same bytes. Returns the paths, sorted by site and day; no
+    rows and `created_at` rewrites the same bytes. A `batch` (the writer's name for this set of
+    rows) is appended to the BODID and the file name, so documents of different batches for the
+    same site and day never replace each other. Returns the paths, sorted by site and day; no
     confirmations, no files.
     """
     if created_at.utcoffset() is None:
@@ -396,9 +402,10 @@ def write_documents(
     stamp = created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     documents = []
     for (site_code, production_date), rows in sorted(groups.items()):
-        name = document_file_name(site_code, production_date)
+        name = document_file_name(site_code, production_date, batch)
         document = production_performance_document(
-            rows, document_id=f"{site_code}-{production_date:%Y%m%d}-{stamp}",
+            rows, document_id=f"{site_code}-{production_date:%Y%m%d}-{stamp}"
+                              + (f"-{batch}" if batch is not None else ""),
             created_at=created_at, site_code=site_code)
         validate(document)
         documents.append((name, document))

@@ -672,7 +672,13 @@ def write_b2mml(dsn: str, run_id: str, out_dir) -> list[str]:
     or re-sent it — as B2MML documents (one per site and production day) under
     `<out_dir>/<run>/`; each posting is then marked written. The rows are claimed for this run
     before writing; a document left by a run that crashed before marking its rows is removed
-    once this run has written them again, so every accepted posting ends up in exactly one."""
+    once this run has written them again, so every accepted posting ends up in exactly one.
+
+    A document is never rewritten once its postings are marked: its name carries the claim (the
+    lowest outbox id it holds), so a second write of the same run — a retried task that accepted
+    more postings after the first attempt wrote its documents — adds documents beside the first.
+    A claim whose rows were not marked (the writer crashed) has the same lowest id when it is
+    written again, and replaces its own document."""
     from datetime import datetime
     from pathlib import Path
 
@@ -688,17 +694,18 @@ def write_b2mml(dsn: str, run_id: str, out_dir) -> list[str]:
         rows = conn.execute(B2MML_ROWS_SQL).fetchall()
         if not rows:
             return []
-        stale = {row["b2mml_file"] for row in rows
-                 if row["b2mml_file"] and row["b2mml_run_id"] != run_id}
+        stale = {row["b2mml_file"] for row in rows if row["b2mml_file"]}  # written, unmarked
+        claim = f"o{min(row['outbox_id'] for row in rows)}"
         with conn.cursor() as cursor:
             cursor.executemany(
                 "update ops.erp_outbox set b2mml_run_id = %s, b2mml_file = %s "
                 "where outbox_id = %s",
                 [(run_id, str(target / document_file_name(row["site_code"],
-                                                          row["production_date"])),
+                                                          row["production_date"], claim)),
                   row["outbox_id"]) for row in rows])
         conn.commit()  # claimed: a crash from here on leaves them to the next run
-    paths = write_documents(rows, target, created_at=datetime.now(UTC).replace(microsecond=0))
+    paths = write_documents(rows, target, created_at=datetime.now(UTC).replace(microsecond=0),
+                            batch=claim)
     for stale_file in stale - {str(p) for p in paths}:
         Path(stale_file).unlink(missing_ok=True)
     with psycopg.connect(dsn) as conn:

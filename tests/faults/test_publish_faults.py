@@ -756,3 +756,24 @@ def test_b2mml_covers_every_accepted_posting_once_also_after_a_failed_run(wh, er
         assert conn.execute("select count(*) from ops.erp_outbox where kind = 'posting' and "
                             "state = 'accepted' and b2mml_written_at is null").fetchone() == (0,)
     assert json.loads(json.dumps(result.as_dict()))["message_type"] == TYPE
+
+
+def test_a_retried_publish_run_adds_b2mml_documents_and_never_rewrites_its_first(wh, erp,
+                                                                                 tmp_path):
+    """Found by `make chaos`: a posting task killed after its B2MML step, retried (same run id),
+    accepted more postings of the same site and day — and its second write replaced the first
+    document (41 accepted postings in no document). Now each write is a document of its own."""
+    set_confirmations(wh, [row(f"C-{i}", 10 + i) for i in range(3)])
+    gate(wh, "g1")
+    publish(wh, erp, "p1")
+    first = write_b2mml(wh, "p1", tmp_path)
+    first_bytes = Path(first[0]).read_bytes()
+    # the retry of the same run: two more confirmations of the same day were accepted
+    set_confirmations(wh, [row(f"C-{i}", 10 + i) for i in range(5)])
+    gate(wh, "g2")
+    publish(wh, erp, "p1")
+    second = write_b2mml(wh, "p1", tmp_path)
+    assert len(first) == len(second) == 1 and first != second
+    assert Path(first[0]).read_bytes() == first_bytes  # untouched
+    assert b2mml_postings(tmp_path) == accepted_postings(wh) == [(f"C-{i}", 1) for i in range(5)]
+    assert write_b2mml(wh, "p1", tmp_path) == []
