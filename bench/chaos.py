@@ -496,7 +496,8 @@ def publish_tables(chaos: Chaos, dsn: str, erp_admin_dsn: str) -> tuple[list[str
     ]
     figures = {"duplicates": duplicates + s.b2mml_duplicates, "killed": len(killed),
                "in_doubt": sum(c.in_doubt for c in killed), "cycles": len(pub.cycles),
-               "unsettled": len(s.unsettled) + s.outbox_vs_erp + s.b2mml_missing,
+               "unsettled": len(s.unsettled),  # pending after the last cycle, not held
+               "mismatched": s.outbox_vs_erp + s.b2mml_missing,
                "transient": sum(h for code, _, _, h in fault_hits(erp_admin_dsn)
                                 if code.startswith("TRANSIENT"))}
     return lines, figures
@@ -716,6 +717,7 @@ def main() -> int:
                     "chaos_postings_in_doubt": published["in_doubt"],
                     "chaos_erp_transient_rejections": published["transient"],
                     "chaos_publish_unsettled": published["unsettled"],
+                    "chaos_publish_mismatched": published["mismatched"],
                 }),
             })
         else:
@@ -725,6 +727,9 @@ def main() -> int:
             failed.append(f"{totals['lost']} records lost")
         if published is not None and published["duplicates"]:
             failed.append(f"{published['duplicates']} duplicate ERP effects")
+        if published is not None and published["mismatched"]:
+            failed.append(f"{published['mismatched']} postings where outbox, ERP and B2MML "
+                          f"disagree")
         if failed:
             say(f"\nFAIL: {'; '.join(failed)}")
             return 1
