@@ -83,14 +83,21 @@ class MqttPublisher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = self.clock.now_ms()
-            while self.actions and self.actions[0][0] <= now:
-                at, action, seconds = self.actions.pop(0)
-                rows = self.store.messages_after(self.cursor, at)
-                self._publish(rows)
-                self._act(at, action, seconds)
-            self._publish(self.store.messages_after(self.cursor, now))
+            try:
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - keep publishing; report and retry
+                print(f"plant_sim: MQTT publishing failed: {exc!r}", flush=True)
+                self._stop.wait(1.0)
             self._stop.wait(0.05)
+
+    def _step(self) -> None:
+        now = self.clock.now_ms()
+        while self.actions and self.actions[0][0] <= now:
+            at, action, seconds = self.actions[0]
+            self._publish(self.store.messages_after(self.cursor, at))
+            self.actions.pop(0)
+            self._act(at, action, seconds)
+        self._publish(self.store.messages_after(self.cursor, now))
 
     def _publish(self, rows: list[tuple[int, int, str, str, str]]) -> None:
         for seq, publish_ms, _mid, topic, payload in rows:

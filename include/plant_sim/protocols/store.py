@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from plant_sim.systems.shopfloor import DB
+from plant_sim.systems.shopfloor import DB, payload, topic
 
 
 class ShopfloorStore:
@@ -25,6 +25,7 @@ class ShopfloorStore:
         self.equipment: list[dict[str, Any]] = [
             dict(zip(cols, r, strict=True)) for r in cur
         ]
+        self.by_machine = {e["machine_code"]: e for e in self.equipment}
         self.presets: dict[tuple[str, str], int] = {
             (m, c): p
             for m, c, p in self.conn().execute(
@@ -76,15 +77,25 @@ class ShopfloorStore:
     ) -> list[tuple[int, int, str, str, str]]:
         """MQTT plan rows after `cursor` = (publish_ms, seq) and due by `upto_ms`, in publish
         order: (seq, publish_ms, message_id, topic, payload)."""
-        return (
+        rows = (
             self.conn()
             .execute(
-                "SELECT seq, publish_ms, message_id, topic, payload FROM mqtt "
+                "SELECT seq, publish_ms, message_id, machine_code, kind, body, event_ms FROM mqtt "
                 "WHERE (publish_ms, seq) > (?, ?) AND publish_ms <= ? ORDER BY publish_ms, seq LIMIT ?",
                 (cursor[0], cursor[1], upto_ms, limit),
             )
             .fetchall()
         )
+        return [
+            (
+                seq,
+                pub,
+                mid,
+                topic(self.by_machine[m], kind),
+                payload(mid, ev, m, kind, body),
+            )
+            for seq, pub, mid, m, kind, body, ev in rows
+        ]
 
     def actions(self) -> list[tuple[int, str, int]]:
         """Planned MQTT actions: (at_ms, reconnect | broker_restart, seconds)."""

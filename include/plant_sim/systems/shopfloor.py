@@ -10,7 +10,8 @@ Rendered from the same machine intervals the MES and the historian come from, in
   `ScrapCount`, `ReworkCount`, `TotalCount` at every piece (cumulative since the world start, a
   piece counted at the instant it completes, as the historian's `counter`); `Temperature` every
   minute (with an OPC UA status code: a `opcua_bad_quality` defect marks 5 samples bad).
-- `mqtt`: the machine events as published, in publish order (`publish_ms`, `seq`): one message
+- `mqtt`: the machine events as published, in publish order (`publish_ms`, `seq`), each with its
+  id, machine, kind and the kind's JSON members (`payload()` makes the message): one message
   per state interval (`state`), per piece (`counter`), per unplanned stop raised/cleared
   (`alarm`); defects `mqtt_duplicate` (the same message again, 1–30 s later) and
   `mqtt_out_of_order` (published after the machine's next three events, when they
@@ -28,9 +29,9 @@ pieces were made too) and `plc_counters`.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,9 @@ SCHEMA = (
     ),
     (
         "CREATE TABLE mqtt (seq INTEGER PRIMARY KEY, publish_ms INTEGER NOT NULL, "
-        "message_id TEXT NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, "
-        "event_ms INTEGER NOT NULL, defect TEXT)"
+        "message_id TEXT NOT NULL, machine_code TEXT NOT NULL, kind TEXT NOT NULL, "
+        "body TEXT NOT NULL, event_ms INTEGER NOT NULL, defect TEXT)"
     ),
-    "CREATE INDEX mqtt_publish ON mqtt (publish_ms, seq)",
     (
         "CREATE TABLE mqtt_actions (at_ms INTEGER NOT NULL, action TEXT NOT NULL, "
         "seconds INTEGER NOT NULL)"
@@ -103,7 +103,23 @@ SCHEMA = (
 
 def iso_ms(ms: int) -> str:
     """UTC ISO 8601 with milliseconds and `Z`: `2026-10-24T04:00:48.500Z`."""
-    return iso(ms // 1000)[:-1] + f".{ms % 1000:03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+        + f".{ms % 1000:03d}Z"
+    )
+
+
+def _js(text: str | None) -> str:
+    """A code (plain ASCII, no quotes) or None as a JSON value."""
+    return "null" if text is None else f'"{text}"'
+
+
+def payload(message_id: str, event_ms: int, machine: str, kind: str, body: str) -> str:
+    """The message's JSON: id, event time, machine, kind, then the kind's members."""
+    return (
+        f'{{"message_id":"{message_id}","event_time":"{iso_ms(event_ms)}",'
+        f'"machine_code":"{machine}","kind":"{kind}",{body}}}'
+    )
 
 
 def topic(eq: dict[str, Any], kind: str) -> str:
@@ -174,6 +190,7 @@ class ShopfloorSystem:
             events = self._machine_day(gen, code, ivs, labels, points, per_shift)
             self._plan_messages(gen, code, events)
             self._temperature(gen, code, ivs, points)
+        points.sort()  # B-tree order: a machine's tags are contiguous
         self.conn.executemany("INSERT INTO points VALUES (?, ?, ?, ?, ?)", points)
         for s in ev.shifts:
             for m in (m for m in gen.cfg.machines if m.site_code == ev.site.code):
@@ -217,11 +234,12 @@ class ShopfloorSystem:
         labels: dict[tuple[str, int], list[str]],
         points: list[Any],
         per_shift: dict[tuple[str, int], list[int]],
-    ) -> list[tuple[int, str, dict[str, Any]]]:
-        """State and counter points of one machine-day; returns its events for MQTT."""
+    ) -> list[tuple[int, str, str]]:
+        """State and counter points of one machine-day; returns its events for MQTT
+        (plant ms, kind, the payload's kind-specific JSON members)."""
         cnt = self.counts[code]
         taken: dict[tuple[str, int], int] = defaultdict(int)
-        events: list[tuple[int, str, dict[str, Any]]] = []
+        events: list[tuple[int, str, str]] = []
         for iv in ivs:
             ms = iv.start * 1000
             speed = round(3600.0 / iv.cycle, 3) if iv.state == "running" else 0.0
@@ -237,18 +255,16 @@ class ShopfloorSystem:
                 (
                     ms,
                     "state",
-                    {
-                        "state": iv.state,
-                        "state_code": STATE_CODES[iv.state],
-                        "reason_code": iv.reason,
-                        "operation_id": op,
-                    },
+                    (
+                        f'"state":"{iv.state}","state_code":{STATE_CODES[iv.state]},'
+                        f'"reason_code":{_js(iv.reason)},"operation_id":{_js(op)}'
+                    ),
                 )
             )
             if iv.state == "unplanned_downtime":
-                alarm = {"alarm_code": f"ALM-{iv.reason}", "priority": "HIGH"}
-                events.append((ms, "alarm", {**alarm, "event": "raised"}))
-                events.append((iv.end * 1000, "alarm", {**alarm, "event": "cleared"}))
+                alarm = f'"alarm_code":"ALM-{iv.reason}","priority":"HIGH"'
+                events.append((ms, "alarm", alarm + ',"event":"raised"'))
+                events.append((iv.end * 1000, "alarm", alarm + ',"event":"cleared"'))
             key = (op or "", iv.shift.start)
             lab = labels.get(key, [])
             for k in range(1, iv.pieces + 1):
@@ -270,13 +286,10 @@ class ShopfloorSystem:
                     (
                         pms,
                         "counter",
-                        {
-                            "counter": result,
-                            "increment": 1,
-                            "value": cnt[name],
-                            "total": cnt["TotalCount"],
-                            "operation_id": op,
-                        },
+                        (
+                            f'"counter":"{result}","increment":1,"value":{cnt[name]},'
+                            f'"total":{cnt["TotalCount"]},"operation_id":{_js(op)}'
+                        ),
                     )
                 )
             acc[4] = cnt["TotalCount"]
@@ -284,9 +297,8 @@ class ShopfloorSystem:
         return events
 
     def _plan_messages(
-        self, gen: Any, code: str, events: list[tuple[int, str, dict[str, Any]]]
+        self, gen: Any, code: str, events: list[tuple[int, str, str]]
     ) -> None:
-        eq = self.eq[code]
         r = rngmod.stream(
             gen.seed, "shopfloor-mqtt", code, events[0][0] if events else 0
         )
@@ -294,17 +306,6 @@ class ShopfloorSystem:
         for i, (ms, kind, body) in enumerate(events):
             self.msg_seq[code] += 1
             mid = f"{code}-{self.msg_seq[code]:08d}"
-            payload = json.dumps(
-                {
-                    "message_id": mid,
-                    "event_time": iso_ms(ms),
-                    "machine_code": code,
-                    "kind": kind,
-                    **body,
-                },
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
             publish, defect = ms, None
             late = (
                 i + 3 < len(events) and 0 < events[i + 3][0] - ms <= OUT_OF_ORDER_MAX_MS
@@ -315,25 +316,17 @@ class ShopfloorSystem:
                     ("mqtt_out_of_order", mid, f"published {iso_ms(publish)}")
                 )
             self.seq += 1
-            rows.append((self.seq, publish, mid, topic(eq, kind), payload, ms, defect))
+            rows.append((self.seq, publish, mid, code, kind, body, ms, defect))
             if defect is None and gen.defects.hit("mqtt_duplicate"):
                 again = publish + r.randint(1000, 30000)
                 self.seq += 1
                 rows.append(
-                    (
-                        self.seq,
-                        again,
-                        mid,
-                        topic(eq, kind),
-                        payload,
-                        ms,
-                        "mqtt_duplicate",
-                    )
+                    (self.seq, again, mid, code, kind, body, ms, "mqtt_duplicate")
                 )
                 self.defects.append(
                     ("mqtt_duplicate", mid, f"published again {iso_ms(again)}")
                 )
-        self.conn.executemany("INSERT INTO mqtt VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany("INSERT INTO mqtt VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _temperature(
         self, gen: Any, code: str, ivs: list[Any], points: list[Any]
@@ -420,6 +413,8 @@ class ShopfloorSystem:
                     },
                 )
         self.conn.executemany("INSERT INTO plc_counters VALUES (?, ?, ?, ?)", rows)
+        # built once at the end: faster than keeping it up to date row by row
+        self.conn.execute("CREATE INDEX mqtt_publish ON mqtt (publish_ms, seq)")
         self.conn.commit()
         self.conn.close()
         for kind, record_id, detail in self.defects:
