@@ -169,9 +169,13 @@ class Mosquitto:
         return self.pid() is not None
 
     def start(self, timeout_s: float = 20) -> None:
-        """Start unless running (configuration and password file rewritten each time: a new
-        password or port takes effect), then wait until the port accepts connections."""
-        if self.is_running():
+        """Start unless running, then wait until the port accepts connections. The
+        configuration and password file are rewritten each time; a running broker reloads them
+        (SIGHUP: a new password takes effect at once, a new port needs `restart()`)."""
+        pid = self.pid()
+        if pid is not None:
+            self.write_config()
+            os.kill(pid, signal.SIGHUP)
             self.wait_ready(timeout_s)
             return
         broker, _passwd = find_binaries()
