@@ -43,6 +43,7 @@ log = logging.getLogger("chaos")
 
 HERE = Path(__file__).resolve().parent
 PUBLISH_RETRIES = 2  # dag_factory.default_args, as for every task
+WORKER_APP = "chaos_posting_worker"
 
 # erp.inbound_faults rows installed before the first cycle:
 # (reason_code, message_type, key_like, remaining, note)
@@ -153,7 +154,10 @@ class Publisher(threading.Thread):
         """One attempt in a process of its own; True when it succeeded."""
         import psycopg
 
-        env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
+        # the worker's connections carry an application name: the harness finds the worker's
+        # own lock wait by it
+        env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", ""),
+                   PGAPPNAME=WORKER_APP)
         with psycopg.connect(self.erp_admin_dsn, autocommit=True) as erp:
             before = erp.execute("select count(*) from erp.inbound_postings").fetchone()[0]
         proc = subprocess.Popen(
@@ -210,7 +214,8 @@ class Publisher(threading.Thread):
             while proc.poll() is None and time.monotonic() - waited < 60:
                 blocked = conn.execute(
                     "select count(*) from pg_stat_activity where datname = current_database() "
-                    "and wait_event_type = 'Lock' and pid <> pg_backend_pid()").fetchone()[0]
+                    "and wait_event_type = 'Lock' and application_name = %s",
+                    (WORKER_APP,)).fetchone()[0]
                 if blocked:
                     break
                 time.sleep(0.01)
