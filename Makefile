@@ -6,6 +6,8 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/include
+# make run's environment (also ./.env, unless that file is a deployment's: see launcher)
+RUN_ENV := $(CURDIR)/var/$(or $(SFDP_RUN_INSTANCE),run)/.env
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: help run stop status test test-fast bench chaos docs backfill lint requirements image-check clean
@@ -45,12 +47,12 @@ chaos: $(STAMP)  ## 24 plant-hours, every delivery fault, an outage, a Postgres 
 	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 docs: $(STAMP)  ## generate dbt docs (needs `make run` for the warehouse) and say where they are
-	set -a; . ./.env; set +a; cd dbt_project && ../$(VENV)/bin/dbt docs generate --profiles-dir . --quiet
+	set -a; . $(RUN_ENV); set +a; cd dbt_project && ../$(VENV)/bin/dbt docs generate --profiles-dir . --quiet
 	@echo "dbt docs: open file://$(CURDIR)/dbt_project/target/index.html (or: cd dbt_project && ../$(VENV)/bin/dbt docs serve --profiles-dir . --port 8081)"
 
 backfill: $(STAMP)  ## backfill one DAG over a range: make backfill DAG=extract_mes FROM=2026-10-19 TO=2026-10-20
 	@test -n "$(DAG)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill DAG=extract_mes FROM=2026-10-19T00:00 TO=2026-10-20T00:00"; exit 2; }
-	set -a; . ./.env; set +a; $(VENV)/bin/airflow backfill create --dag-id $(DAG) --from-date $(FROM) --to-date $(TO) --reprocess-behavior completed
+	set -a; . $(RUN_ENV); set +a; $(VENV)/bin/airflow backfill create --dag-id $(DAG) --from-date $(FROM) --to-date $(TO) --reprocess-behavior completed
 
 lint: $(STAMP)  ## ruff (with Airflow's AIR rules)
 	$(VENV)/bin/ruff check dags include plugins tests bench

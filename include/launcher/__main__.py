@@ -24,6 +24,7 @@ from launcher.settings import (
     Instance,
     admin_passfile,
     client_host,
+    env_files,
     load_or_create_secrets,
     plant_passfile,
     platform_environment,
@@ -327,8 +328,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                          "first to change it")
     secret = load_or_create_secrets(instance)
     env = platform_environment(instance, secret, executor)
-    env_file = PROJECT_ROOT / ".env" if instance.name == "run" else instance.var_dir / ".env"
-    write_env_file(env_file, env)
+    written = env_files(instance)
+    for env_file in written:
+        write_env_file(env_file, env)
+    if instance.name == "run" and PROJECT_ROOT / ".env" not in written:
+        log(f"./.env is not make run's (a deployment's, from .env.example?): left as it is; "
+            f"make run's environment is in {written[0].relative_to(PROJECT_ROOT)}")
     full_env = service_environment(instance, {**os.environ, **env})
 
     cluster = cluster_for(instance, secret)

@@ -146,3 +146,19 @@ def test_compose_uses_the_roles_make_run_uses(config):
         assert has_super == (name in ("postgres", "airflow-init")), name
     init = services["airflow-init"]
     assert "factory_platform.roles provision" in " ".join(init["command"])
+
+
+def test_make_run_never_overwrites_a_deployments_env_file(tmp_path):
+    """`.env.example` tells deployment users to fill `./.env`; `make run` writes its own
+    environment to var/run/.env and to `./.env` only while that file is its own (or absent)."""
+    from launcher.settings import Instance, env_files, write_env_file
+
+    run = Instance(name="run", pg_port=1, api_port=2, mes_port=3, qms_port=4)
+    top = tmp_path / ".env"
+    assert env_files(run, tmp_path) == [run.var_dir / ".env", top]  # absent: written
+    write_env_file(top, {"PGPORT": "55432"})
+    assert env_files(run, tmp_path) == [run.var_dir / ".env", top]  # its own: rewritten
+    top.write_text("# compose secrets\nPOSTGRES_PASSWORD=filled-by-the-operator\n")
+    assert env_files(run, tmp_path) == [run.var_dir / ".env"]  # a deployment's: left alone
+    other = Instance(name="trial", pg_port=1, api_port=2, mes_port=3, qms_port=4)
+    assert env_files(other, tmp_path) == [other.var_dir / ".env"]
