@@ -44,6 +44,7 @@ class MqttPublisher:
         self.acked = 0
         self.done_actions: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        self._held = False
         self._thread: threading.Thread | None = None
         self.client: Any = None
         # live: from the clock's start on (MQTT is not a history); batch: everything
@@ -69,6 +70,7 @@ class MqttPublisher:
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.1, 1)
         c.on_publish = self._on_publish
+        c.on_disconnect = self._on_disconnect
         self.client = c
         c.connect_async(self.host, self.port, keepalive=30)
         c.loop_start()
@@ -81,6 +83,22 @@ class MqttPublisher:
         with self.lock:
             self.acked += 1
 
+    def _on_disconnect(self, *_args: Any) -> None:
+        self._held = True
+
+    def _may_publish(self) -> bool:
+        """Connected, and after a disconnect only once the client's resends are acknowledged:
+        new messages never overtake the ones the connection cut off (order as planned)."""
+        if not self.client.is_connected():
+            self._held = True
+            return False
+        if self._held:
+            with self.lock:
+                if self.acked < self.published:
+                    return False
+            self._held = False
+        return True
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -91,12 +109,16 @@ class MqttPublisher:
             self._stop.wait(0.05)
 
     def _step(self) -> None:
+        if not self._may_publish():
+            return
         now = self.clock.now_ms()
-        while self.actions and self.actions[0][0] <= now:
+        if self.actions and self.actions[0][0] <= now:
             at, action, seconds = self.actions[0]
             self._publish(self.store.messages_after(self.cursor, at))
             self.actions.pop(0)
+            self._held = True  # what follows waits for the connection and its resends
             self._act(at, action, seconds)
+            return
         self._publish(self.store.messages_after(self.cursor, now))
 
     def _publish(self, rows: list[tuple[int, int, str, str, str]]) -> None:
@@ -114,8 +136,7 @@ class MqttPublisher:
             speed = self.clock.speed if self.clock.mode == "live" else 0
             offline = seconds / speed if speed else 0.2
             self._stop.wait(min(max(offline, 0.2), 30))
-            # messages due while offline are queued in the client and follow on reconnect
-            self._publish(self.store.messages_after(self.cursor, self.clock.now_ms()))
+            # messages due meanwhile follow once reconnected (late, in their order)
             self.client.reconnect()
             self.client.loop_start()
         elif self.broker_restart is not None:
