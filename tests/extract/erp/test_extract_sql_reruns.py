@@ -32,6 +32,7 @@ def differences(before: dict, after: dict) -> dict:
             if (diff := first_differences(before[system], after[system]))}
 
 
+@pytest.mark.slow  # every interval twice plus a 7-day backfill: ~30 s, in `make test`
 def test_second_pass_and_7_day_backfill_change_nothing(loaded, plant, warehouse_dsn):
     before = snapshot(warehouse_dsn)
     rows = {system: sum(len(r) for r in tables.values()) for system, tables in before.items()}
