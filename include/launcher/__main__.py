@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from launcher import processes
+from launcher.mosquitto import Mosquitto
 from launcher.pgcluster import Cluster
 from launcher.redisserver import RedisServer
 from launcher.settings import (
@@ -38,6 +39,7 @@ from launcher.settings import (
 
 VENV_BIN = Path(sys.executable).parent
 PLANT_BASE_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "default.toml"
+PLANT_MQTT_USER = "plant"
 LIVE_HISTORY_DAYS = 2
 MASTER_DATA_LEAD_DAYS = 30  # the history load starts this long before production
 
@@ -49,6 +51,12 @@ def log(message: str) -> None:
 def cluster_for(instance: Instance, secret: dict[str, str]) -> Cluster:
     return Cluster(instance.pg_root, instance.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
                    passfile=admin_passfile(instance, secret))
+
+
+def broker_for(instance: Instance, secret: dict[str, str]) -> Mosquitto:
+    """The plant's MQTT broker (its machine events on the unified namespace)."""
+    return Mosquitto(instance.mosquitto_root, instance.mqtt_port, PLANT_MQTT_USER,
+                     secret.get("MQTT_PASSWORD", ""))
 
 
 def redis_for(instance: Instance, secret: dict[str, str]) -> RedisServer:
@@ -131,7 +139,9 @@ def live_plant_config(instance: Instance) -> tuple[Path, datetime]:
 def plant_command(instance: Instance, secret: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The simulated plant's command line and the environment it adds. Nothing secret is on
     the command line: the DSNs name the plant's password file (its own roles: plant_truth,
-    plant_erp, plant_eam), the API key comes from PLANT_API_KEY."""
+    plant_erp, plant_eam), the API key comes from PLANT_API_KEY, the broker's password from
+    PLANT_MQTT_PASSWORD. Beside MES and QMS it serves the shop floor: OPC UA, a Modbus PLC per
+    line, machine events published to the private MQTT broker."""
     from factory_platform import roles
 
     passfile = plant_passfile(instance, secret)
@@ -146,8 +156,12 @@ def plant_command(instance: Instance, secret: dict[str, str]) -> tuple[list[str]
         "--truth-dsn", role_dsn(instance, roles.PLANT_TRUTH, "warehouse", passfile),
         "--erp-dsn", role_dsn(instance, roles.PLANT_ERP, "erp", passfile),
         "--eam-dsn", role_dsn(instance, roles.PLANT_EAM, "eam", passfile),
+        "--opcua-port", str(instance.opcua_port), "--modbus-port", str(instance.modbus_port),
+        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(instance.mqtt_port),
+        "--mqtt-user", PLANT_MQTT_USER, "--mqtt-client-id", f"plant-sim-{instance.name}",
     ]
-    return cmd, {"PLANT_API_KEY": secret["MES_API_KEY"]}
+    return cmd, {"PLANT_API_KEY": secret["MES_API_KEY"],
+                 "PLANT_MQTT_PASSWORD": secret["MQTT_PASSWORD"]}
 
 
 def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
@@ -347,9 +361,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     sync_pools(full_env)
     write_admin_password(instance, secret)
     build_dbt_manifest(full_env)
+    broker_for(instance, secret).start()
+    log(f"MQTT broker (the plant's machine events) is up on 127.0.0.1:{instance.mqtt_port}")
     start_plant(instance, full_env, secret)
     wait_for_plant(instance, cluster)
-    log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}")
+    log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}, "
+        f"OPC UA on :{instance.opcua_port}, Modbus PLCs on :{instance.modbus_port}")
     if executor.celery:
         redis = redis_for(instance, secret)
         redis.start()
@@ -363,13 +380,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     wait_workers_ready(instance, executor, full_env)
     trigger_history_load(instance, secret)
     minutes = (time.monotonic() - started) / 60
+    env_hint = ("./.env" if PROJECT_ROOT / ".env" in written
+                else str(written[0].relative_to(PROJECT_ROOT)))
     print(
         f"""
   Smart Factory Data Platform is running ({minutes:.1f} min), {describe(executor)}.
 
     Airflow UI   http://{client_host(instance.bind_host)}:{instance.api_port}
     login        admin / {secret['ADMIN_PASSWORD']}
-    warehouse    set -a; . ./.env; set +a; psql        (database 'warehouse')
+    warehouse    set -a; . {env_hint}; set +a; psql        (database 'warehouse')
     logs         {instance.log_dir.relative_to(PROJECT_ROOT)}/
     stop         make stop
 """,
@@ -392,12 +411,13 @@ def cmd_stop(_: argparse.Namespace) -> None:
     if instance.secrets_file.exists():
         secret = load_or_create_secrets(instance)
         redis_for(instance, secret).stop()
+        broker_for(instance, secret).stop()
         cluster_for(instance, secret).stop()
     executor_file(instance).unlink(missing_ok=True)
     if leftovers:
         raise SystemExit(f"still running after stop: {leftovers}")
-    log("stopped: Airflow (and its Celery workers and Redis, if any), the simulated plant and "
-        "the private PostgreSQL cluster")
+    log("stopped: Airflow (and its Celery workers and Redis, if any), the simulated plant, its "
+        "MQTT broker and the private PostgreSQL cluster")
 
 
 def cmd_status(_: argparse.Namespace) -> None:
@@ -412,6 +432,9 @@ def cmd_status(_: argparse.Namespace) -> None:
         secret = load_or_create_secrets(instance)
         cluster = cluster_for(instance, secret)
         print(f"{'postgres':14} {'running' if cluster.is_running() else 'stopped'}")
+        broker = broker_for(instance, secret)
+        print(f"{'mqtt broker':14} {'running' if broker.is_running() else 'stopped'}"
+              f"  (127.0.0.1:{instance.mqtt_port})")
         redis = redis_for(instance, secret)
         if executor.celery or redis.is_running():
             print(f"{'redis':14} {'running' if redis.is_running() else 'stopped'}"

@@ -34,6 +34,10 @@ class Instance:
     qms_port: int
     bind_host: str = "127.0.0.1"  # where our services listen (SFDP_BIND_HOST)
     redis_port: int = 56380  # the Celery broker's, when EXECUTOR=celery (always 127.0.0.1)
+    # the plant's shop floor: its MQTT broker (always 127.0.0.1), OPC UA server and PLCs
+    mqtt_port: int = 18883
+    opcua_port: int = 48400
+    modbus_port: int = 15020
 
     @property
     def var_dir(self) -> Path:
@@ -62,6 +66,10 @@ class Instance:
     @property
     def secrets_file(self) -> Path:
         return self.var_dir / "secrets.env"
+
+    @property
+    def mosquitto_root(self) -> Path:
+        return self.var_dir / "mosquitto"
 
     @property
     def redis_root(self) -> Path:
@@ -107,6 +115,9 @@ def run_instance() -> Instance:
         qms_port=int(os.environ.get("SFDP_QMS_PORT", "18082")),
         bind_host=os.environ.get("SFDP_BIND_HOST", "127.0.0.1"),
         redis_port=int(os.environ.get("SFDP_REDIS_PORT", "56380")),
+        mqtt_port=int(os.environ.get("SFDP_MQTT_PORT", "18883")),
+        opcua_port=int(os.environ.get("SFDP_OPCUA_PORT", "48400")),
+        modbus_port=int(os.environ.get("SFDP_MODBUS_PORT", "15020")),
     )
 
 
@@ -118,6 +129,9 @@ def test_instance() -> Instance:
         mes_port=int(os.environ.get("SFDP_TEST_MES_PORT", "18191")),
         qms_port=int(os.environ.get("SFDP_TEST_QMS_PORT", "18192")),
         redis_port=int(os.environ.get("SFDP_TEST_REDIS_PORT", "56381")),
+        mqtt_port=int(os.environ.get("SFDP_TEST_MQTT_PORT", "18884")),
+        opcua_port=int(os.environ.get("SFDP_TEST_OPCUA_PORT", "48401")),
+        modbus_port=int(os.environ.get("SFDP_TEST_MODBUS_PORT", "15021")),
     )
 
 
@@ -137,6 +151,7 @@ def _secret_generators() -> dict[str, object]:
         "MES_API_KEY": lambda: secrets.token_urlsafe(12),
         "ADMIN_PASSWORD": lambda: secrets.token_urlsafe(9),
         "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
+        "MQTT_PASSWORD": lambda: secrets.token_urlsafe(18),  # the plant's broker
         **{key: roles.new_password for key in roles.PASSWORD_ENV.values()},
     }
 

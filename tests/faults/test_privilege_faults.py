@@ -454,7 +454,8 @@ def test_make_run_starts_nothing_with_a_secret_on_its_command_line():
 
     cmd, env = plant_command(INSTANCE, SECRET)
     assert leaks(" ".join(cmd), "the plant's command line") == []
-    assert env == {"PLANT_API_KEY": SECRET["MES_API_KEY"]}
+    assert env == {"PLANT_API_KEY": SECRET["MES_API_KEY"],
+                   "PLANT_MQTT_PASSWORD": SECRET["MQTT_PASSWORD"]}
     for args in AIRFLOW_COMPONENTS.values():
         assert leaks(" ".join(args), "an Airflow command line") == []
     assert "--skip-serve-logs" in AIRFLOW_COMPONENTS["scheduler"]
