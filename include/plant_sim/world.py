@@ -22,22 +22,10 @@ from plant_sim.calendar import Shift, shifts_for_day
 from plant_sim.config import Config, Line, Machine, Product, Site
 from plant_sim.defects import Defects
 from plant_sim.drops import DropIndex
+from plant_sim.systems import mes, truth
 from plant_sim.systems.mes import ENTITIES, FeedStore
 from plant_sim.timeutil import iso
 from plant_sim.truth import TruthWriter
-
-REASONS: dict[str, tuple[str, str, str]] = {
-    "NO_ORDER": ("idle", "No order", "无订单"),
-    "WAIT_MAT": ("idle", "Waiting for material", "等待物料"),
-    "CHANGEOVER": ("setup", "Product changeover", "产品换型"),
-    "BREAK": ("planned_downtime", "Shift break", "班次休息"),
-    "PM": ("planned_downtime", "Preventive maintenance", "预防性维护"),
-    "MECH": ("unplanned_downtime", "Mechanical failure", "机械故障"),
-    "ELEC": ("unplanned_downtime", "Electrical failure", "电气故障"),
-    "TOOL": ("unplanned_downtime", "Tool breakage", "刀具损坏"),
-    "JAM": ("unplanned_downtime", "Material jam", "卡料"),
-}
-"""reason_code → (state, English text, Chinese text)."""
 
 FAILURE_REASONS = (("MECH", 0.35), ("ELEC", 0.2), ("TOOL", 0.3), ("JAM", 0.15))
 BREAK_OFFSET_S = 4 * 3600
@@ -374,72 +362,24 @@ class WorldGen:
         """Seconds between a business event and the MES recording it."""
         return self.rng.randint(5, 180)
 
-    # ---- MES record builders ----------------------------------------------------------------
-    def _wo_record(self, wo: WorkOrder, status: str, updated: int) -> None:
-        updated = max(updated, wo.last_updated + 1)
-        wo.last_updated = updated
-        self.mes.add(
-            "work-orders",
-            {
-                "work_order_id": wo.work_order_id,
-                "erp_order_number": wo.erp_order_number,
-                "site_code": wo.site.code,
-                "line_code": wo.line.code,
-                "item_code": wo.product.mes_item,
-                "planned_qty": wo.planned_qty,
-                "unit": "PCS",
-                "due_date": wo.due_date.isoformat(),
-                "status": status,
-                "released_at": iso(wo.released_at),
-                "actual_start_at": iso(wo.start) if wo.start is not None else None,
-                "actual_end_at": iso(wo.end) if wo.end is not None else None,
-                "updated_at": iso(updated),
-            },
-            updated,
-        )
-
-    def _op_record(self, op: Operation, status: str, updated: int) -> None:
-        updated = max(updated, op.last_updated + 1)
-        op.last_updated = updated
-        m = op.machine
-        self.mes.add(
-            "operations",
-            {
-                "operation_id": op.operation_id,
-                "work_order_id": op.wo.work_order_id,
-                "operation_seq": op.seq,
-                "site_code": m.site_code,
-                "line_code": m.line_code,
-                "machine_code": m.code,
-                "item_code": op.wo.product.mes_item,
-                "planned_qty": op.planned_qty,
-                "ideal_cycle_time_seconds": op.ideal_cycle,
-                "status": status,
-                "actual_start_at": iso(op.start) if op.start is not None else None,
-                "actual_end_at": iso(op.end) if op.end is not None else None,
-                "updated_at": iso(updated),
-            },
-            updated,
-        )
-
     def op_started(self, op: Operation, t: int) -> None:
         """An operation's first activity on its machine."""
         op.start = t
-        self._op_record(op, "in_progress", t + self.rec_delay())
+        mes.operation_record(self, op, "in_progress", t + self.rec_delay())
         wo = op.wo
         if wo.start is None:
             wo.start = t
-            self._wo_record(wo, "in_progress", t + self.rec_delay())
+            mes.work_order_record(self, wo, "in_progress", t + self.rec_delay())
 
     def op_completed(self, op: Operation, t: int) -> None:
         """An operation produced its planned quantity."""
         op.end = t
-        self._op_record(op, "completed", t + self.rec_delay())
+        mes.operation_record(self, op, "completed", t + self.rec_delay())
         wo = op.wo
         wo.done_ops += 1
         if wo.done_ops == len(wo.ops):
             wo.end = t
-            self._wo_record(wo, "completed", t + self.rec_delay())
+            mes.work_order_record(self, wo, "completed", t + self.rec_delay())
 
     # ---- ERP releases and material lots ----------------------------------------------------
     def release_orders(
@@ -496,9 +436,9 @@ class WorldGen:
                     )
                     wo.ops.append(op)
                     sims[m.code].queue.append(op)
-                self._wo_record(wo, "released", released + r.randint(1, 30))
+                mes.work_order_record(self, wo, "released", released + r.randint(1, 30))
                 for op in wo.ops:
-                    self._op_record(op, "released", released + r.randint(1, 30))
+                    mes.operation_record(self, op, "released", released + r.randint(1, 30))
                 ev.work_orders.append(wo)
 
     def receive_lots(
@@ -606,14 +546,14 @@ class WorldGen:
                         if lot:
                             ev.produced_lots.append((lot, conf))
                         self.consume(conf, ev, lot)
-                self.emit_mes(ev)
-                self.emit_truth(ev)
+                mes.emit_day(self, ev)
+                truth.emit_day(self, ev)
                 for system in self.systems:
                     system.day(self, ev)
                 self.mes.flush()
         for system in self.systems:
             system.finish(self)
-        self.emit_reliability()
+        truth.emit_reliability(self)
         self.mes.close()
         self.drops.close()
         self.truth.close()
@@ -652,306 +592,6 @@ class WorldGen:
         tmp.rename(self.out / "world.json")
         return manifest
 
-    # ---- MES and truth per day ----------------------------------------------------------------
-    def emit_mes(self, ev: DayEvents) -> None:
-        """Write the day's states, confirmations, lots and consumptions (with defects) to the MES."""
-        d = self.defects
-        for iv in ev.intervals:
-            m = iv.machine
-            sim_seq = self.counters.get(f"ST-{m.code}", 0) + 1
-            self.counters[f"ST-{m.code}"] = sim_seq
-            state_id = f"{m.code}-{sim_seq:07d}"
-            reason = REASONS.get(iv.reason) if iv.reason else None
-            updated = iv.end + self.rec_delay()
-            if d.hit("mes_out_of_order"):
-                updated = iv.end + self.rng.randint(1800, 5400)
-                d.record("mes_out_of_order", state_id)
-            self.mes.add(
-                "machine-states",
-                {
-                    "state_id": state_id,
-                    "site_code": m.site_code,
-                    "line_code": m.line_code,
-                    "machine_code": m.code,
-                    "state": iv.state,
-                    "reason_code": iv.reason,
-                    "reason_text_en": reason[1] if reason else None,
-                    "reason_text_zh": reason[2] if reason else None,
-                    "operation_id": iv.op.operation_id if iv.op else None,
-                    "start_at": iso(iv.start),
-                    "end_at": iso(iv.end),
-                    "production_date": iv.shift.production_date.isoformat(),
-                    "shift_code": iv.shift.shift_code,
-                    "updated_at": iso(updated),
-                },
-                updated,
-            )
-        for c in ev.confirmations:
-            op = c.op
-            updated = c.end + self.rec_delay()
-            rec: dict[str, Any] = {
-                "confirmation_id": c.confirmation_id,
-                "operation_id": op.operation_id,
-                "work_order_id": op.wo.work_order_id,
-                "site_code": op.machine.site_code,
-                "line_code": op.machine.line_code,
-                "machine_code": op.machine.code,
-                "item_code": op.wo.product.mes_item,
-                "production_date": c.shift.production_date.isoformat(),
-                "shift_code": c.shift.shift_code,
-                "start_at": iso(c.start),
-                "end_at": iso(c.end),
-                "good_qty": c.good,
-                "scrap_qty": c.scrap,
-                "rework_qty": c.rework,
-                "unit": "PCS",
-                "updated_at": iso(updated),
-            }
-            if d.hit("mes_null_mandatory"):
-                rec["machine_code"] = None
-                c.quarantined = True
-                d.record("mes_null_mandatory", c.confirmation_id)
-            elif d.hit("mes_negative_qty"):
-                rec["scrap_qty"] = -(c.scrap + 1)
-                c.quarantined = True
-                d.record("mes_negative_qty", c.confirmation_id)
-            if d.hit("mes_late"):
-                updated = c.end + self.rng.randint(1800, 6600)
-                rec["updated_at"] = iso(updated)
-                d.record("mes_late", c.confirmation_id)
-            self.mes.add("confirmations", rec, updated)
-            if not c.quarantined and d.hit("mes_duplicate"):
-                dup_at = updated + self.rng.randint(60, 3600)
-                self.mes.add(
-                    "confirmations", {**rec, "updated_at": iso(dup_at)}, dup_at
-                )
-                d.record("mes_duplicate", c.confirmation_id)
-        for lot, c in ev.produced_lots:
-            updated = c.end + self.rec_delay()
-            self.mes.add(
-                "produced-lots",
-                {
-                    "lot_id": lot,
-                    "work_order_id": c.op.wo.work_order_id,
-                    "operation_id": c.op.operation_id,
-                    "confirmation_id": c.confirmation_id,
-                    "machine_code": c.op.machine.code,
-                    "item_code": c.op.wo.product.mes_item,
-                    "qty": c.good,
-                    "unit": "PCS",
-                    "produced_at": iso(c.end),
-                    "updated_at": iso(updated),
-                },
-                updated,
-            )
-        for k in ev.consumptions:
-            mat = self.cfg.material(k.material)
-            updated = k.conf.end + self.rec_delay()
-            item, qty, unit = mat.mes_item, k.qty, mat.unit
-            if d.hit("mes_orphan"):
-                item = "RM-XX-999"
-                k.quarantined = True
-                d.record("mes_orphan", k.consumption_id)
-            elif unit == "kg" and d.hit("mes_unit_mismatch"):
-                qty, unit = round(k.qty * 1000, 3), "g"
-                d.record("mes_unit_mismatch", k.consumption_id)
-            self.mes.add(
-                "material-consumptions",
-                {
-                    "consumption_id": k.consumption_id,
-                    "operation_id": k.conf.op.operation_id,
-                    "work_order_id": k.conf.op.wo.work_order_id,
-                    "confirmation_id": k.conf.confirmation_id,
-                    "machine_code": k.conf.op.machine.code,
-                    "item_code": item,
-                    "lot_id": k.lot_id,
-                    "qty": qty,
-                    "unit": unit,
-                    "consumed_at": iso(k.conf.end),
-                    "produced_lot_id": k.produced_lot_id,
-                    "updated_at": iso(updated),
-                },
-                updated,
-            )
-
-    def emit_truth(self, ev: DayEvents) -> None:
-        """ISO 22400 elements per machine × shift, production and FPY per line × day, genealogy."""
-        for s in ev.shifts:
-            self.truth.row(
-                "shift_calendar",
-                {
-                    "site_code": s.site_code,
-                    "production_date": s.production_date.isoformat(),
-                    "shift_code": s.shift_code,
-                    "shift_start_at": iso(s.start),
-                    "shift_end_at": iso(s.end),
-                    "shift_seconds": s.seconds,
-                },
-            )
-        acc: dict[tuple[str, str], dict[str, float]] = {}
-        for iv in ev.intervals:
-            a = acc.setdefault((iv.machine.code, iv.shift.shift_code), {})
-            a[iv.state] = a.get(iv.state, 0) + (iv.end - iv.start)
-            rel = self.reliability[iv.machine.code]
-            if iv.state == "running":
-                rel[1] += iv.end - iv.start
-            elif iv.state == "unplanned_downtime":
-                rel[0] += 1
-                rel[2] += iv.end - iv.start
-        valid = [c for c in ev.confirmations if not c.quarantined]
-        for c in valid:
-            a = acc.setdefault((c.op.machine.code, c.shift.shift_code), {})
-            a["pq"] = a.get("pq", 0) + c.produced
-            a["gq"] = a.get("gq", 0) + c.good
-            a["sq"] = a.get("sq", 0) + c.scrap
-            a["rq"] = a.get("rq", 0) + c.rework
-            a["pri"] = a.get("pri", 0.0) + c.op.ideal_cycle * c.produced
-        for m in (m for m in self.cfg.machines if m.site_code == ev.site.code):
-            day = [0, 0, 0.0, 0, 0, 0, 0]  # pbt, apt, pri, pq, gq, sq, rq
-            for s in ev.shifts:
-                a = acc.get((m.code, s.shift_code), {})
-                pdt = int(a.get("planned_downtime", 0))
-                pbt = s.seconds - pdt
-                apt = int(a.get("running", 0))
-                pri = float(a.get("pri", 0.0))
-                pq, gq = int(a.get("pq", 0)), int(a.get("gq", 0))
-                for i, v in enumerate(
-                    (pbt, apt, pri, pq, gq, int(a.get("sq", 0)), int(a.get("rq", 0)))
-                ):
-                    day[i] += v
-                avail = apt / pbt if pbt else None
-                eff = pri / apt if apt else None
-                qual = gq / pq if pq else None
-                oee = avail * eff * qual if None not in (avail, eff, qual) else 0.0
-                self.truth.row(
-                    "oee_machine_shift",
-                    {
-                        "site_code": m.site_code,
-                        "line_code": m.line_code,
-                        "machine_code": m.code,
-                        "production_date": s.production_date.isoformat(),
-                        "shift_code": s.shift_code,
-                        "shift_start_at": iso(s.start),
-                        "shift_end_at": iso(s.end),
-                        "pbt_seconds": pbt,
-                        "apt_seconds": apt,
-                        "pri_seconds": round(pri, 6),
-                        "pq": pq,
-                        "gq": gq,
-                        "sq": int(a.get("sq", 0)),
-                        "rq": int(a.get("rq", 0)),
-                        "setup_seconds": int(a.get("setup", 0)),
-                        "idle_seconds": int(a.get("idle", 0)),
-                        "planned_downtime_seconds": pdt,
-                        "unplanned_downtime_seconds": int(
-                            a.get("unplanned_downtime", 0)
-                        ),
-                        "availability": avail,
-                        "effectiveness": eff,
-                        "quality_ratio": qual,
-                        "oee": oee,
-                    },
-                )
-            self._machine_day(m, ev.day, day)
-        line_day: dict[str, list[int]] = {}
-        for c in valid:
-            t = line_day.setdefault(c.op.machine.line_code, [0, 0, 0])
-            t[0] += c.good
-            t[1] += c.scrap
-            t[2] += c.rework
-        for line in (ln for ln in self.cfg.lines if ln.site_code == ev.site.code):
-            g, s_, r = line_day.get(line.code, [0, 0, 0])
-            base = {
-                "site_code": ev.site.code,
-                "line_code": line.code,
-                "production_date": ev.day.isoformat(),
-            }
-            self.truth.row(
-                "production_line_day",
-                {**base, "good_qty": g, "scrap_qty": s_, "rework_qty": r},
-            )
-            pq = g + s_ + r
-            self.truth.row(
-                "fpy_line_day",
-                {
-                    **base,
-                    "produced_qty": pq,
-                    "first_pass_good_qty": g,
-                    "fpy": g / pq if pq else None,
-                },
-            )
-        edges: dict[tuple[str, str], list[Any]] = {}
-        for k in ev.consumptions:
-            if k.quarantined or k.produced_lot_id is None:
-                continue
-            key = (k.lot_id, k.produced_lot_id)
-            e = edges.get(key)
-            if e is None:
-                edges[key] = [
-                    k.material,
-                    k.conf.op.wo.product.erp_material,
-                    k.qty,
-                    self.cfg.material(k.material).unit,
-                ]
-            else:
-                e[2] = round(e[2] + k.qty, 3)
-        for (parent, child), (pm, cm, qty, unit) in edges.items():
-            self.truth.row(
-                "genealogy_edges",
-                {
-                    "parent_lot_id": parent,
-                    "child_lot_id": child,
-                    "parent_material_number": pm,
-                    "child_material_number": cm,
-                    "qty": qty,
-                    "unit": unit,
-                },
-            )
-
-    def _machine_day(self, m: Machine, day: dt.date, v: list[Any]) -> None:
-        """ISO 22400 elements and KPIs per machine × production date (sum of its shifts)."""
-        pbt, apt, pri, pq, gq, sq, rq = v
-        avail = apt / pbt if pbt else None
-        eff = pri / apt if apt else None
-        qual = gq / pq if pq else None
-        self.truth.row(
-            "oee_machine_day",
-            {
-                "site_code": m.site_code,
-                "line_code": m.line_code,
-                "machine_code": m.code,
-                "production_date": day.isoformat(),
-                "pbt_seconds": pbt,
-                "apt_seconds": apt,
-                "pri_seconds": round(pri, 6),
-                "pq": pq,
-                "gq": gq,
-                "sq": sq,
-                "rq": rq,
-                "availability": avail,
-                "effectiveness": eff,
-                "quality_ratio": qual,
-                "oee": avail * eff * qual if None not in (avail, eff, qual) else 0.0,
-            },
-        )
-
-    def emit_reliability(self) -> None:
-        """MTBF / MTTR per machine over the whole world."""
-        for m in self.cfg.machines:
-            n, run, down = self.reliability[m.code]
-            self.truth.row(
-                "reliability_machine",
-                {
-                    "site_code": m.site_code,
-                    "line_code": m.line_code,
-                    "machine_code": m.code,
-                    "failure_count": n,
-                    "running_seconds": run,
-                    "unplanned_downtime_seconds": down,
-                    "mtbf_seconds": run / n if n else None,
-                    "mttr_seconds": down / n if n else None,
-                },
-            )
 
 
 def generate_world(cfg: Config, seed: int, out: Path) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from plant_sim.reasons import REASONS
 from plant_sim.tables import Spec, TableWriter
-from plant_sim.world import REASONS
 
 V = ("_visible_at", "timestamptz")
 

@@ -1,4 +1,5 @@
-"""The plant systems rendered during generation (besides the MES, which the world writes)."""
+"""The plant systems rendered during generation, after each day's MES records and truth rows
+(systems/mes.py and systems/truth.py, which the world calls first: the random draws' order)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from plant_sim import rng as rngmod
-from plant_sim.world import REASONS
+from plant_sim.reasons import REASONS
 
 POWER_KW = {
     "running": 18.0,
