@@ -54,8 +54,9 @@ backfill: $(STAMP)  ## backfill one DAG over a range: make backfill DAG=extract_
 	@test -n "$(DAG)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill DAG=extract_mes FROM=2026-10-19T00:00 TO=2026-10-20T00:00"; exit 2; }
 	set -a; . $(RUN_ENV); set +a; $(VENV)/bin/airflow backfill create --dag-id $(DAG) --from-date $(FROM) --to-date $(TO) --reprocess-behavior completed
 
-lint: $(STAMP)  ## ruff (with Airflow's AIR rules)
+lint: $(STAMP)  ## ruff (with Airflow's AIR rules) and the import contracts (.importlinter)
 	$(VENV)/bin/ruff check dags include plugins tests bench
+	PYTHONPATH=include:. $(VENV)/bin/lint-imports --no-cache --no-logo
 
 requirements:  ## re-resolve requirements.txt (runtime) and requirements/dev.txt (tests, tools) (needs uv)
 	$(VENV)/bin/uv pip compile --python-version 3.11 requirements/requirements.in \

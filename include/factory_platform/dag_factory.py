@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from factory_platform.assets import warehouse_asset
+from factory_platform.assets import gated_marts_asset, warehouse_asset
 from factory_platform.sources import get_source
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,8 +31,6 @@ def default_args(owner: str = "data-platform",
 def publishing_dag_args() -> dict:
     """What every publishing DAG shares: triggered by the gated-marts asset that
     transform_dbt's quality gate emits, one run at a time, no catch-up."""
-    from factory_platform.transform import gated_marts_asset
-
     return {"schedule": [gated_marts_asset()], "start_date": START_DATE, "catchup": False,
             "max_active_runs": 1, "default_args": default_args()}
 

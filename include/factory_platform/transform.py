@@ -5,20 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from factory_platform.assets import warehouse_asset_uri
+from factory_platform.assets import gated_marts_asset, warehouse_asset_uri
 from factory_platform.dag_factory import START_DATE, default_args
 from factory_platform.dbt_project import DBT_PROJECT_DIR, MANIFEST_PATH
 from factory_platform.sources import all_sources
-
-GATED_MARTS_URI = "gate://warehouse/marts"
-
-
-def gated_marts_asset():
-    """Updated when a transform run built every model (their tests passed) and recorded the
-    gate checks per scope; publishing then decides per scope from dq.scope_status."""
-    from airflow.sdk import Asset
-
-    return Asset(GATED_MARTS_URI)
 
 
 def raw_asset_refs():

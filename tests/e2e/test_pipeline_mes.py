@@ -223,7 +223,7 @@ def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, w
 
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
-    from factory_platform.transform import GATED_MARTS_URI
+    from factory_platform.assets import GATED_MARTS_URI
 
     def gate_events() -> int:
         with create_session() as session:
