@@ -125,8 +125,8 @@ def dbt_build_selected(select: list[str], *args: str) -> subprocess.CompletedPro
 
 
 def build_in_three_chunks(dsn: str, select: list[str], windows, snapshot) -> tuple[dict, dict]:
-    """The incremental path against a full refresh: from an empty state (a full refresh of
-    `select` over an empty interval), three incremental builds over consecutive thirds of the
+    """The incremental path against a full refresh: from an empty state (the incremental
+    tables of `select` truncated), three incremental builds over consecutive thirds of the
     windows' range must give exactly the tables `snapshot(dsn)` returned before. Returns the
     full build's and the empty state's snapshots for the caller's own checks."""
     full = snapshot(dsn)
@@ -135,10 +135,11 @@ def build_in_three_chunks(dsn: str, select: list[str], windows, snapshot) -> tup
     bounds = [start, start + third, start + 2 * third, end]
     with changing_the_build(dsn, restored=True):
         started = time.monotonic()
-        # every incremental table re-created over an empty interval (models only: there is
-        # nothing to test in empty tables)
-        dbt_build_selected(select, "--full-refresh", "--resource-type", "model",
-                           "--vars", interval_vars(start, start))
+        # every incremental table emptied (a full refresh builds them complete whatever vars
+        # are set, so truncating is the way to an empty incremental state)
+        tables = [sql.Identifier(*table.split(".")) for table in incremental_tables(select)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(tables)))
         emptied = snapshot(dsn)
         for chunk_start, chunk_end in pairwise(bounds):  # models only: the full build tested
             dbt_build_selected(select, "--resource-type", "model",
@@ -148,6 +149,15 @@ def build_in_three_chunks(dsn: str, select: list[str], windows, snapshot) -> tup
         differing = {t: (len(full[t]), len(chunked[t])) for t in full if full[t] != chunked[t]}
         assert differing == {}, f"tables differ (full rows, chunked rows): {differing}"
     return full, emptied
+
+
+def incremental_tables(select: list[str]) -> list[str]:
+    """`schema.table` of the incremental models among `select` (`dbt ls`, ~3 s)."""
+    listed = dbt("ls", "--quiet", "--resource-type", "model", "--output", "json",
+                 "--output-keys", "schema", "alias",
+                 "--select", *(f"{item},config.materialized:incremental" for item in select))
+    nodes = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    return [f"{node['schema']}.{node['alias']}" for node in nodes]
 
 
 def interval_vars(start: datetime, end: datetime) -> str:

@@ -1,12 +1,20 @@
 """A full refresh and an incremental build in three chunks give identical tables — every table
 the models build (staging, conformed, marts, publish), incremental or rebuilt whole over
-incremental inputs."""
+incremental inputs; and a full refresh with the interval vars set is complete, not partial."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
-from _pipeline import build_in_three_chunks, build_whole_plant, day_windows
+from _pipeline import (
+    build_in_three_chunks,
+    build_whole_plant,
+    changing_the_build,
+    day_windows,
+    dbt_build_selected,
+    incremental_tables,
+    interval_vars,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +31,15 @@ def model_tables(dsn: str) -> list[str]:
             order by 1, 2""")]
 
 
-def snapshot(dsn: str) -> dict[str, list[tuple]]:
-    """Every row of every table the models build, as sorted text."""
+def snapshot(dsn: str, tables: list[str] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every table the models build (or of `tables`), as sorted text."""
     with psycopg.connect(dsn) as conn:
         return {table: conn.execute(f"select t::text from {table} as t order by 1").fetchall()
-                for table in model_tables(dsn) if table not in WALL_CLOCK_TABLES}
+                for table in (tables or model_tables(dsn)) if table not in WALL_CLOCK_TABLES}
 
 
 def test_every_model_table_equals_after_three_incremental_chunks(plant, warehouse_dsn):
-    """From an empty state (a full refresh over an empty interval), three incremental builds
+    """From an empty state (every incremental table truncated), three incremental builds
     of every model over consecutive thirds of the extracted range (30 days before the first
     shift to 2 days after the last) give exactly the full refresh's rows in every table."""
     build_whole_plant(plant, warehouse_dsn)
@@ -50,3 +58,23 @@ def test_every_model_table_equals_after_three_incremental_chunks(plant, warehous
                  "mart_energy_intensity"):
         assert full[f"marts.{mart}"], mart
     assert len(full) >= 35  # 39 tables today
+
+
+def test_a_full_refresh_with_interval_vars_is_complete(plant, warehouse_dsn):
+    """`dbt build --full-refresh` of the incremental models with the interval vars set (a day in
+    the middle of the range) gives exactly the tables of the full build without vars: the
+    interval applies only under is_incremental(), so a full refresh (or a first build) is never
+    partial."""
+    build_whole_plant(plant, warehouse_dsn)
+    tables = incremental_tables(["path:models"])
+    assert len(tables) == 13, tables
+    full = snapshot(warehouse_dsn, tables)
+    assert all(full.values()), [table for table, table_rows in full.items() if not table_rows]
+    windows = day_windows(plant)
+    day_start, day_end = windows[len(windows) // 2]
+    with changing_the_build(warehouse_dsn, restored=True):
+        dbt_build_selected(["config.materialized:incremental"], "--full-refresh",
+                           "--resource-type", "model", "--vars", interval_vars(day_start, day_end))
+        refreshed = snapshot(warehouse_dsn, tables)
+        differing = {t: (len(full[t]), len(refreshed[t])) for t in full if full[t] != refreshed[t]}
+        assert differing == {}, f"tables differ (without vars, with vars): {differing}"

@@ -16,6 +16,8 @@
     )
 }}
 
+-- depends_on: {{ ref('stg_scada__tag_value_files') }}
+{#- (read only in an incremental run with an interval, so dbt's parse does not see the ref) -#}
 {%- set lower_bound = interval_lower_bound() %}
 {%- set upper_bound = interval_upper_bound() %}
 

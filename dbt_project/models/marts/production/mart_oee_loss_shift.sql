@@ -17,21 +17,7 @@ with states as (
     select * from {{ ref('fct_machine_state_interval') }}
 ),
 
-{% if interval_is_set() -%}
-changed_keys as (
-    {{ changed_keys_sql }}
-),
-{%- endif %}
-
-in_scope as (
-    select *
-    from states
-    {% if interval_is_set() -%}
-    where (machine_code, production_date, shift_code) in (
-        select machine_code, production_date, shift_code from changed_keys
-    )
-    {%- endif %}
-),
+{{ recompute_changed_keys(changed_keys_sql, ['machine_code', 'production_date', 'shift_code'], {'in_scope': 'states'}) }}
 
 final as (
     select

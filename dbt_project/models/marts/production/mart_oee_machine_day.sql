@@ -16,21 +16,7 @@ with oee_shifts as (
     select * from {{ ref('mart_oee_shift') }}
 ),
 
-{% if interval_is_set() -%}
-changed_keys as (
-    {{ changed_keys_sql }}
-),
-{%- endif %}
-
-in_scope as (
-    select *
-    from oee_shifts
-    {% if interval_is_set() -%}
-    where (machine_code, production_date) in (
-        select machine_code, production_date from changed_keys
-    )
-    {%- endif %}
-),
+{{ recompute_changed_keys(changed_keys_sql, ['machine_code', 'production_date'], {'in_scope': 'oee_shifts'}) }}
 
 final as (
     {{ oee_rollup('in_scope', ['site_code', 'line_code', 'machine_code', 'production_date']) }}

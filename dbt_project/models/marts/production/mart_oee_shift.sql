@@ -28,11 +28,10 @@ shifts as (
     select * from {{ ref('dim_shift') }}
 ),
 
-{% if interval_is_set() -%}
-changed_keys as (
-    {{ changed_keys_sql }}
-),
-{%- endif %}
+{{ recompute_changed_keys(
+    changed_keys_sql, ['machine_code', 'production_date', 'shift_code'],
+    {'states_in_scope': 'states', 'confirmations_in_scope': 'confirmations'}
+) }}
 
 state_times as (
     select
@@ -59,12 +58,7 @@ state_times as (
         ) as other_unplanned_downtime_seconds,
         sum(duration_seconds) filter (where iso22400_time_category = 'setup') as setup_seconds,
         sum(duration_seconds) filter (where iso22400_time_category = 'idle') as idle_seconds
-    from states
-    {% if interval_is_set() -%}
-    where (machine_code, production_date, shift_code) in (
-        select machine_code, production_date, shift_code from changed_keys
-    )
-    {%- endif %}
+    from states_in_scope
     group by site_code, line_code, machine_code, shift_id, production_date, shift_code
 ),
 
@@ -82,12 +76,7 @@ shift_output as (
         sum(scrap_count) as sq,
         sum(rework_count) as rq,
         count(*) as confirmation_count
-    from confirmations
-    {% if interval_is_set() -%}
-    where (machine_code, production_date, shift_code) in (
-        select machine_code, production_date, shift_code from changed_keys
-    )
-    {%- endif %}
+    from confirmations_in_scope
     group by site_code, line_code, machine_code, shift_id, production_date, shift_code
 ),
 

@@ -12,27 +12,19 @@
     )
 }}
 
-with confirmations as (
-    select * from {{ ref('fct_operation_confirmation') }}
-),
-
-{% if interval_is_set() -%}
-changed_line_days as (
-    select distinct line_code, production_date
+{%- set changed_keys_sql %}
+    select line_code, production_date
     from confirmations
     where
         {{ changed_in_interval('recorded_at') }}
         or {{ changed_in_interval('operation_recorded_at') }}
-),
-{%- endif %}
+{%- endset %}
 
-in_scope as (
-    select *
-    from confirmations
-    {% if interval_is_set() -%}
-    where (line_code, production_date) in (select * from changed_line_days)
-    {%- endif %}
+with confirmations as (
+    select * from {{ ref('fct_operation_confirmation') }}
 ),
+
+{{ recompute_changed_keys(changed_keys_sql, ['line_code', 'production_date'], {'in_scope': 'confirmations'}) }}
 
 final as (
     select

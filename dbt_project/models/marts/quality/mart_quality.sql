@@ -14,6 +14,21 @@
         on_schema_change='fail',
     )
 }}
+{%- set changed_line_days_sql %}
+    select line_code, production_date
+    from confirmations
+    where
+        {{ changed_in_interval('recorded_at') }}
+        or {{ changed_in_interval('operation_recorded_at') }}
+    union
+    select line_code, production_date
+    from defects
+    where {{ changed_in_interval('recorded_at') }}
+    union
+    select line_code, production_date
+    from inspection_results
+    where {{ changed_in_interval('recorded_at') }}
+{%- endset %}
 
 with confirmations as (
     select * from {{ ref('fct_operation_confirmation') }}
@@ -29,23 +44,9 @@ inspection_results as (
     where line_code is not null
 ),
 
-{% if interval_is_set() -%}
-changed_line_days as (
-    select line_code, production_date
-    from confirmations
-    where
-        {{ changed_in_interval('recorded_at') }}
-        or {{ changed_in_interval('operation_recorded_at') }}
-    union
-    select line_code, production_date
-    from defects
-    where {{ changed_in_interval('recorded_at') }}
-    union
-    select line_code, production_date
-    from inspection_results
-    where {{ changed_in_interval('recorded_at') }}
-),
-{%- endif %}
+{{ recompute_changed_keys(
+    changed_line_days_sql, ['line_code', 'production_date'], {'confirmations_in_scope': 'confirmations'}
+) }}
 
 line_day_output as (
     select
@@ -56,10 +57,7 @@ line_day_output as (
         sum(good_count) as first_pass_good_count,
         sum(scrap_count) as scrap_count,
         sum(rework_count) as rework_count
-    from confirmations
-    {% if interval_is_set() -%}
-    where (line_code, production_date) in (select * from changed_line_days)
-    {%- endif %}
+    from confirmations_in_scope
     group by site_code, line_code, production_date
 ),
 
