@@ -225,7 +225,8 @@ class Publisher(threading.Thread):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             conn.rollback()  # the lock goes: the dead worker's statement is rolled back
-        return "killed after the ERP took a message, before its answer was recorded"
+        return ("killed while it waited for the outbox, after the ERP took a message of this "
+                "attempt (in doubt: the messages whose answer it was about to record)")
 
 
 # --- the steps, as the DAG tasks call them --------------------------------------------------------
