@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.debian import apt_install
+
 
 class MosquittoError(RuntimeError):
     """The private broker could not be installed or started."""
@@ -35,16 +37,8 @@ def find_binaries() -> tuple[str, str]:
         passwd = shutil.which("mosquitto_passwd")
         if broker and passwd:
             return broker, passwd
-        if attempt == 0 and (os.geteuid() == 0 or shutil.which("sudo")):
-            prefix = [] if os.geteuid() == 0 else ["sudo"]
-            print("mosquitto missing: installing Debian's mosquitto package …", flush=True)
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            done = subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "mosquitto"],
-                                  check=False, env=env, stdout=subprocess.DEVNULL)
-            if done.returncode != 0:
-                subprocess.run(prefix + ["apt-get", "update", "-qq"], check=False, env=env)
-                subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "mosquitto"],
-                               check=False, env=env, stdout=subprocess.DEVNULL)
+        if attempt == 0:
+            apt_install("mosquitto", "mosquitto missing")
     raise MosquittoError("mosquitto not found and apt could not install it; install Debian's "
                          "'mosquitto' package (the plant's MQTT broker)")
 

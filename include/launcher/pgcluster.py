@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.debian import apt_install
+
 SERVER_USER = "postgres"
 
 
@@ -35,22 +37,10 @@ def find_server_bindir() -> Path:
         if os.environ.get("PG_BINDIR"):
             return Path(os.environ["PG_BINDIR"])
         if attempt == 0:
-            _apt_install_postgresql()
+            apt_install("postgresql", "PostgreSQL server binaries missing")
     raise ClusterError(
         "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin and apt could not "
         "install them; install Debian's 'postgresql' package or set PG_BINDIR."
-    )
-
-
-def _apt_install_postgresql() -> None:
-    if os.geteuid() != 0 and not shutil.which("sudo"):
-        return
-    prefix = [] if os.geteuid() == 0 else ["sudo"]
-    print("PostgreSQL server binaries missing: installing Debian's postgresql package …", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(
-        prefix + ["apt-get", "install", "-y", "-qq", "postgresql"], check=False, env=env
     )
 
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.debian import apt_install
+
 
 class RedisError(RuntimeError):
     """The private Redis could not be installed or started."""
@@ -29,16 +31,8 @@ def find_redis_server() -> str:
             "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
         if found:
             return found
-        if attempt == 0 and (os.geteuid() == 0 or shutil.which("sudo")):
-            prefix = [] if os.geteuid() == 0 else ["sudo"]
-            print("redis-server missing: installing Debian's redis-server package …", flush=True)
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            installed = subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "redis-server"],
-                                       check=False, env=env, stdout=subprocess.DEVNULL)
-            if installed.returncode != 0:
-                subprocess.run(prefix + ["apt-get", "update", "-qq"], check=False, env=env)
-                subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "redis-server"],
-                               check=False, env=env, stdout=subprocess.DEVNULL)
+        if attempt == 0:
+            apt_install("redis-server", "redis-server missing")
     raise RedisError("redis-server not found and apt could not install it; install Debian's "
                      "'redis-server' package (needed by EXECUTOR=celery)")
 
