@@ -166,10 +166,6 @@ class Plant:
     qms_url: str
     api_key: str = field(repr=False)  # a failing test prints its fixtures: not the key
 
-    def truth_rows(self, table: str) -> list[dict]:
-        with open(self.world / "truth" / f"{table}.csv", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-
 
 @pytest.fixture(scope="session")
 def warehouse_dsn() -> str:

@@ -167,7 +167,6 @@ class MachineSim:
         self.setup_left = 0
         self.last_product: str | None = None
         self.ttf_left = self._sample_ttf()
-        self.state_seq = 0
 
     def _sample_ttf(self) -> int:
         return max(

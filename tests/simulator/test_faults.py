@@ -57,14 +57,6 @@ def serve(small_world: Path, tmp_path: Path) -> Iterator[Callable[..., Runtime]]
         rt.stop()
 
 
-def _inbox_files(inbox: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in inbox.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and "archive" not in p.parts
-    )
-
-
 # ---- off by default, deterministic -------------------------------------------------------
 
 

@@ -138,7 +138,7 @@ def test_states_tile_each_machine_calendar(small_world: Path) -> None:
         ivs.sort()
         assert ivs[0][0] == first, machine
         assert ivs[-1][1] == last, machine
-        for (s1, e1, *_), (s2, _e2, *_) in itertools.pairwise(ivs):
+        for (_s1, e1, *_), (s2, _e2, *_) in itertools.pairwise(ivs):
             assert e1 == s2, f"{machine}: gap or overlap at {e1} / {s2}"
         for s, e, day, code in ivs:
             ss, se = shifts[(day, code)]

@@ -101,13 +101,6 @@ def secure_parser_options() -> dict[str, Any]:
             "huge_tree": False, "remove_comments": True, "remove_pis": True}
 
 
-def secure_parser():
-    """An lxml parser with `secure_parser_options` (for callers that parse a whole tree)."""
-    from lxml import etree
-
-    return etree.XMLParser(**secure_parser_options())
-
-
 @lru_cache(maxsize=1024)
 def snake(name: str) -> str:
     """`effectiveFrom` → `effective_from` (names for undeclared attributes)."""
@@ -194,16 +187,6 @@ def stream_export(source_file, file_name: str,
                 del parent[0]
         if tags == BOM_PATH:
             bom_head = None
-
-
-def parse_export(path: Path, record_kind: str, file_name: str) -> Iterator[SourceRecord]:
-    """Records of one kind from one export file (streaming; raises on malformed XML)."""
-    if record_kind not in RECORD_KINDS:
-        raise ValueError(f"unknown PLM record kind {record_kind!r}")
-    with open_regular(path) as fh:
-        for kind, record in stream_export(fh, file_name):
-            if kind == record_kind:
-                yield record
 
 
 # --- the spool: one parse per file for every entity --------------------------------------------

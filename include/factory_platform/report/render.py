@@ -42,7 +42,7 @@ FLAG = "#d97706"
 CATEGORY_COLOURS = {"unplanned_downtime": "#4e79a7", "setup": "#76b7b2", "idle": "#b6a99b"}
 STATUS_COLOURS = {"pass": "#2f855a", "warn": "#d97706", "fail": "#c53030"}
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2}
-INK, MUTED, GRID = "#1f2933", "#616e7c", "#e4e7eb"
+INK = "#1f2933"
 
 WIDTH = 960  # every chart's viewBox width, px
 

@@ -65,8 +65,6 @@ REGISTER_MAP: list[dict[str, Any]] = [
 """Per machine block: 32-bit values are two registers, high word first (big-endian), counters
 are the PLC's (preset + pieces) mod 2^32 and roll over; `value = raw / scale` (temperature in
 0.1 °C as signed int16, speed in 0.1 pieces/h); `plant_time` = epoch seconds of the snapshot."""
-STATE_BY_CODE = {v: k for k, v in STATE_CODES.items()}
-REASON_BY_CODE = {v: k for k, v in REASON_CODES.items()}
 
 
 def machine_registers(store: ShopfloorStore, machine: str, ms: int) -> list[int]:

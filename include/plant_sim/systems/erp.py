@@ -279,7 +279,6 @@ class ErpSystem:
     def start(self, gen: Any) -> None:
         gen.erp = self
         self.w = TableWriter(gen.out / "erp", SPEC)
-        self.po_seq = 0
         cfg = gen.cfg
         t0 = (
             min(
@@ -437,7 +436,6 @@ class ErpSystem:
                 },
             )
         for rc in ev.receipts:
-            self.po_seq += 1
             ordered = rc.received_at - 3 * 86400
             self.w.row(
                 "purchase_orders",
