@@ -96,7 +96,7 @@ def load_with_our_loader(dsn: str, hours: int) -> dict:
     import dataclasses
 
     from factory_platform.extract.clients import Window, client_for
-    from factory_platform.extract.loader import load_batch
+    from factory_platform.extract.load import load_batch
     from factory_platform.extract.run import load_target
     from factory_platform.sources import get_source
 

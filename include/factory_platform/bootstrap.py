@@ -7,7 +7,7 @@ first run on, whichever systems have delivered so far. Idempotent.
 
 from __future__ import annotations
 
-from factory_platform.extract import loader
+from factory_platform.extract import load
 from factory_platform.extract.run import load_target
 from factory_platform.sources import all_sources
 from factory_platform.warehouse import ensure_warehouse
@@ -25,9 +25,9 @@ def bootstrap_warehouse(dsn: str) -> int:
             for entity in source.entities:
                 target = load_target(source, entity)
                 if entity.option("load") == "copy":
-                    loader._ensure_historian_tables(conn, target)
+                    load.ensure_historian_tables(conn, target)
                 else:
-                    loader.ensure_raw_table(conn, target)
+                    load.ensure_raw_table(conn, target)
                 count += 1
             conn.commit()
     return count

@@ -50,7 +50,7 @@ def run_entity(dsn: str, source, entity: str, start: datetime = HOUR,
                length: timedelta = timedelta(hours=1)):
     """The real client and loader for one interval; returns (LoadResult, Extraction)."""
     from factory_platform.extract.clients import client_for
-    from factory_platform.extract.loader import load_batch
+    from factory_platform.extract.load import load_batch
     from factory_platform.extract.run import load_target
 
     window = window_of(source, start, length)

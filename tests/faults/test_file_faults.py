@@ -221,7 +221,7 @@ def test_a_growing_file_waits_then_loads_whole(drops):
 
 def test_a_file_that_changes_while_read_is_not_archived_and_reloads_whole(drops):
     from factory_platform.extract.clients import client_for
-    from factory_platform.extract.loader import load_batch
+    from factory_platform.extract.load import load_batch
     from factory_platform.extract.run import load_target
 
     inbox = drops.inbox("ems")

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from factory_platform.extract import run as extract_run
 from factory_platform.extract.fields import Field
-from factory_platform.extract.loader import (
+from factory_platform.extract.load import (
     Extraction,
     LoadTarget,
     SourceRecord,
@@ -221,7 +221,7 @@ def test_a_record_the_database_refuses_is_quarantined_and_the_rest_loads(scratch
 
 def test_an_empty_answer_where_rows_were_is_refused_not_applied(scratch):
     load(scratch, [reading(i) for i in range(10)])
-    from factory_platform.extract.loader import EmptyAnswerRefused
+    from factory_platform.extract.load import EmptyAnswerRefused
 
     with pytest.raises(EmptyAnswerRefused, match="answered no records"):
         load(scratch, [], empty_is_deletion=False)
@@ -266,7 +266,7 @@ def test_an_answer_cut_short_is_refused_not_applied(scratch):
     """Found by `make chaos`: a follow-up page that came back empty ended the window early, and
     the shorter answer replaced the window — 2,240 QMS versions deleted. A change feed never
     drops a version, so an answer lacking versions raw holds is refused; raw stays as it was."""
-    from factory_platform.extract.loader import IncompleteAnswerRefused
+    from factory_platform.extract.load import IncompleteAnswerRefused
 
     load(scratch, [reading(i) for i in range(10)])
     with pytest.raises(IncompleteAnswerRefused, match="lacks 4 version"):

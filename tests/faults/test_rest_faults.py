@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from factory_platform.extract import loader, rest
+from factory_platform.extract import load, rest
 from factory_platform.extract.clients import Window
 from factory_platform.extract.fields import Field
 from factory_platform.extract.incidents import RefusedAnswer
@@ -50,7 +50,7 @@ SOURCE = Source(
     max_reject_share=0.5, page_size=3,
     request_deadline=timedelta(seconds=DEADLINE_S), max_pages=20,
 )
-TARGET = loader.LoadTarget(
+TARGET = load.LoadTarget(
     system=SYSTEM, entity=ENTITY.name, fields=ENTITY.fields, natural_key=ENTITY.natural_key,
     replace_column=ENTITY.cursor, max_reject_share=SOURCE.max_reject_share,
 )
@@ -91,10 +91,10 @@ def connect_to(monkeypatch, server: FaultServer, **extra) -> None:
         "password": API_KEY, "extra": {**settings, **extra}}))
 
 
-def extract(dsn: str, source: Source = SOURCE, window: Window = WINDOW) -> loader.LoadResult:
+def extract(dsn: str, source: Source = SOURCE, window: Window = WINDOW) -> load.LoadResult:
     """The extraction task's two steps: fetch the window (client), then load it."""
     extraction = rest.open_extraction(source, ENTITY, window)
-    return loader.load_batch(dsn, TARGET, extraction, interval_start=window.interval_start,
+    return load.load_batch(dsn, TARGET, extraction, interval_start=window.interval_start,
                              interval_end=window.interval_end, window_start=window.start)
 
 
@@ -113,7 +113,7 @@ def quarantined(dsn: str) -> int:
 
 
 def audit_status(dsn: str, window: Window = WINDOW) -> str | None:
-    batch_id = loader.batch_id_for(SYSTEM, ENTITY.name, window.start, window.interval_end)
+    batch_id = load.batch_id_for(SYSTEM, ENTITY.name, window.start, window.interval_end)
     with psycopg.connect(dsn) as conn:
         row = conn.execute("select status from ops.load_audit where batch_id = %s",
                            (batch_id,)).fetchone()
@@ -180,7 +180,7 @@ def test_a_cursor_that_does_not_advance_is_refused_without_holding_the_lock(dsn,
     the client pages, another session takes the raw table's load lock and writes a row: the
     fetching happens before the loader's transaction, so nothing of the raw table is held."""
     with psycopg.connect(dsn) as conn:
-        loader.ensure_raw_table(conn, TARGET)
+        load.ensure_raw_table(conn, TARGET)
     probe: dict[str, object] = {}
 
     def take_the_lock():
@@ -320,7 +320,7 @@ def test_an_empty_answer_for_a_window_with_rows_is_refused_and_changes_nothing(
     assert len(before) == len(READINGS)
     with FaultServer(lambda request, n: page([])) as server:
         connect_to(monkeypatch, server)
-        with pytest.raises(loader.EmptyAnswerRefused) as failure:
+        with pytest.raises(load.EmptyAnswerRefused) as failure:
             extract(dsn, window=LATE_HALF)
     assert isinstance(failure.value, RefusedAnswer)
     assert server.count == 1

@@ -40,8 +40,8 @@ a reason and reported (`file_unmatched`) — by the source's first entity only, 
 entity tasks do not report it twice. Directories other than `archive/`/`quarantine/` are left.
 
 **Replace semantics.** The batch replaces the raw rows and quarantine rows of exactly the files
-it read (`Extraction.replace_sources`, see `loader`), so a file loads once however often it is
-picked up. A file delivered twice under another name (WMS `…_RESEND.csv`) is recognised by its
+it read (`Extraction.replace_sources`, see `load.files`), so a file loads once however often it
+is picked up. A file delivered twice under another name (WMS `…_RESEND.csv`) is recognised by its
 sha256 (hashed only when another file in the window has the same size): it loads nothing, its
 rows count as duplicates and it is archived.
 
@@ -81,7 +81,7 @@ quoted field may hold the delimiter or a line break; a record spanning lines is 
 **Fast path.** Entities with the option `("load", "copy")` (the historian) hand the loader the
 files themselves (`Extraction.delimited_files`): Postgres parses and casts their bytes in COPY,
 and only a file it refuses (or one holding a quote or an over-long line) is read record by
-record here (`loader` module docstring).
+record here (`load.historian`).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 from factory_platform.extract.incidents import Incident
-from factory_platform.extract.loader import (
+from factory_platform.extract.load import (
     DelimitedFile,
     Extraction,
     SetAsideFile,

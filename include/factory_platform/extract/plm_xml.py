@@ -64,7 +64,7 @@ from factory_platform.extract.files import (
     write_text_safely,
 )
 from factory_platform.extract.incidents import Incident
-from factory_platform.extract.loader import Extraction, SourceRecord
+from factory_platform.extract.load import Extraction, SourceRecord
 
 log = logging.getLogger(__name__)
 

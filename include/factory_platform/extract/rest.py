@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from factory_platform.extract.incidents import RefusedAnswer
-from factory_platform.extract.loader import Extraction, SourceRecord
+from factory_platform.extract.load import Extraction, SourceRecord
 
 log = logging.getLogger(__name__)
 

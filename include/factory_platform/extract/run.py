@@ -4,8 +4,8 @@ Called by every `extract_<system>` DAG task with the run's data interval. Client
 Airflow connections, so pointing the platform at a real plant is configuration only.
 
 **No gaps (high-water marks).** Each entity remembers in `ops.extract_watermark` the end of the
-time it has loaded and committed without a gap (`loader.record_watermark`, in the batch's own
-transaction). A scheduled run (`extract_scheduled`) first loads the time between that mark and
+time it has loaded and committed without a gap (`load.Batch.record_watermark`, in the batch's
+own transaction). A scheduled run (`extract_scheduled`) first loads the time between that mark and
 its own interval — missed while the scheduler was down (the DAGs do not catch up run by run),
 or left by batches that failed — in slices of `source.catchup_slice`, at most
 `source.max_catchup_slices` per run and within half the task's time limit; the next runs go
@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from factory_platform.extract import incidents, loader
+from factory_platform.extract import incidents, load
 from factory_platform.extract.clients import Window, client_for
 from factory_platform.sources import Entity, Source, get_source
 from factory_platform.warehouse import ensure_warehouse_once, warehouse_dsn
@@ -33,8 +33,8 @@ from factory_platform.warehouse import ensure_warehouse_once, warehouse_dsn
 log = logging.getLogger(__name__)
 
 
-def load_target(source: Source, entity: Entity) -> loader.LoadTarget:
-    return loader.LoadTarget(
+def load_target(source: Source, entity: Entity) -> load.LoadTarget:
+    return load.LoadTarget(
         system=source.system, entity=entity.name, fields=entity.fields,
         natural_key=entity.natural_key, replace_column=entity.cursor,
         max_reject_share=source.max_reject_share,
@@ -57,7 +57,7 @@ def extract_interval(system: str, entity_name: str, interval_start: datetime,
                     interval_start=interval_start, interval_end=interval_end)
     try:
         extraction = client_for(source.interface).open_extraction(source, entity, window)
-        result = loader.load_batch(
+        result = load.load_batch(
             dsn, load_target(source, entity), extraction,
             interval_start=interval_start, interval_end=interval_end, window_start=window.start,
             run_id=run_id, watermark="keep" if is_snapshot(entity) else watermark,

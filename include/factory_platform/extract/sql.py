@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from factory_platform.extract.loader import Extraction, SourceRecord
+from factory_platform.extract.load import Extraction, SourceRecord
 
 log = logging.getLogger(__name__)
 

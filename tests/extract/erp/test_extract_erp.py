@@ -225,7 +225,7 @@ def test_bad_rows_are_quarantined_with_their_reason(scratch_erp, plant):
 
 
 def test_a_batch_of_mostly_bad_rows_fails_naming_table_and_reason(scratch_erp):
-    from factory_platform.extract.loader import LoadRejected
+    from factory_platform.extract.load import LoadRejected
     from factory_platform.extract.run import extract_interval
 
     _erp, warehouse = scratch_erp

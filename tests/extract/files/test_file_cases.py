@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from factory_platform.extract.clients import Window, client_for
 from factory_platform.extract.files import MissingColumnError
-from factory_platform.extract.loader import load_batch
+from factory_platform.extract.load import load_batch
 from factory_platform.extract.run import load_target
 from factory_platform.sources import get_source
 

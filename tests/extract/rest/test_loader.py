@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from factory_platform.extract.fields import Field
-from factory_platform.extract.loader import (
+from factory_platform.extract.load import (
     Extraction,
     LoadRejected,
     LoadTarget,
