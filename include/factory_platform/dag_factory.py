@@ -21,10 +21,10 @@ def default_args(owner: str = "data-platform",
                  execution_timeout: timedelta = TASK_TIMEOUT) -> dict:
     """Every task: retries with backoff, a failure alert, and a time limit — a task that hangs
     (a stalled source, a lock) is stopped and retried instead of holding its slot for ever."""
-    from factory_platform.alerts import task_failure_alert
+    from factory_platform.alerts import WebhookNotifier
 
     return {"owner": owner, "retries": 2, "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True, "on_failure_callback": task_failure_alert,
+            "retry_exponential_backoff": True, "on_failure_callback": WebhookNotifier(),
             "execution_timeout": execution_timeout}
 
 
@@ -39,6 +39,8 @@ def build_extract_dag(system: str, doc_md: str | None):
     """`extract_<system>`: one task per entity, each an interval load with its raw table as outlet."""
     from airflow.sdk import Param, dag, task
     from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from factory_platform.source_watch import extraction_deadline
 
     source = get_source(system)
     reload_params = {
@@ -60,6 +62,7 @@ def build_extract_dag(system: str, doc_md: str | None):
         tags=["extract", system, "raw"],
         doc_md=doc_md,
         params=reload_params,
+        deadline=extraction_deadline(source),  # a run not finished in time is alerted
     )
     def extract():
         for entity in source.entities:

@@ -282,6 +282,51 @@ comment on table dq.checked_publish is
 """
 OPS_DDL += ";\n" + ERP_PUBLISH_DDL
 
+# Noticing silence (source_watch.py, the watch_sources DAG): dbt source freshness per raw table,
+# and the not-seen incidents per system. In dq, so the transformer owns them (roles.py).
+SOURCE_WATCH_DDL = """
+create table if not exists dq.source_freshness (
+    freshness_id         bigserial primary key,
+    run_id               text not null,
+    checked_at           timestamptz not null default clock_timestamp(),
+    source_name          text not null,
+    table_name           text not null,
+    status               text not null check (status in ('pass', 'warn', 'error', 'runtime error')),
+    max_loaded_at        timestamptz,
+    snapshotted_at       timestamptz,
+    age_seconds          double precision,
+    warn_after_seconds   double precision,
+    error_after_seconds  double precision,
+    error                text
+);
+comment on table dq.source_freshness is
+    'dbt source freshness history: one row per raw table and watch run - status (pass, warn, '
+    'error, runtime error), newest _extracted_at (null: no row), age and the yml thresholds.';
+create index if not exists source_freshness_table
+    on dq.source_freshness (source_name, table_name, checked_at);
+
+create table if not exists dq.source_not_seen (
+    incident_id        bigserial primary key,
+    system             text not null,
+    silent_entities    jsonb not null,
+    threshold_seconds  double precision not null,
+    last_loaded_at     timestamptz,
+    opened_at          timestamptz not null,
+    opened_in_run      text,
+    open_alerted_at    timestamptz,
+    cleared_at         timestamptz,
+    cleared_in_run     text,
+    clear_alerted_at   timestamptz
+);
+comment on table dq.source_not_seen is
+    'Not-seen incidents: a system whose entities loaded no batch for longer than 2 x its '
+    'schedule + a grace (silent_entities: entity to its last batch). One open row per system, '
+    'alerted once when it opens and once when it clears (a newer batch of every silent entity).';
+create unique index if not exists source_not_seen_open on dq.source_not_seen (system)
+    where cleared_at is null
+"""
+OPS_DDL += ";\n" + SOURCE_WATCH_DDL
+
 
 def _is_current(conn) -> bool:
     """True when every schema and the newest ops column exist: then there is nothing to do,
@@ -304,6 +349,7 @@ def _is_current(conn) -> bool:
         "       and to_regclass('dq.gate_step') is not null "
         "       and to_regclass('dq.gate_run') is not null "
         "       and to_regclass('dq.checked_publish') is not null "
+        "       and to_regclass('dq.source_not_seen_open') is not null "
         "from pg_namespace where nspname = any(%s)",
         (len(SCHEMAS), list(SCHEMAS)),
     ).fetchone()
@@ -352,6 +398,7 @@ JOB_CONNECTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("publish_erp", "reconcile_with_erp", {}),  # dbt builds the reconciliation: transformer
     ("publish_erp", "*", {"warehouse": "warehouse_publish", "erp_db": "erp_inbound"}),
     ("publish_reporting", "*", {"warehouse": "warehouse_report"}),  # reporting_reader
+    ("watch_sources", "*", {}),  # source freshness (dbt) and not-seen: the transformer
     # transform_dbt (and Cosmos' profile): "warehouse", the transformer
 )
 
