@@ -8,7 +8,7 @@ provision`), all with the same code:
 | role | connects to | may |
 | --- | --- | --- |
 | sfdp_loader | warehouse, erp, eam | own `raw_*` (create a new `raw_<system>` schema, nothing else); write the extraction bookkeeping in `ops` (load_audit, quarantine, schema_drift, extract_watermark, source_incident); read `ops.erp_*`; read the plant's ERP and EAM tables |
-| sfdp_transformer | warehouse | read `raw_*` and `ops`; own staging, conformed, marts, publish, reporting, dq, dq_failures, snapshots (dbt drops and re-creates its relations); write `ops.transform_run` |
+| sfdp_transformer | warehouse | read `raw_*` and `ops`; own staging, conformed, marts, publish, reporting, dq, dq_failures, snapshots, quality (dbt drops and re-creates its relations); write `ops.transform_run` |
 | sfdp_publisher | warehouse, erp | read publish and dq; write `ops.erp_*` (the outbox, holds); in the ERP only EXECUTE `erp.post_message` |
 | reporting_reader (NOLOGIN; sfdp_reporter and BI logins are members) | warehouse | read the `reporting.rpt_*` views |
 | sfdp_airflow | airflow | own Airflow's metadata database |
@@ -97,6 +97,7 @@ SCHEMA_POLICIES = {
     "publish": SchemaPolicy(TRANSFORMER, readers=(PUBLISHER,)),
     "dq": SchemaPolicy(TRANSFORMER, readers=(PUBLISHER,), users=(LOADER,)),
     "dq_failures": SchemaPolicy(TRANSFORMER),  # the gate's stored failing rows
+    "quality": SchemaPolicy(TRANSFORMER),  # the batches the gate's GX suites validate (qa_*)
     "snapshots": SchemaPolicy(TRANSFORMER),  # dbt snapshots (SCD2)
     "reporting": SchemaPolicy(TRANSFORMER, readers=(READER,)),
     "truth": SchemaPolicy(PLANT_TRUTH),
@@ -105,7 +106,7 @@ SCHEMA_POLICIES = {
 SCHEMA_CREATORS = {LOADER: "raw\\_%", PLANT_TRUTH: "truth"}
 # Created at set-up when missing: dbt would create them, which its role may not (it creates no
 # schema; every schema the dbt project writes is here or in warehouse.SCHEMAS).
-SETUP_SCHEMAS = ("dq_failures", "snapshots")
+SETUP_SCHEMAS = ("dq_failures", "snapshots", "quality")
 
 READ = "SELECT"
 WRITE = "SELECT, INSERT, UPDATE, DELETE"

@@ -146,28 +146,10 @@ comment on table dq.check_result is
     'Quality-gate history: one row per check, scope (site x production day) and run. A check '
     'writes a row for every scope it evaluated, failing_count 0 when the scope passed.';
 create index if not exists check_result_scope on dq.check_result (site_code, production_day, checked_at);
-create index if not exists check_result_check on dq.check_result (check_name, checked_at);
-
-create or replace view dq.scope_status as
-with latest as (
-    select distinct on (check_name, site_code, production_day) *
-    from dq.check_result
-    order by check_name, site_code, production_day, checked_at desc, result_id desc
-)
-select site_code, production_day,
-       case when bool_or(severity = 'error' and failing_count > 0) then 'blocked'
-            when bool_or(severity = 'warn' and failing_count > 0) then 'flagged'
-            else 'passed' end as decision,
-       coalesce(array_agg(check_name order by check_name)
-                filter (where failing_count > 0), '{}') as failing_checks,
-       max(checked_at) as decided_at
-from latest
-group by site_code, production_day;
-comment on view dq.scope_status is
-    'The gate per scope (site x production day), from the latest result of every check: '
-    'blocked (an error-severity check fails: not published), flagged (only warnings: published '
-    'with a flag) or passed.'
+create index if not exists check_result_check on dq.check_result (check_name, checked_at)
 """
+# The gate's decision per scope, the view dq.scope_status, is a dbt model over dq.check_result
+# (dbt_project/models/quality/scope_status.sql): a warehouse has it once dbt built.
 OPS_DDL += ";\n" + SOURCE_INCIDENT_DDL
 
 # ERP exactly once when the ERP says no, and publishing only what the gate checked
@@ -339,7 +321,6 @@ def _is_current(conn) -> bool:
         "        and attname = 'status' and not attisdropped) "
         "       and to_regclass('ops.quarantine') is not null "
         "       and to_regclass('ops.schema_drift') is not null "
-        "       and to_regclass('dq.scope_status') is not null "
         "       and to_regclass('ops.erp_outbox_answered_in_run') is not null "
         "       and to_regclass('ops.transform_run') is not null "
         "       and to_regclass('ops.extract_watermark') is not null "

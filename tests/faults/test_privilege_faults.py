@@ -73,7 +73,7 @@ def probes(warehouse_dsn):
         conn.execute("create table if not exists raw_privprobe.records "
                      "(site_code text, production_date date, n int)")
     with connected(roles.TRANSFORMER) as conn:
-        for schema in ("staging", "marts", "publish", "reporting"):
+        for schema in ("staging", "marts", "publish", "reporting", "dq", "quality"):
             name = f"{schema}.sfdp_probe_{uuid.uuid4().hex[:6]}"
             conn.execute(f"create table {name} (site_code text, production_date date, n int)")
             made.append((roles.TRANSFORMER, name))
@@ -199,7 +199,10 @@ def test_the_transformer_reads_raw_and_cannot_write_it(probes):
 def test_the_publisher_reads_publish_and_dq_and_writes_the_outbox_only(probes):
     with connected(roles.PUBLISHER) as conn:
         conn.execute(f"select count(*) from {probes['publish']}")
-        conn.execute("select count(*) from dq.scope_status")
+        # dq: the gate's results, and its decision per scope (dq.scope_status, a view dbt builds
+        # as the transformer, like this probe)
+        conn.execute("select count(*) from dq.check_result")
+        conn.execute(f"select count(*) from {probes['dq']}")
         conn.execute("begin")
         conn.execute("insert into ops.erp_outbox (idempotency_key, message_type, business_key, "
                      "version, kind, content_hash, payload) values "
@@ -208,6 +211,7 @@ def test_the_publisher_reads_publish_and_dq_and_writes_the_outbox_only(probes):
         refused(conn, f"insert into {probes['raw']} values ('ERF', current_date, 1)")
         refused(conn, f"select count(*) from {probes['raw']}")
         refused(conn, f"select count(*) from {probes['marts']}")
+        refused(conn, f"select count(*) from {probes['quality']}")  # the gate's batches
         refused(conn, f"insert into {probes['publish']} values ('ERF', current_date, 1)")
         refused(conn, "insert into ops.load_audit (batch_id) values ('x')")
         refused(conn, "delete from dq.check_result")
@@ -217,7 +221,8 @@ def test_the_reader_reads_nothing_but_the_reporting_views(probes):
     with connected(roles.REPORTER) as conn:
         conn.execute(f"select count(*) from {probes['reporting']}")  # reporting: readable
         for relation in ("ops.load_audit", "ops.quarantine", "ops.erp_outbox", "dq.check_result",
-                         "dq.scope_status", probes["raw"], probes["marts"],
+                         "dq.scope_status", probes["dq"], probes["quality"], probes["raw"],
+                         probes["marts"],
                          probes["staging"], probes["publish"], probes["truth"]):
             refused(conn, f"select * from {relation} limit 1")
         refused(conn, "create temp table t (n int)")
@@ -309,7 +314,9 @@ def reporting_scratch(pg):
     env = dict(os.environ, PGDATABASE=name, PGUSER=roles.TRANSFORMER,
                PGPASSWORD=SECRET[roles.PASSWORD_ENV[roles.TRANSFORMER]],
                DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    for select in ("path:models/reporting", "rpt_oee_line_day"):  # built, then re-created
+    # the reporting views and the gate's decision they read (dq.scope_status), then one view
+    # again (dbt re-creates it)
+    for select in ("path:models/reporting scope_status", "rpt_oee_line_day"):
         done = subprocess.run(
             [str(DBT), "run", "--select", select, "--threads", "4",
              "--project-dir", str(PROJECT_ROOT / "dbt_project"),

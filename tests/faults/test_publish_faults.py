@@ -66,8 +66,10 @@ create table publish.{name} (
 
 
 @pytest.fixture(scope="module")
-def dbs(pg):
-    """(warehouse, erp) scratch databases."""
+def dbs(pg, tmp_path_factory):
+    """(warehouse, erp) scratch databases; the warehouse has the gate's decision per scope,
+    dq.scope_status, as dbt builds it."""
+    from factory_platform.dbt_project import run_dbt
     from factory_platform.warehouse import ensure_warehouse
     from plant_sim.systems.erp import INBOUND_SQL
 
@@ -77,6 +79,9 @@ def dbs(pg):
         conn.execute(CONFIRMATION_DDL)
         for name in ("pub_erp__goods_movement", "pub_erp__quality_result"):
             conn.execute(OTHER_DDL.format(name=name))
+    done = run_dbt(warehouse, "run", "--select", "scope_status",
+                   target_path=str(tmp_path_factory.mktemp("dbt-scope-status")))
+    assert done.returncode == 0, done.stdout[-4000:]
     erp = pg.create_database("faults_publish_erp")
     with psycopg.connect(erp) as conn:
         conn.execute("create schema erp")

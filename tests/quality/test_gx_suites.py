@@ -3,14 +3,18 @@ days under test (and seven days of history before them), one out-of-range temper
 GXA day 2, a missing operation and a missing site on site GXB day 1, and site GXA day 3 with a
 quarter of its usual MES confirmations.
 
-The relations the suites read are real tables in scratch schemas of a database of its own
-(`Suite.in_schemas`), so the suites' SQL, GX and the dq tables run for real.
+In a database of its own, the relations the gate's dbt models read (staging and conformed
+models, the plant_sites seed) are hand-made tables with those rows; dbt then builds the batches
+(models/quality: qa_<suite>) and dq.scope_status over them, so the models' SQL, GX and the dq
+tables run for real.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -18,16 +22,18 @@ import pytest
 from _dags import registered
 from factory_platform.quality.gx_suites import (
     SAMPLE_KEYS,
+    SUITES,
     QualityGateFailed,
     Suite,
+    Touched,
     between,
-    default_suites,
     gx_quality_gate,
     raise_for_failures,
     run_suites,
 )
 
-STAGING, CONFORMED = "gxt_staging", "gxt_conformed"
+STAGING, CONFORMED = "staging", "conformed"  # the dbt models' own schemas, in a database of its own
+QUALITY_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models" / "quality"
 SITES = {"GXA": ("MA1", "Europe/Berlin"), "GXB": ("MB1", "Asia/Shanghai")}
 DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]  # under test
 HISTORY = [date(2026, 2, 23) + timedelta(days=i) for i in range(7)]  # 02-23 … 03-01
@@ -50,20 +56,21 @@ def _local(day: date, hour: int, tz: str) -> datetime:
 
 def _build_warehouse(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
-        for schema in (STAGING, CONFORMED):
-            conn.execute(f"drop schema if exists {schema} cascade")
-            conn.execute(f"create schema {schema}")
         conn.execute(f"create table {CONFORMED}.dim_site (site_code text, site_timezone text)")
+        conn.execute(f"create table {CONFORMED}.plant_sites (site_code text, timezone text)")
         conn.execute(f"create table {CONFORMED}.dim_equipment (equipment_code text, "
                      "machine_code text, site_code text, hierarchy_level text)")
         for site, (machine, tz) in SITES.items():
             conn.execute(f"insert into {CONFORMED}.dim_site values (%s, %s)", (site, tz))
+            conn.execute(f"insert into {CONFORMED}.plant_sites values (%s, %s)", (site, tz))
             conn.execute(f"insert into {CONFORMED}.dim_equipment values "
                          "(%s, null, %s, 'site'), (%s, %s, %s, 'machine')",
                          (site, site, machine, machine, site))
         conn.execute(f"""
             create table {CONFORMED}.dim_shift as
-            select sites.site_code, days.day::date as production_date, shifts.shift_code,
+            select sites.site_code || '-' || to_char(days.day, 'YYYYMMDD') || '-'
+                       || shifts.shift_code as shift_id,
+                   sites.site_code, days.day::date as production_date, shifts.shift_code,
                    (days.day::date + shifts.starts) at time zone sites.site_timezone
                        as shift_start_at,
                    (days.day::date + shifts.starts + interval '8 hours')
@@ -112,13 +119,18 @@ def _build_warehouse(dsn: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dsn(pg):
-    """A database of its own: the dq tables (ensure_warehouse) and the scratch relations."""
+def dsn(pg, tmp_path_factory):
+    """A database of its own: the dq tables (ensure_warehouse), the hand-made relations the
+    gate's models read, and the gate's models built on them by dbt."""
+    from factory_platform.dbt_project import run_dbt
     from factory_platform.warehouse import ensure_warehouse
 
     dsn = pg.create_database("quality_gx")
     ensure_warehouse(dsn)
     _build_warehouse(dsn)
+    target = tmp_path_factory.mktemp("dbt-quality")
+    done = run_dbt(dsn, "run", "--select", "path:models/quality", target_path=str(target))
+    assert done.returncode == 0, done.stdout[-4000:]
     yield dsn
     pg.cluster.drop_database("quality_gx")
 
@@ -127,7 +139,7 @@ def dsn(pg):
 def suites(dsn):
     with psycopg.connect(dsn) as conn:
         conn.execute("truncate dq.check_result")
-    return default_suites(staging=STAGING, conformed=CONFORMED)
+    return SUITES
 
 
 def _results(dsn: str, run_id: str) -> dict[tuple, tuple]:
@@ -144,6 +156,42 @@ def _scope_status(dsn: str) -> dict[tuple, tuple]:
         rows = conn.execute("select site_code, production_day, decision, failing_checks "
                             "from dq.scope_status").fetchall()
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+def test_every_suite_validates_a_documented_dbt_model_with_the_columns_it_checks():
+    """The batches live in dbt: each suite's relation is its model quality.qa_<suite>, whose
+    yml documents every column the suite reads (scope, key, checked columns)."""
+    import yaml
+
+    documented = {m["name"]: {c["name"] for c in m["columns"]} for m in yaml.safe_load(
+        (QUALITY_MODELS / "_quality__models.yml").read_text())["models"]}
+    for suite in SUITES:
+        assert suite.relation == f"quality.qa_{suite.name}"
+        assert (QUALITY_MODELS / f"{suite.model}.sql").exists(), suite.model
+        read = {"site_code", "production_day", suite.key_column,
+                *(e.column for e in suite.expectations)}
+        assert read <= documented[suite.model], read - documented[suite.model]
+        for touched in suite.touched:  # the scopes a run touched, from the gate's own models
+            model = touched.relation.removeprefix("quality.")
+            assert model in documented and "%(start)s" in touched.where, touched
+
+
+def test_an_instant_is_placed_in_its_production_day_in_one_place():
+    """The batches place instants with the project's one placement (macro assign_shift); no
+    Python SQL and no other gate model reads the shift calendar itself."""
+    from factory_platform.quality import gx_suites
+
+    assert "dim_shift" not in Path(gx_suites.__file__).read_text()
+    sql = {p.stem: p.read_text() for p in QUALITY_MODELS.glob("*.sql")}
+    assert {"qa_scada_sensor_ranges", "qa_mes_confirmation_required_fields",
+            "qa_row_counts_vs_history", "scope_status"} <= set(sql)
+    assert not [name for name, text in sql.items() if "dim_shift" in text]
+    for name in ("qa_scada_sensor_ranges", "qa_mes_confirmation_required_fields"):
+        assert len(re.findall(r"\{\{ assign_shift\(", sql[name])) == 1, name
+    # the row counts count the two other batches' rows in their scopes: no placement of its own
+    assert "assign_shift" not in sql["qa_row_counts_vs_history"]
+    assert {"qa_mes_confirmation_required_fields", "qa_scada_sensor_ranges"} == set(
+        re.findall(r"ref\('(\w+)'\)", sql["qa_row_counts_vs_history"]))
 
 
 SENSOR = "scada_sensor_ranges.expect_column_values_to_be_between"
@@ -198,6 +246,26 @@ def test_results_per_expectation_and_scope(dsn, suites):
     assert "scada_sensor_ranges" not in message
 
 
+def test_rebuilding_scope_status_keeps_the_views_built_on_it(dsn, tmp_path):
+    """dq.scope_status is replaced in place (materialization replaced_view): building it again
+    keeps the relation and the views on it — dbt's own view materialization drops the old view
+    with CASCADE, and with it every gated reporting view until dbt builds them again."""
+    from factory_platform.dbt_project import run_dbt
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("create schema if not exists gxt_scratch")
+        conn.execute("create or replace view gxt_scratch.on_scope_status as "
+                     "select site_code, production_day from dq.scope_status")
+        before = conn.execute("select 'dq.scope_status'::regclass::oid").fetchone()[0]
+    done = run_dbt(dsn, "run", "--select", "scope_status", target_path=str(tmp_path))
+    assert done.returncode == 0, done.stdout[-4000:]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select 'dq.scope_status'::regclass::oid").fetchone()[0] == before
+        assert conn.execute("select to_regclass('gxt_scratch.on_scope_status')").fetchone()[0]
+        comment = conn.execute("select obj_description('dq.scope_status'::regclass)").fetchone()[0]
+    assert comment.startswith("The quality gate's decision per scope")
+
+
 def test_only_the_scopes_of_the_interval_are_evaluated(dsn, suites):
     """An hour of GXA's day 2 (09:00 local): the sensor and MES suites evaluate that scope
     alone, whole; GXB has no row in the hour."""
@@ -229,24 +297,29 @@ def test_only_the_scopes_of_the_interval_are_evaluated(dsn, suites):
 
 
 def test_failing_counts_are_exact_and_sample_keys_capped(dsn, suites):
-    """A suite of our own over the same relations: 20 failing hours in each of two scopes;
+    """A suite of our own over a batch of our own: 16 failing hours in each of two scopes;
     each scope's count is exact, its keys the first ten, sorted."""
-    own = Suite(
-        name="pressure_below_three", source_system="scada", severity="warn",
-        target="{conformed}.fct_tag_reading_hour", key_column="reading_key",
-        query="""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("create schema if not exists gxt_scratch")
+        conn.execute(f"""
+            create or replace view gxt_scratch.pressure_below_three as
             select sites.site_code, (readings.reading_hour_at at time zone sites.site_timezone)::date
                        as production_day,
                    readings.machine_code || '|' || readings.tag_name || '|'
                    || readings.reading_hour_at::text as reading_key,
-                   readings.max_value as pressure_bar
-            from {conformed}.fct_tag_reading_hour as readings
-            inner join {conformed}.dim_equipment as machines using (machine_code)
-            inner join {conformed}.dim_site as sites using (site_code)
-            where readings.tag_name <> 'vibration' and readings.reading_hour_at >= %(start)s
-              and readings.reading_hour_at < %(end)s""",
+                   readings.reading_hour_at, readings.max_value as pressure_bar
+            from {CONFORMED}.fct_tag_reading_hour as readings
+            inner join {CONFORMED}.dim_equipment as machines using (machine_code)
+            inner join {CONFORMED}.dim_site as sites using (site_code)
+            where readings.tag_name <> 'vibration'""")
+    own = Suite(
+        name="pressure_below_three", source_system="scada", severity="warn",
+        target=f"{CONFORMED}.fct_tag_reading_hour", key_column="reading_key",
+        relation="gxt_scratch.pressure_below_three",
+        touched=(Touched("gxt_scratch.pressure_below_three",
+                         "reading_hour_at >= %(start)s and reading_hour_at < %(end)s"),),
         expectations=(between("pressure_bar", max_value=3),),
-    ).in_schemas(conformed=CONFORMED)
+    )
     outcomes = run_suites(dsn, "run-own", START, START + timedelta(days=1), [own])
     check = outcomes[0].checks[0]
     assert {s: f.failing_count for s, f in check.failures.items()} == {
@@ -331,7 +404,7 @@ def test_a_suite_that_cannot_be_evaluated_leaves_the_step_incomplete(dsn, suites
         mark_step_done,
     )
 
-    broken = replace(suites[0], name="broken", query="select * from no_such_relation")
+    broken = replace(suites[0], name="broken", relation="no_such_relation")
     mark_step_done(dsn, "run-crash", "dbt_gate")
     with pytest.raises(Exception, match="no_such_relation"):
         gx_quality_gate(dsn, "run-crash", START, END, [broken])

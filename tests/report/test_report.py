@@ -1,9 +1,10 @@
 """The `reporting` schema and the per-run HTML report.
 
 In a scratch database: hand-made marts with known rows and a known quality-gate history in
-dq.check_result; `dbt build` of the reporting models (their unit tests, contracts and data tests
-included); then the gating of every view, the renderer (on the built views and on a fixture
-schema with exactly known rows), the page in headless Chromium, and the read-only role.
+dq.check_result; `dbt build` of the reporting models and of the gate's decision per scope they
+read, dq.scope_status (unit tests, contracts and data tests included); then the gating of every
+view, the renderer (on the built views and on a fixture schema with exactly known rows), the
+page in headless Chromium, and the read-only role.
 """
 
 from __future__ import annotations
@@ -159,8 +160,9 @@ def reporting_db(pg, tmp_path_factory) -> str:
                 "insert into dq.check_result (run_id, checked_at, check_name, check_kind, "
                 "source_system, target, severity, site_code, production_day, failing_count) "
                 "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", CHECK_RESULTS)
+    # the reporting views and the gate's decision per scope they read (dq.scope_status)
     result = _dbt(dbname, tmp_path_factory.mktemp("dbt"), "build", "--select",
-                  "path:models/reporting", "--threads", "2")
+                  "path:models/reporting scope_status", "--threads", "2")
     assert "PASS=" in result.stdout and "ERROR=0" in result.stdout, result.stdout[-4000:]
     yield dsn
     pg.cluster.drop_database(dbname)
@@ -195,7 +197,9 @@ def test_dbt_parse_lists_the_reporting_views(tmp_path):
             assert node["refs"] and not node["sources"]
             continue
         assert {"site_code"} <= set(node["columns"]) or node["name"] == "rpt_data_quality_status"
-        assert any(s[1] in ("scope_status", "check_result") for s in node["sources"])
+        # gated by the gate's decision per scope (the model scope_status), or its results
+        assert (any(r["name"] == "scope_status" for r in node["refs"])
+                or ["dq", "check_result"] in node["sources"]), node["name"]
 
 
 def test_views_show_passed_and_flagged_scopes_only(reporting_db):

@@ -3,7 +3,7 @@
     marked. Left out: blocked scopes, scopes the gate has not decided yet, and scopes a transform
     run may have rebuilt since the last run whose gate passed (`scope_awaiting_gate`) — their
     rows are newer than any decision about them. Use inside a model that has a CTE
-    `scope_status` over source('dq', 'scope_status'). -#}
+    `scope_status` over ref('scope_status'). -#}
 {% macro gated_scope_join(relation, day_column='production_date') %}
     inner join scope_status
         on

@@ -8,7 +8,7 @@ with losses as (
 ),
 
 scope_status as (
-    select * from {{ source('dq', 'scope_status') }}
+    select * from {{ ref('scope_status') }}
 ),
 
 gated as (

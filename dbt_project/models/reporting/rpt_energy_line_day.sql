@@ -5,7 +5,7 @@ with energy_line_days as (
 ),
 
 scope_status as (
-    select * from {{ source('dq', 'scope_status') }}
+    select * from {{ ref('scope_status') }}
 ),
 
 final as (

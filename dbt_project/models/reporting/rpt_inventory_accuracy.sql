@@ -6,7 +6,7 @@ with inventory_counts as (
 ),
 
 scope_status as (
-    select * from {{ source('dq', 'scope_status') }}
+    select * from {{ ref('scope_status') }}
 ),
 
 final as (

@@ -6,7 +6,7 @@ with production_line_days as (
 ),
 
 scope_status as (
-    select * from {{ source('dq', 'scope_status') }}
+    select * from {{ ref('scope_status') }}
 ),
 
 final as (

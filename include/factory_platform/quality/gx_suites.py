@@ -1,24 +1,24 @@
-"""Great Expectations suites as per-scope quality gates.
+"""Great Expectations suites as per-scope quality gates, over batches that live in dbt.
 
-A suite is declared once in `SUITES`: a SQL query over the warehouse (the batch) whose rows carry
-their scope (`site_code`, `production_day`) and a record key, a severity (`error` blocks the
-scope, `warn` flags it) and a list of expectations. `run_suites` runs every suite through GX 1.x
-(ephemeral context, a Postgres data source from the DSN, one query asset per suite, a whole-query
-batch definition, an ExpectationSuite and a ValidationDefinition) with result format COMPLETE
-and the scope + key columns as unexpected-index columns, so every failing row maps to its scope.
-It then writes, in one transaction, one `dq.check_result` row per expectation × evaluated scope:
-check_name `<suite>.<expectation_type>.<column>`, the exact failing count (0 when the scope
-passed) and up to 10 failing record keys.
+Each suite validates the rows of its dbt model `quality.qa_<suite>` (dbt_project/models/quality/):
+one row per checked record with its scope (`site_code`, `production_day` — placed in a
+production day by the project's one placement, macro assign_shift), its record key and the
+checked values. The SQL that builds a batch is dbt's; a suite here declares what GX checks on
+it: a severity (`error` blocks the scope, `warn` flags it), the key column, the expectations,
+and which rows tell that a run touched a scope (`Touched`). `run_suites` runs every suite
+through GX 1.x (ephemeral context, a Postgres data source from the DSN, one query asset per
+suite — the model's rows of the run's scopes, nothing else — a whole-query batch definition,
+an ExpectationSuite and a ValidationDefinition) with result format COMPLETE and the scope + key
+columns as unexpected-index columns, so every failing row maps to its scope. It then writes, in
+one transaction, one `dq.check_result` row per expectation × evaluated scope: check_name
+`<suite>.<expectation_type>.<column>`, the exact failing count (0 when the scope passed) and up
+to 10 failing record keys.
 
-Which scopes a run evaluates: the query selects the scopes that have at least one row in the
-run's interval `[start, end)` (by the row's business time, or for MES also the time the MES
-recorded it, so a late confirmation re-checks its old day) and returns *every* row of those
-scopes, so a scope's result always describes the whole scope, never a slice of it.
-
-Relations are written `{staging}.<model>` / `{conformed}.<model>`: `Suite.in_schemas` points a
-suite at other schemas (tests build the relations they need in scratch schemas).
-The interval is bound as `%(start)s` / `%(end)s` (timestamptz) and rendered client-side before
-GX sees the query.
+Which scopes a run evaluates: those with a row in the run's interval `[start, end)` (by the
+row's business time, or for MES also the time the MES recorded it, so a late confirmation
+re-checks its old day); the batch holds *every* row of those scopes, so a scope's result always
+describes the whole scope, never a slice of it. The interval is bound as `%(start)s` /
+`%(end)s` (timestamptz) and rendered client-side before GX sees the query.
 
 Importing this module is cheap: great_expectations and psycopg are imported inside functions.
 """
@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -40,8 +40,7 @@ Scope = tuple[str, date]  # (site_code, production_day)
 
 SCOPE_COLUMNS = ("site_code", "production_day")
 SAMPLE_KEYS = 10  # failing record keys kept per check × scope
-UNKNOWN_SITE = "(unknown)"  # scope of an MES record whose site and machine's site are unknown
-DEFAULT_SCHEMAS = {"staging": "staging", "conformed": "conformed"}
+QUALITY_SCHEMA = "quality"  # where dbt builds the batches (models/quality, qa_<suite>)
 
 
 class QualityGateFailed(Exception):
@@ -98,18 +97,34 @@ def not_null(column: str) -> Expectation:
 
 
 @dataclass(frozen=True)
+class Touched:
+    """The scopes a run touched, as the rows of `relation` that match `where` — a SQL condition
+    on the relation's columns with the run's interval as `%(start)s` / `%(end)s`."""
+
+    relation: str
+    where: str
+
+    def scopes_sql(self) -> str:
+        return f"select site_code, production_day from {self.relation} where ({self.where})"
+
+
+@dataclass(frozen=True)
 class Suite:
-    """A quality gate: a batch query over the warehouse and the expectations on its rows."""
+    """A quality gate: the expectations GX checks on the rows of a dbt model (the batch).
+
+    `relation` is the batch, by default the suite's model `quality.qa_<name>`; `target` the
+    relation whose data the suite guards (recorded in dq.check_result); `touched` the rows
+    that tell which scopes a run touched (their union)."""
 
     name: str
     source_system: str
     severity: Severity
-    target: str  # the relation checked, as `{schema}.model`
-    query: str  # returns site_code, production_day, key_column and the checked columns
+    target: str
     key_column: str
     expectations: tuple[Expectation, ...]
+    touched: tuple[Touched, ...]
     description: str = ""
-    schemas: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEMAS))
+    relation: str = ""
 
     def __post_init__(self) -> None:
         if self.severity not in ("error", "warn"):
@@ -117,21 +132,25 @@ class Suite:
         names = [e.check_name(self.name) for e in self.expectations]
         if len(names) != len(set(names)):
             raise ValueError(f"suite {self.name}: two expectations of one type on one column")
-
-    def in_schemas(self, **schemas: str) -> Suite:
-        """The same suite over other schemas, e.g. `in_schemas(staging="scratch_staging")`."""
-        return replace(self, schemas={**self.schemas, **schemas})
+        if not self.touched:
+            raise ValueError(f"suite {self.name}: which rows touch a scope (touched) is missing")
+        if not self.relation:
+            object.__setattr__(self, "relation", f"{QUALITY_SCHEMA}.{self.model}")
 
     @property
-    def relation(self) -> str:
-        return self.target.format(**self.schemas)
+    def model(self) -> str:
+        """The dbt model that builds the batch."""
+        return f"qa_{self.name}"
 
     def relation_of(self, expectation: Expectation) -> str:
-        return (expectation.target or self.target).format(**self.schemas)
+        return expectation.target or self.target
 
-    def sql(self) -> str:
-        """The batch query with its schemas filled in (the interval still as parameters)."""
-        return self.query.format(**self.schemas)
+    def batch_sql(self) -> str:
+        """The batch: the relation's rows of the scopes the interval touched, whole (the
+        interval still as parameters)."""
+        scopes = "\n    union\n    ".join(t.scopes_sql() for t in self.touched)
+        return (f"select * from {self.relation}\n"
+                f"where (site_code, production_day) in (\n    {scopes}\n)")
 
     @property
     def index_columns(self) -> list[str]:
@@ -142,7 +161,8 @@ class Suite:
 # (plant_sim/systems/scada.py, read only) produces temperature 29–63 °C, pressure 0.15–6.1 bar,
 # vibration 0.04–2.5 mm/s, power 0.4–37 kW by machine state and type, a cumulative counter;
 # its `scada_spike` defect multiplies one temperature sample by 20 (≥ 600 °C).
-# The bounds leave room for real machines while catching unit slips and spikes.
+# The bounds leave room for real machines while catching unit slips and spikes. The batch
+# (qa_scada_sensor_ranges) has a `<tag>_min_<unit>` / `<tag>_max_<unit>` column pair per kind.
 @dataclass(frozen=True)
 class TagRange:
     tag_name: str
@@ -159,152 +179,26 @@ SENSOR_RANGES = (
     TagRange("counter", "count", 0.0, None),
 )
 
-# Systems whose rows per site × production day are compared with their trailing history, and
-# the relation counted (MES confirmations; SCADA minute samples, from the hourly aggregates).
+# Systems whose rows per site × production day are compared with their trailing history
+# (qa_row_counts_vs_history: the median of the previous 7 days with rows), and the relation
+# counted (MES confirmations; SCADA minute samples, from the hourly aggregates).
 ROW_COUNT_SYSTEMS = {
-    "mes": "{staging}.stg_mes__confirmations",
-    "scada": "{conformed}.fct_tag_reading_hour",
+    "mes": "staging.stg_mes__confirmations",
+    "scada": "conformed.fct_tag_reading_hour",
 }
 ROW_COUNT_RATIO = (0.5, 2.0)
-HISTORY_DAYS = 7
 
-# A production day is the local shift date (dim_shift): an instant with local date L lies in a
-# shift of date L or L - 1 (the night shift), so two equality joins place it (hash joins, no
-# range scan of the calendar).
-
-
-def _placed(cte: str, source: str, at: str, site: str, fallback: str) -> str:
-    """CTE `cte` = `source` plus `production_day`: the dim_shift date of the shift containing
-    `at` at `site` (else `fallback`). `source` must carry `local_date` = `at` in local time."""
-    return f"""
-{cte} as (
-    select
-        {source}.*,
-        coalesce(same_day.production_date, day_before.production_date, {fallback})
-            as production_day
-    from {source}
-    left join {{conformed}}.dim_shift as same_day
-        on
-            same_day.site_code = {source}.{site}
-            and same_day.production_date = {source}.local_date
-            and {source}.{at} >= same_day.shift_start_at
-            and {source}.{at} < same_day.shift_end_at
-    left join {{conformed}}.dim_shift as day_before
-        on
-            day_before.site_code = {source}.{site}
-            and day_before.production_date = {source}.local_date - 1
-            and {source}.{at} >= day_before.shift_start_at
-            and {source}.{at} < day_before.shift_end_at
-)"""
-
-
-def _scada_hours(since: str, until: str) -> str:
-    """Hourly tag aggregates of machines (site from the equipment hierarchy) in
-    `[since, until)` (SQL expressions; wide enough to hold every touched production day whole),
-    placed in their production day. Tags of machines unknown to the EAM belong to no scope."""
-    return f"""
-scada_hours as (
-    select
-        readings.machine_code,
-        readings.tag_name,
-        readings.reading_hour_at,
-        readings.sample_count,
-        readings.min_value,
-        readings.max_value,
-        machines.site_code,
-        (readings.reading_hour_at at time zone sites.site_timezone)::date as local_date
-    from {{conformed}}.fct_tag_reading_hour as readings
-    inner join {{conformed}}.dim_equipment as machines
-        on
-            machines.machine_code = readings.machine_code
-            and machines.hierarchy_level = 'machine'
-    inner join {{conformed}}.dim_site as sites on sites.site_code = machines.site_code
-    where
-        readings.reading_hour_at >= {since}
-        and readings.reading_hour_at < {until}
-),
-{_placed("scada_placed", "scada_hours", "reading_hour_at", "site_code", "scada_hours.local_date")}"""
-
-
-_SCADA_TOUCHED = """
-    reading_hour_at > %(start)s::timestamptz - interval '1 hour'
-    and reading_hour_at < %(end)s::timestamptz"""
-
-# MES confirmations with their scope: the confirmation's site, else its machine's site, else
-# UNKNOWN_SITE (a record never escapes the gate for lack of a site); the production day from
-# the shift of its start, else the day the MES sent, else the local day it was recorded.
-_MES_CONFIRMATIONS = f"""
-mes_confirmations as (
-    select
-        confirmations.confirmation_id,
-        confirmations.operation_id,
-        confirmations.work_order_id,
-        confirmations.site_code as confirmation_site_code,
-        confirmations.line_code,
-        confirmations.machine_code,
-        confirmations.item_code,
-        confirmations.source_production_date,
-        confirmations.confirmation_start_at,
-        confirmations.confirmation_end_at,
-        confirmations.good_count,
-        confirmations.scrap_count,
-        confirmations.rework_count,
-        confirmations.recorded_at,
-        coalesce(confirmations.site_code, machines.site_code, '{UNKNOWN_SITE}') as site_code,
-        sites.site_timezone,
-        (confirmations.confirmation_start_at at time zone sites.site_timezone)::date
-            as local_date
-    from {{staging}}.stg_mes__confirmations as confirmations
-    left join {{conformed}}.dim_equipment as machines
-        on
-            machines.machine_code = confirmations.machine_code
-            and machines.hierarchy_level = 'machine'
-    left join {{conformed}}.dim_site as sites
-        on sites.site_code = coalesce(confirmations.site_code, machines.site_code)
-),
-{_placed("mes_placed", "mes_confirmations", "confirmation_start_at", "site_code",
-         "mes_confirmations.source_production_date, "
-         "(mes_confirmations.recorded_at at time zone "
-         "coalesce(mes_confirmations.site_timezone, 'UTC'))::date")}"""
-
-_MES_TOUCHED = """
-    (recorded_at >= %(start)s::timestamptz and recorded_at < %(end)s::timestamptz)
-    or (confirmation_start_at >= %(start)s::timestamptz
-        and confirmation_start_at < %(end)s::timestamptz)"""
-
-
-def _sensor_query() -> str:
-    pivot = ",\n".join(
-        f"        case when scada_placed.tag_name = '{r.tag_name}' "
-        f"then scada_placed.{agg}_value end as {r.tag_name}_{agg}_{r.unit}"
-        for r in SENSOR_RANGES for agg in ("min", "max")
-    )
-    return f"""with
-{_scada_hours("%(start)s::timestamptz - interval '2 days'",
-              "%(end)s::timestamptz + interval '2 days'")},
-
-scopes as (
-    select distinct site_code, production_day
-    from scada_placed
-    where {_SCADA_TOUCHED}
-),
-
-final as (
-    select
-        scada_placed.site_code,
-        scada_placed.production_day,
-        scada_placed.machine_code || '|' || scada_placed.tag_name || '|'
-        || to_char(scada_placed.reading_hour_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"')
-            as reading_key,
-{pivot}
-    from scada_placed
-    inner join scopes
-        on
-            scopes.site_code = scada_placed.site_code
-            and scopes.production_day = scada_placed.production_day
-)
-
-select * from final"""
+# A run touches the scope of a SCADA hour that overlaps its interval, and of an MES
+# confirmation recorded or started in it (a late confirmation re-checks its old day).
+SCADA_TOUCHED = Touched(
+    f"{QUALITY_SCHEMA}.qa_scada_sensor_ranges",
+    "reading_hour_at > %(start)s::timestamptz - interval '1 hour' "
+    "and reading_hour_at < %(end)s::timestamptz")
+MES_TOUCHED = Touched(
+    f"{QUALITY_SCHEMA}.qa_mes_confirmation_required_fields",
+    "(recorded_at >= %(start)s::timestamptz and recorded_at < %(end)s::timestamptz) "
+    "or (confirmation_start_at >= %(start)s::timestamptz "
+    "and confirmation_start_at < %(end)s::timestamptz)")
 
 
 def _sensor_expectations() -> tuple[Expectation, ...]:
@@ -326,110 +220,6 @@ _MES_REQUIRED = (
 )
 _MES_QUANTITIES = ("good_count", "scrap_count", "rework_count")
 
-_MES_QUERY = f"""with
-{_MES_CONFIRMATIONS},
-
-scopes as (
-    select distinct site_code, production_day
-    from mes_placed
-    where {_MES_TOUCHED}
-),
-
-final as (
-    select
-        mes_placed.site_code,
-        mes_placed.production_day,
-        {", ".join(f"mes_placed.{c}" for c in _MES_REQUIRED)}
-    from mes_placed
-    inner join scopes
-        on
-            scopes.site_code = mes_placed.site_code
-            and scopes.production_day = mes_placed.production_day
-)
-
-select * from final"""
-
-
-def _row_count_query() -> str:
-    pivot = ",\n".join(
-        f"        max(case when source_system = '{s}' then {expr} end) as {s}_{name}"
-        for s in ROW_COUNT_SYSTEMS
-        for expr, name in (("row_count", "row_count"), ("median_row_count", "median_row_count"),
-                           ("row_count / nullif(median_row_count, 0)", "row_count_ratio"))
-    )
-    # One branch of `daily` per system of ROW_COUNT_SYSTEMS. The SCADA window reaches from
-    # HISTORY_DAYS + 3 days before the earliest touched day (the interval's, or an old day a
-    # late MES confirmation touched) to 2 days after the interval, so every count is whole.
-    return f"""with
-{_MES_CONFIRMATIONS},
-
-mes_touched_span as (
-    select min(confirmation_start_at) as first_at, max(confirmation_start_at) as last_at
-    from mes_placed
-    where {_MES_TOUCHED}
-),
-{_scada_hours(
-    "least(%(start)s::timestamptz, (select first_at from mes_touched_span))"
-    f" - interval '{HISTORY_DAYS + 3} days'",
-    "greatest(%(end)s::timestamptz, (select last_at from mes_touched_span))"
-    " + interval '2 days'")},
-
-daily as (
-    select 'mes' as source_system, site_code, production_day, count(*)::double precision as row_count
-    from mes_placed
-    group by site_code, production_day
-    union all
-    select 'scada' as source_system, site_code, production_day, sum(sample_count)::double precision
-    from scada_placed
-    group by site_code, production_day
-),
-
-scopes as (
-    select site_code, production_day from mes_placed where {_MES_TOUCHED}
-    union
-    select site_code, production_day from scada_placed where {_SCADA_TOUCHED}
-),
-
-systems as (
-    select * from (values {", ".join(f"('{s}')" for s in ROW_COUNT_SYSTEMS)}) as systems (source_system)
-),
-
-compared as (
-    select
-        scopes.site_code,
-        scopes.production_day,
-        systems.source_system,
-        coalesce(today.row_count, 0) as row_count,
-        (
-            select percentile_cont(0.5) within group (order by past.row_count)
-            from daily as past
-            where
-                past.source_system = systems.source_system
-                and past.site_code = scopes.site_code
-                and past.production_day >= scopes.production_day - {HISTORY_DAYS}
-                and past.production_day < scopes.production_day
-        ) as median_row_count
-    from scopes
-    cross join systems
-    left join daily as today
-        on
-            today.source_system = systems.source_system
-            and today.site_code = scopes.site_code
-            and today.production_day = scopes.production_day
-),
-
-final as (
-    select
-        site_code,
-        production_day,
-        site_code || '|' || production_day::text as scope_key,
-{pivot}
-    from compared
-    group by site_code, production_day
-)
-
-select * from final"""
-
 
 SUITES: tuple[Suite, ...] = (
     Suite(
@@ -438,10 +228,10 @@ SUITES: tuple[Suite, ...] = (
         # warn: an implausible reading flags its site-day; sensor trouble must not hold back
         # the production books (confirmations, movements) that do not depend on it
         severity="warn",
-        target="{conformed}.fct_tag_reading_hour",
-        query=_sensor_query(),
+        target=ROW_COUNT_SYSTEMS["scada"],
         key_column="reading_key",
         expectations=_sensor_expectations(),
+        touched=(SCADA_TOUCHED,),
         description="Hourly tag minimum and maximum within the tag kind's physical range "
                     "(SENSOR_RANGES); key machine|tag|hour (UTC).",
     ),
@@ -449,11 +239,11 @@ SUITES: tuple[Suite, ...] = (
         name="mes_confirmation_required_fields",
         source_system="mes",
         severity="error",
-        target="{staging}.stg_mes__confirmations",
-        query=_MES_QUERY,
+        target=ROW_COUNT_SYSTEMS["mes"],
         key_column="confirmation_id",
         expectations=(*(not_null(c) for c in _MES_REQUIRED),
                       *(between(c, min_value=0) for c in _MES_QUANTITIES)),
+        touched=(MES_TOUCHED,),
         description="MES confirmations: every required field present (the site as sent: "
                     "confirmation_site_code), piece counts ≥ 0; key confirmation_id.",
     ),
@@ -462,21 +252,16 @@ SUITES: tuple[Suite, ...] = (
         source_system=",".join(ROW_COUNT_SYSTEMS),
         severity="warn",
         target=",".join(ROW_COUNT_SYSTEMS.values()),
-        query=_row_count_query(),
         key_column="scope_key",
         expectations=tuple(between(f"{s}_row_count_ratio", *ROW_COUNT_RATIO, source_system=s,
                                    target=relation)
                            for s, relation in ROW_COUNT_SYSTEMS.items()),
+        touched=(MES_TOUCHED, SCADA_TOUCHED),
         description="Rows per system × site × production day (MES confirmations, SCADA minute "
                     "samples) over the median of the previous 7 days that have rows; no "
                     "history gives no ratio (passes).",
     ),
 )
-
-
-def default_suites(**schemas: str) -> tuple[Suite, ...]:
-    """The registry, optionally over other schemas (`staging=…`, `conformed=…`)."""
-    return tuple(s.in_schemas(**schemas) for s in SUITES) if schemas else SUITES
 
 
 # --- outcomes -------------------------------------------------------------------------------
@@ -684,9 +469,7 @@ def run_suites(dsn: str, run_id: str, start: datetime, end: datetime,
     with psycopg.connect(dsn, autocommit=True) as conn:
         params = {"start": start, "end": end}
         for suite in suites:
-            # GX takes a query that starts with SELECT: the suite's CTEs go in a subquery
-            rendered = psycopg.ClientCursor(conn).mogrify(suite.sql(), params)
-            batch_sql = f"select * from (\n{rendered}\n) as batch"
+            batch_sql = psycopg.ClientCursor(conn).mogrify(suite.batch_sql(), params)
             counts = conn.execute(
                 f"select site_code, production_day, count(*) from ({batch_sql}) as batch "
                 f"group by site_code, production_day"
@@ -720,9 +503,11 @@ def describe_failures(outcome: SuiteOutcome, max_scopes: int = 10) -> str:
     failing rows and scopes, and sample keys with their values."""
     failing = outcome.failing_scopes
     more = " …" if len(failing) > max_scopes else ""
-    lines = [(f"suite {outcome.name} ({outcome.severity}; source {outcome.suite.source_system}; "
-              f"target {outcome.suite.relation}): {len(failing)} of {len(outcome.scopes)} "
-              f"scopes failing: {', '.join(_scope_text(s) for s in failing[:max_scopes])}{more}")]
+    suite = outcome.suite
+    lines = [(f"suite {outcome.name} ({outcome.severity}; source {suite.source_system}; "
+              f"target {suite.target}; batch {suite.relation}): {len(failing)} of "
+              f"{len(outcome.scopes)} scopes failing: "
+              f"{', '.join(_scope_text(s) for s in failing[:max_scopes])}{more}")]
     for check in outcome.checks:
         if check.success:
             continue
