@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/include
 RUN_ENV := $(CURDIR)/var/$(or $(SFDP_RUN_INSTANCE),run)/.env
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: help run stop status test test-fast bench chaos docs backfill lint requirements image-check clean
+.PHONY: help run stop status test test-fast bench chaos docs dbt-dev dbt-ci backfill lint requirements image-check clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,13 +50,35 @@ docs: $(STAMP)  ## generate dbt docs (needs `make run` for the warehouse) and sa
 	set -a; . $(RUN_ENV); set +a; cd dbt_project && ../$(VENV)/bin/dbt docs generate --profiles-dir . --quiet
 	@echo "dbt docs: open file://$(CURDIR)/dbt_project/target/index.html (or: cd dbt_project && ../$(VENV)/bin/dbt docs serve --profiles-dir . --port 8081)"
 
+# The dbt developer's loop (README): your own schemas (dev_<user>_staging, …), never production's.
+# `make dbt-dev SELECT=selector:marts` (or any --select; empty: the whole project);
+# DBT_DEV_SCHEMA_PREFIX=dev_anna names the schemas. Its artifacts go to target/dev, not to the
+# manifest Airflow renders transform_dbt from.
+SELECT ?=
+DBT_CLI := $(VENV)/bin/dbt
+DBT_DIRS := --project-dir dbt_project --profiles-dir dbt_project
+
+dbt-dev: $(STAMP)  ## dbt build --target dev into your own dev_<user>_* schemas: make dbt-dev SELECT=selector:marts
+	set -a; . $(RUN_ENV); set +a; $(DBT_CLI) build $(DBT_DIRS) --target dev --target-path $(CURDIR)/dbt_project/target/dev $(if $(SELECT),--select $(SELECT))
+
+# Slim CI: the models changed against the production manifest (git BASE, default HEAD: your
+# uncommitted changes; or STATE=<folder of a production manifest.json>) and everything
+# downstream, built into dev_* schemas, the rest read from production (--defer).
+BASE ?= HEAD
+STATE ?=
+
+dbt-ci: $(STAMP)  ## slim CI: build state:modified+ against the production manifest (BASE=HEAD or STATE=dir)
+	set -a; . $(RUN_ENV); set +a; DBT_DEV_SCHEMA_PREFIX=$${DBT_DEV_SCHEMA_PREFIX:-dev_ci} $(PY) -m factory_platform.dbt_project ci $(if $(STATE),--state $(STATE),--base $(BASE))
+
 backfill: $(STAMP)  ## backfill one DAG over a range: make backfill DAG=extract_mes FROM=2026-10-19 TO=2026-10-20
 	@test -n "$(DAG)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill DAG=extract_mes FROM=2026-10-19T00:00 TO=2026-10-20T00:00"; exit 2; }
 	set -a; . $(RUN_ENV); set +a; $(VENV)/bin/airflow backfill create --dag-id $(DAG) --from-date $(FROM) --to-date $(TO) --reprocess-behavior completed
 
-lint: $(STAMP)  ## ruff (with Airflow's AIR rules) and the import contracts (.importlinter)
+lint: $(STAMP)  ## ruff (+ Airflow's AIR rules), import contracts, SQLFluff on the dbt models, dbt project rules
 	$(VENV)/bin/ruff check dags include plugins tests bench
 	PYTHONPATH=include:. $(VENV)/bin/lint-imports --no-cache --no-logo
+	cd dbt_project && ../$(VENV)/bin/sqlfluff lint models --processes 2
+	$(PY) -m factory_platform.dbt_rules
 
 requirements:  ## re-resolve requirements.txt (runtime) and requirements/dev.txt (tests, tools) (needs uv)
 	$(VENV)/bin/uv pip compile --python-version 3.11 requirements/requirements.in \

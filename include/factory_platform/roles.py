@@ -67,7 +67,8 @@ WAREHOUSE_DB, AIRFLOW_DB, ERP_DB, EAM_DB = "warehouse", "airflow", "erp", "eam"
 # database: (owner or None for the superuser, {role: privileges})
 PLATFORM_DATABASES = {
     WAREHOUSE_DB: (None, {LOADER: "CONNECT, TEMPORARY, CREATE",  # CREATE: raw_<system> only
-                          TRANSFORMER: "CONNECT, TEMPORARY",
+                          # CREATE: dev_* schemas only (dbt's dev target, SCHEMA_CREATORS)
+                          TRANSFORMER: "CONNECT, TEMPORARY, CREATE",
                           PUBLISHER: "CONNECT, TEMPORARY",
                           READER: "CONNECT"}),
     AIRFLOW_DB: (AIRFLOW, {}),
@@ -103,7 +104,8 @@ SCHEMA_POLICIES = {
     "truth": SchemaPolicy(PLANT_TRUTH),
 }
 # Schemas a role may create (and rename to) itself, beside the superuser: SQL LIKE patterns.
-SCHEMA_CREATORS = {LOADER: "raw\\_%", PLANT_TRUTH: "truth"}
+# The transformer's: a dbt developer's own schemas (dev_<user>_staging, …; the dev target).
+SCHEMA_CREATORS = {LOADER: "raw\\_%", PLANT_TRUTH: "truth", TRANSFORMER: "dev\\_%"}
 # Created at set-up when missing: dbt would create them, which its role may not (it creates no
 # schema; every schema the dbt project writes is here or in warehouse.SCHEMAS).
 SETUP_SCHEMAS = ("dq_failures", "snapshots", "quality")

@@ -7,7 +7,11 @@ from pathlib import Path
 
 from factory_platform.assets import gated_marts_asset, warehouse_asset_uri
 from factory_platform.dag_factory import START_DATE, default_args
-from factory_platform.dbt_project import DBT_PROJECT_DIR, MANIFEST_PATH
+from factory_platform.dbt_project import (
+    DBT_PROJECT_DIR,
+    MANIFEST_PATH,
+    ensure_fresh_manifest,
+)
 from factory_platform.sources import all_sources
 
 
@@ -68,6 +72,10 @@ def build_transform_dag(doc_md: str | None):
             conn_id="warehouse", profile_args={"schema": "staging", "threads": 1}
         ),
     )
+
+    # a model added or changed in dbt_project/ since the manifest was parsed: re-parse it now
+    # (once, under a lock), so this DAG shows it without a restart (dbt_project.py)
+    ensure_fresh_manifest()
 
     @dag(
         dag_id="transform_dbt",

@@ -13,7 +13,7 @@ latest_runs as (
         check_name,
         run_id
     from check_results
-    order by source_system, check_name, checked_at desc, result_id desc
+    order by source_system asc, check_name asc, checked_at desc, result_id desc
 ),
 
 latest_results as (
@@ -35,8 +35,8 @@ by_check as (
         string_agg(distinct target, ', ') as target,
         case when bool_or(severity = 'error') then 'error' else 'warn' end as severity,
         max(checked_at) as last_checked_at,
-        count(distinct (site_code, production_day)) as scopes_checked,
-        count(distinct (site_code, production_day)) filter (where failing_count > 0) as scopes_failing,
+        count(distinct row(site_code, production_day)) as scopes_checked,
+        count(distinct row(site_code, production_day)) filter (where failing_count > 0) as scopes_failing,
         sum(failing_count) as failing_count,
         bool_or(severity = 'error' and failing_count > 0) as has_failing_error,
         bool_or(failing_count > 0) as has_failing_rows

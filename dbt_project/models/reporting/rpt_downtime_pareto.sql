@@ -41,15 +41,17 @@ ranked as (
     select
         by_reason.*,
         row_number() over (
-            partition by site_code, line_code
-            order by downtime_seconds desc, iso22400_time_category, reason_code
+            partition by by_reason.site_code, by_reason.line_code
+            order by by_reason.downtime_seconds desc, by_reason.iso22400_time_category asc, by_reason.reason_code asc
         ) as pareto_rank,
-        sum(downtime_seconds) over (
-            partition by site_code, line_code
-            order by downtime_seconds desc, iso22400_time_category, reason_code
+        sum(by_reason.downtime_seconds) over (
+            partition by by_reason.site_code, by_reason.line_code
+            order by by_reason.downtime_seconds desc, by_reason.iso22400_time_category asc, by_reason.reason_code asc
             rows between unbounded preceding and current row
         ) as cumulative_downtime_seconds,
-        sum(downtime_seconds) over (partition by site_code, line_code) as line_downtime_seconds
+        sum(by_reason.downtime_seconds)
+            over (partition by by_reason.site_code, by_reason.line_code)
+            as line_downtime_seconds
     from by_reason
 ),
 

@@ -44,7 +44,7 @@ located as (
     left join equipment on equipment.equipment_code = readings.machine_code
 ),
 
-{#- The shift containing the reading's start (the rule of assign_shift): candidates are the
+{# The shift containing the reading's start (the rule of assign_shift): candidates are the
     local date ± 1 day, unnested per reading so that the join to dim_shift is an equality (hash)
     join on site and date plus a range check, whatever the planner guesses about how many
     readings an interval holds; the one candidate that matches is kept (none: shift columns
@@ -53,7 +53,7 @@ candidates as (
     select
         located.*,
         unnest(array[-1, 0, 1]) + (located.reading_start_at at time zone sites.timezone)::date
-        as candidate_date
+            as candidate_date
     from located
     left join sites on sites.site_code = located.site_code
 ),
@@ -69,8 +69,8 @@ placed as (
         on
             shifts.site_code = candidates.site_code
             and shifts.production_date = candidates.candidate_date
-            and candidates.reading_start_at >= shifts.shift_start_at
-            and candidates.reading_start_at < shifts.shift_end_at
+            and shifts.shift_start_at <= candidates.reading_start_at
+            and shifts.shift_end_at > candidates.reading_start_at
     order by candidates.meter_reading_id, shifts.shift_id nulls last
 ),
 

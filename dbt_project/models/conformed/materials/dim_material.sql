@@ -13,11 +13,11 @@ codes as (
     select
         material_number,
         string_agg(external_code, ',' order by external_code)
-            filter (where source_system = 'MES') as mes_item_code,
+        filter (where source_system = 'MES') as mes_item_code,
         string_agg(external_code, ',' order by external_code)
-            filter (where source_system = 'WMS_LEGACY') as wms_legacy_code,
+        filter (where source_system = 'WMS_LEGACY') as wms_legacy_code,
         string_agg(external_code, ',' order by external_code)
-            filter (where source_system = 'PLM') as plm_item_code,
+        filter (where source_system = 'PLM') as plm_item_code,
         count(*) as external_code_count
     from xref
     group by material_number

@@ -12,11 +12,17 @@ xref as (
 ),
 
 mapped as (
-    select source_system, external_code, material_number
+    select
+        source_system,
+        external_code,
+        material_number
     from xref
-    where material_number in (select material_number from materials)
+    where material_number in (select materials.material_number from materials)
     union
-    select 'ERP' as source_system, material_number as external_code, material_number
+    select
+        'ERP' as source_system,
+        material_number as external_code,
+        material_number
     from materials
 ),
 

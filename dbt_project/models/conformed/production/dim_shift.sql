@@ -13,10 +13,10 @@ shift_patterns as (
 calendar_dates as (
     select calendar_day::date as production_date
     from generate_series(
-        date '{{ var("shift_calendar_start_date", "2020-01-01") }}',
-        date '{{ var("shift_calendar_end_date", "2035-12-31") }}',
-        interval '1 day'
-    ) as spine (calendar_day)
+            date '{{ var("shift_calendar_start_date", "2020-01-01") }}',
+            date '{{ var("shift_calendar_end_date", "2035-12-31") }}',
+            interval '1 day'
+        ) as spine (calendar_day)
 ),
 
 local_shifts as (
@@ -52,7 +52,8 @@ final as (
         shift_end_local,
         shift_start_local at time zone site_timezone as shift_start_at,
         shift_end_local at time zone site_timezone as shift_end_at,
-        extract(epoch from
+        extract(
+            epoch from
             (shift_end_local at time zone site_timezone) - (shift_start_local at time zone site_timezone)
         )::bigint as shift_seconds
     from local_shifts

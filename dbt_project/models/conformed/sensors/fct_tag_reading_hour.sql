@@ -23,29 +23,34 @@
 
 with
 {%- if lower_bound %}
-first_file as (
-    select min(file_id) as file_id
-    from {{ ref('stg_scada__tag_value_files') }}
-    where batch_interval_end > date_trunc('hour', {{ lower_bound }})
-),
+    first_file as (
+        select min(file_id) as file_id
+        from {{ ref('stg_scada__tag_value_files') }}
+        where batch_interval_end > date_trunc('hour', {{ lower_bound }})
+    ),
 {%- endif %}
 
 readings as (
     select * from {{ ref('stg_scada__tag_values') }}
-    where true
-    {%- if lower_bound %}
-        and file_id >= (select file_id from first_file)
-        and reading_at >= date_trunc('hour', {{ lower_bound }})
-    {%- endif %}
-    {%- if upper_bound %}
-        -- to the end of the hour the interval ends in
-        and reading_at < date_trunc('hour', {{ upper_bound }} - interval '1 microsecond')
-            + interval '1 hour'
-    {%- endif %}
+    where
+        true
+        {% if lower_bound %}
+            and file_id >= (select first_file.file_id from first_file)
+            and reading_at >= date_trunc('hour', {{ lower_bound }})
+        {% endif %}
+        {% if upper_bound %}
+            -- to the end of the hour the interval ends in
+            and reading_at < (
+                date_trunc('hour', {{ upper_bound }} - interval '1 microsecond') + interval '1 hour'
+            )
+        {% endif %}
 ),
 
 changed_hours as (
-    select distinct machine_code, tag_name, date_trunc('hour', reading_at) as reading_hour_at
+    select distinct
+        machine_code,
+        tag_name,
+        date_trunc('hour', reading_at) as reading_hour_at
     from readings
     where {{ changed_in_interval('reading_at') }}
 ),
@@ -57,9 +62,9 @@ samples as (
     from readings
     inner join changed_hours
         on changed_hours.machine_code = readings.machine_code
-        and changed_hours.tag_name = readings.tag_name
-        and changed_hours.reading_hour_at = date_trunc('hour', readings.reading_at)
-    order by readings.machine_code, readings.tag_name, readings.reading_at, readings.extracted_at desc
+            and changed_hours.tag_name = readings.tag_name
+            and changed_hours.reading_hour_at = date_trunc('hour', readings.reading_at)
+    order by readings.machine_code asc, readings.tag_name asc, readings.reading_at asc, readings.extracted_at desc
 ),
 
 final as (

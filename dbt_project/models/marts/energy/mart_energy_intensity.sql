@@ -36,9 +36,15 @@ good as (
 ),
 
 machine_days as (
-    select machine_code, production_date from energy
+    select
+        machine_code,
+        production_date
+    from energy
     union
-    select machine_code, production_date from good
+    select
+        machine_code,
+        production_date
+    from good
 ),
 
 final as (

@@ -58,7 +58,7 @@ acknowledged as (
             select 1 from inbound as reversals
             where reversals.reversal_of = postings.idempotency_key
         )
-    group by 1
+    group by postings.payload ->> 'order_number'
 ),
 
 in_flight as (
@@ -127,15 +127,17 @@ final as (
 
 select
     final.*,
-    mes_good_qty - published_good_qty as mes_vs_published_good_diff,
-    mes_scrap_qty - published_scrap_qty as mes_vs_published_scrap_diff,
-    mes_rework_qty - published_rework_qty as mes_vs_published_rework_diff,
-    published_good_qty - erp_good_qty as published_vs_erp_good_diff,
-    published_scrap_qty - erp_scrap_qty as published_vs_erp_scrap_diff,
-    published_rework_qty - erp_rework_qty as published_vs_erp_rework_diff,
-    mes_good_qty = published_good_qty and published_good_qty = erp_good_qty
-        and mes_scrap_qty = published_scrap_qty and published_scrap_qty = erp_scrap_qty
-        and mes_rework_qty = published_rework_qty and published_rework_qty = erp_rework_qty
-        and pending_confirmations = 0 and held_confirmations = 0 and frozen_confirmations = 0
-        as is_reconciled
+    final.mes_good_qty - final.published_good_qty as mes_vs_published_good_diff,
+    final.mes_scrap_qty - final.published_scrap_qty as mes_vs_published_scrap_diff,
+    final.mes_rework_qty - final.published_rework_qty as mes_vs_published_rework_diff,
+    final.published_good_qty - final.erp_good_qty as published_vs_erp_good_diff,
+    final.published_scrap_qty - final.erp_scrap_qty as published_vs_erp_scrap_diff,
+    final.published_rework_qty - final.erp_rework_qty as published_vs_erp_rework_diff,
+    (
+        final.mes_good_qty = final.published_good_qty and final.published_good_qty = final.erp_good_qty
+        and final.mes_scrap_qty = final.published_scrap_qty and final.published_scrap_qty = final.erp_scrap_qty
+        and final.mes_rework_qty = final.published_rework_qty
+        and final.published_rework_qty = final.erp_rework_qty
+        and final.pending_confirmations = 0 and final.held_confirmations = 0 and final.frozen_confirmations = 0
+    ) as is_reconciled
 from final

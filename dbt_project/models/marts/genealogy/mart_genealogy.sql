@@ -15,31 +15,55 @@ orders as (
 ),
 
 backward as (
-    select links.produced_lot_id as root_lot_id, 1 as depth, links.consumption_id,
+    select
+        links.produced_lot_id as root_lot_id,
+        1 as depth,
+        links.consumption_id,
         links.consumed_lot_id as next_lot_id
     from links
     union all
-    select backward.root_lot_id, backward.depth + 1, links.consumption_id, links.consumed_lot_id
+    select
+        backward.root_lot_id,
+        backward.depth + 1 as depth,
+        links.consumption_id,
+        links.consumed_lot_id
     from backward
     inner join links on links.produced_lot_id = backward.next_lot_id
     where backward.depth < 20
 ),
 
 forward as (
-    select links.consumed_lot_id as root_lot_id, 1 as depth, links.consumption_id,
+    select
+        links.consumed_lot_id as root_lot_id,
+        1 as depth,
+        links.consumption_id,
         links.produced_lot_id as next_lot_id
     from links
     union all
-    select forward.root_lot_id, forward.depth + 1, links.consumption_id, links.produced_lot_id
+    select
+        forward.root_lot_id,
+        forward.depth + 1 as depth,
+        links.consumption_id,
+        links.produced_lot_id
     from forward
     inner join links on links.consumed_lot_id = forward.next_lot_id
     where forward.depth < 20
 ),
 
 traces as (
-    select 'backward' as direction, root_lot_id, depth, consumption_id from backward
+    select
+        'backward' as direction,
+        root_lot_id,
+        depth,
+        consumption_id
+    from backward
     union all
-    select 'forward' as direction, root_lot_id, depth, consumption_id from forward
+    select
+        'forward' as direction,
+        root_lot_id,
+        depth,
+        consumption_id
+    from forward
 ),
 
 final as (

@@ -53,7 +53,9 @@ final as (
         counted.physical_quantity::numeric as physical_quantity,
         (counted.physical_quantity - counted.book_quantity)::numeric as diff_quantity,
         (counted.physical_quantity = counted.book_quantity)::boolean as is_accurate,
-        (1 - {{ kpi_ratio('abs(counted.physical_quantity - counted.book_quantity)', 'counted.book_quantity') }})::double precision
+        (
+            1 - {{ kpi_ratio('abs(counted.physical_quantity - counted.book_quantity)', 'counted.book_quantity') }}
+        )::double precision
             as accuracy_ratio,
         coalesce(daily_movements.received_quantity, 0)::numeric as received_quantity,
         coalesce(daily_movements.issued_quantity, 0)::numeric as issued_quantity,
@@ -64,12 +66,12 @@ final as (
     from counted
     left join daily_movements
         on daily_movements.site_code = counted.site_code
-        and daily_movements.material_number = counted.material_number
-        and daily_movements.movement_date = counted.balance_date
+            and daily_movements.material_number = counted.material_number
+            and daily_movements.movement_date = counted.balance_date
     left join balances
         on balances.site_code = counted.site_code
-        and balances.material_number = counted.material_number
-        and balances.balance_date = counted.balance_date
+            and balances.material_number = counted.material_number
+            and balances.balance_date = counted.balance_date
 )
 
 select * from final

@@ -15,7 +15,11 @@ state_intervals as (
 ),
 
 machines as (
-    select equipment_id, equipment_code as machine_code, site_code, line_code
+    select
+        equipment_id,
+        equipment_code as machine_code,
+        site_code,
+        line_code
     from equipment
     where hierarchy_level = 'machine'
 ),
@@ -50,7 +54,7 @@ final as (
         coalesce(failures.unplanned_downtime_seconds, 0)::bigint as unplanned_downtime_seconds,
         {{ maintenance_mtbf_seconds('running.running_seconds', 'failures.failure_count') }} as mtbf_seconds,
         {{ maintenance_mttr_seconds('failures.unplanned_downtime_seconds', 'failures.failure_count') }}
-        as mttr_seconds
+            as mttr_seconds
     from machines
     left join failures on failures.equipment_id = machines.equipment_id
     left join running on running.machine_code = machines.machine_code

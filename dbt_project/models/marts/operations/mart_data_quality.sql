@@ -18,7 +18,8 @@ latest_per_day as (
         failing_count,
         checked_at
     from results
-    order by check_name, site_code, production_day, (checked_at at time zone 'UTC')::date,
+    order by
+        check_name asc, site_code asc, production_day asc, (checked_at at time zone 'UTC')::date,
         checked_at desc
 ),
 
@@ -39,5 +40,5 @@ final as (
 
 select
     final.*,
-    round(1 - scopes_failing::numeric / nullif(scopes_checked, 0), 4) as scope_pass_ratio
+    round(1 - final.scopes_failing::numeric / nullif(final.scopes_checked, 0), 4) as scope_pass_ratio
 from final

@@ -34,7 +34,9 @@ open_incidents as (
 ),
 
 marks as (
-    select system, min(loaded_upto) as oldest_watermark_at
+    select
+        system,
+        min(loaded_upto) as oldest_watermark_at
     from watermark
     group by system
 ),
@@ -61,7 +63,10 @@ loads as (
 ),
 
 quarantined as (
-    select system, count(*) as quarantine_record_count, max(quarantined_at) as last_quarantined_at
+    select
+        system,
+        count(*) as quarantine_record_count,
+        max(quarantined_at) as last_quarantined_at
     from quarantine
     group by system
 ),

@@ -17,7 +17,9 @@ with states as (
     select * from {{ ref('fct_machine_state_interval') }}
 ),
 
-{{ recompute_changed_keys(changed_keys_sql, ['machine_code', 'production_date', 'shift_code'], {'in_scope': 'states'}) }}
+{{ recompute_changed_keys(
+    changed_keys_sql, ['machine_code', 'production_date', 'shift_code'], {'in_scope': 'states'}
+) }}
 
 final as (
     select

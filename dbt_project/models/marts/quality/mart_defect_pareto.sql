@@ -23,13 +23,13 @@ ranked as (
     select
         by_code.*,
         row_number() over (
-            partition by site_code order by defect_count desc, defect_code
+            partition by by_code.site_code order by by_code.defect_count desc, by_code.defect_code asc
         ) as pareto_rank,
-        sum(defect_count) over (
-            partition by site_code order by defect_count desc, defect_code
+        sum(by_code.defect_count) over (
+            partition by by_code.site_code order by by_code.defect_count desc, by_code.defect_code asc
             rows between unbounded preceding and current row
         ) as cumulative_defect_count,
-        sum(defect_count) over (partition by site_code) as site_defect_count
+        sum(by_code.defect_count) over (partition by by_code.site_code) as site_defect_count
     from by_code
 ),
 

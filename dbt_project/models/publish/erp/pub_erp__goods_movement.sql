@@ -10,16 +10,25 @@ produced_lots as (
 ),
 
 confirmations as (
-    select confirmation_id, site_code, production_date
+    select
+        confirmation_id,
+        site_code,
+        production_date
     from {{ ref('fct_operation_confirmation') }}
 ),
 
 work_orders as (
-    select work_order_id, erp_order_number, site_code from {{ ref('stg_mes__work_orders') }}
+    select
+        work_order_id,
+        erp_order_number,
+        site_code
+    from {{ ref('stg_mes__work_orders') }}
 ),
 
 material_codes as (
-    select external_code, material_number
+    select
+        external_code,
+        material_number
     from {{ ref('int_material_code_map') }}
     where source_system = 'MES'
 ),
@@ -59,11 +68,14 @@ movements as (
     select * from receipts
 ),
 
-{#- A movement whose confirmation is unknown (e.g. quarantined) falls in the shift of its own
+{# A movement whose confirmation is unknown (e.g. quarantined) falls in the shift of its own
     time at the work order's site (an equality join on the candidate dates, not a range scan
     of the whole calendar per movement) -#}
 unconfirmed as (
-    select movements.movement_key, movements.moved_at, work_orders.site_code
+    select
+        movements.movement_key,
+        movements.moved_at,
+        work_orders.site_code
     from movements
     inner join work_orders on work_orders.work_order_id = movements.work_order_id
     left join confirmations on confirmations.confirmation_id = movements.confirmation_id
@@ -105,5 +117,7 @@ final as (
     left join placed on placed.movement_key = movements.movement_key
 )
 
-select final.*, md5(final.erp_payload::text) as content_hash
+select
+    final.*,
+    md5(final.erp_payload::text) as content_hash
 from final

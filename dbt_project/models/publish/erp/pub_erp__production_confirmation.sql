@@ -8,11 +8,16 @@ with confirmations as (
 ),
 
 work_orders as (
-    select work_order_id, erp_order_number from {{ ref('stg_mes__work_orders') }}
+    select
+        work_order_id,
+        erp_order_number
+    from {{ ref('stg_mes__work_orders') }}
 ),
 
 material_codes as (
-    select external_code, material_number
+    select
+        external_code,
+        material_number
     from {{ ref('int_material_code_map') }}
     where source_system = 'MES'
 ),
@@ -34,8 +39,10 @@ joined as (
         confirmations.scrap_count::numeric as scrap_qty,
         confirmations.rework_count::numeric as rework_qty,
         'PCE'::text as uom,
-        extract(epoch from confirmations.confirmation_end_at
-                - confirmations.confirmation_start_at)::bigint as run_seconds
+        extract(
+            epoch from confirmations.confirmation_end_at
+            - confirmations.confirmation_start_at
+        )::bigint as run_seconds
     from confirmations
     left join work_orders on work_orders.work_order_id = confirmations.work_order_id
     left join material_codes on material_codes.external_code = confirmations.item_code
@@ -44,23 +51,25 @@ joined as (
 final as (
     select
         'production_confirmation'::text as message_type,
-        confirmation_key as business_key,
+        joined.confirmation_key as business_key,
         joined.*,
         jsonb_build_object(
-            'confirmation_id', confirmation_key,
-            'operation_id', operation_id,
-            'order_number', order_number,
-            'material_number', material_number,
-            'machine_code', machine_code,
-            'yield_qty', good_qty,
-            'scrap_qty', scrap_qty,
-            'rework_qty', rework_qty,
-            'unit', uom,
-            'started_at', to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-            'ended_at', to_char(ended_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            'confirmation_id', joined.confirmation_key,
+            'operation_id', joined.operation_id,
+            'order_number', joined.order_number,
+            'material_number', joined.material_number,
+            'machine_code', joined.machine_code,
+            'yield_qty', joined.good_qty,
+            'scrap_qty', joined.scrap_qty,
+            'rework_qty', joined.rework_qty,
+            'unit', joined.uom,
+            'started_at', to_char(joined.started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+            'ended_at', to_char(joined.ended_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
         ) as erp_payload
     from joined
 )
 
-select final.*, md5(final.erp_payload::text) as content_hash
+select
+    final.*,
+    md5(final.erp_payload::text) as content_hash
 from final

@@ -9,21 +9,31 @@ inspection_lots as (
 ),
 
 produced_lots as (
-    select lot_id, work_order_id, confirmation_id from {{ ref('stg_mes__produced_lots') }}
+    select
+        lot_id,
+        work_order_id,
+        confirmation_id
+    from {{ ref('stg_mes__produced_lots') }}
 ),
 
 confirmations as (
-    select confirmation_id, production_date from {{ ref('fct_operation_confirmation') }}
+    select
+        confirmation_id,
+        production_date
+    from {{ ref('fct_operation_confirmation') }}
 ),
 
 work_orders as (
-    select work_order_id, erp_order_number from {{ ref('stg_mes__work_orders') }}
+    select
+        work_order_id,
+        erp_order_number
+    from {{ ref('stg_mes__work_orders') }}
 ),
 
 latest_decision as (
     select distinct on (inspection_lot_id) *
     from decisions
-    order by inspection_lot_id, recorded_at desc, usage_decision_id desc
+    order by inspection_lot_id asc, recorded_at desc, usage_decision_id desc
 ),
 
 final as (
@@ -53,5 +63,7 @@ final as (
     left join work_orders on work_orders.work_order_id = produced_lots.work_order_id
 )
 
-select final.*, md5(final.erp_payload::text) as content_hash
+select
+    final.*,
+    md5(final.erp_payload::text) as content_hash
 from final

@@ -11,21 +11,21 @@ last_snapshot as (
 latest as (
     select distinct on (equipment_id) *
     from source
-    order by equipment_id, _extracted_at desc, _batch_id desc
+    order by equipment_id asc, _extracted_at desc, _batch_id desc
 ),
 
 renamed as (
     select
-        equipment_id,
-        equipment_code,
-        parent_equipment_id,
-        lower(hierarchy_level) as hierarchy_level,
-        name_en,
-        name_zh,
-        site_code,
-        machine_type,
-        manufacturer,
-        commissioned_on as commissioned_date,
+        latest.equipment_id,
+        latest.equipment_code,
+        latest.parent_equipment_id,
+        lower(latest.hierarchy_level) as hierarchy_level,
+        latest.name_en,
+        latest.name_zh,
+        latest.site_code,
+        latest.machine_type,
+        latest.manufacturer,
+        latest.commissioned_on as commissioned_date,
         latest._extracted_at = last_snapshot.extracted_at as is_in_last_snapshot,
         latest._extracted_at as extracted_at,
         latest._batch_id as batch_id

@@ -7,7 +7,7 @@ with source as (
 latest as (
     select distinct on (failure_id) *
     from source
-    order by failure_id, version_at desc, _extracted_at desc
+    order by failure_id asc, version_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -7,7 +7,7 @@ with source as (
 latest as (
     select distinct on (order_id) *
     from source
-    order by order_id, version_at desc, _extracted_at desc
+    order by order_id asc, version_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -7,13 +7,13 @@ with source as (
 latest as (
     select distinct on (meter_id, interval_start) *
     from source
-    order by meter_id, interval_start, _extracted_at desc, _batch_id desc
+    order by meter_id asc, interval_start asc, _extracted_at desc, _batch_id desc
 ),
 
 renamed as (
     select
         meter_id || '|' || to_char(interval_start at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-        as meter_reading_id,
+            as meter_reading_id,
         meter_id,
         machine_code,
         interval_start as reading_start_at,

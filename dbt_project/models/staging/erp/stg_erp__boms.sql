@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (parent_material, bom_revision, component_material) *
     from source
-    order by parent_material, bom_revision, component_material, _extracted_at desc
+    order by parent_material asc, bom_revision asc, component_material asc, _extracted_at desc
 ),
 
 renamed as (

@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (customer_number) *
     from source
-    order by customer_number, _extracted_at desc
+    order by customer_number asc, _extracted_at desc
 ),
 
 renamed as (

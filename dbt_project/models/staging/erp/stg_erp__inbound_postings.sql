@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (posting_id) *
     from source
-    order by posting_id, _extracted_at desc
+    order by posting_id asc, _extracted_at desc
 ),
 
 renamed as (

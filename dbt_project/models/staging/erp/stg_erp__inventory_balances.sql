@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (plant_code, material_number, balance_date) *
     from source
-    order by plant_code, material_number, balance_date, _extracted_at desc
+    order by plant_code asc, material_number asc, balance_date asc, _extracted_at desc
 ),
 
 renamed as (

@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (system, external_code) *
     from source
-    order by system, external_code, _extracted_at desc
+    order by system asc, external_code asc, _extracted_at desc
 ),
 
 renamed as (

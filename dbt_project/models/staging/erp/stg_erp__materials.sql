@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (material_number) *
     from source
-    order by material_number, _extracted_at desc
+    order by material_number asc, _extracted_at desc
 ),
 
 renamed as (

@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (plant_code) *
     from source
-    order by plant_code, _extracted_at desc
+    order by plant_code asc, _extracted_at desc
 ),
 
 renamed as (

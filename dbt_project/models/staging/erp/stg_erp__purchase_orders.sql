@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (po_number) *
     from source
-    order by po_number, _extracted_at desc
+    order by po_number asc, _extracted_at desc
 ),
 
 renamed as (

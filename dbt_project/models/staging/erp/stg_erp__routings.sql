@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (material_number, line_code, machine_code) *
     from source
-    order by material_number, line_code, machine_code, _extracted_at desc
+    order by material_number asc, line_code asc, machine_code asc, _extracted_at desc
 ),
 
 renamed as (

@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (sales_order_number) *
     from source
-    order by sales_order_number, _extracted_at desc
+    order by sales_order_number asc, _extracted_at desc
 ),
 
 renamed as (

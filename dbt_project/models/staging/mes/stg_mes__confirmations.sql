@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (confirmation_id) *
     from source
-    order by confirmation_id, updated_at desc, _extracted_at desc
+    order by confirmation_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

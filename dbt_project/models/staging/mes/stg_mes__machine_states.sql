@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (state_id) *
     from source
-    order by state_id, updated_at desc, _extracted_at desc
+    order by state_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

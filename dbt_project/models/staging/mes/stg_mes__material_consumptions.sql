@@ -6,7 +6,7 @@ with source as (
 latest as (
     select distinct on (consumption_id) *
     from source
-    order by consumption_id, updated_at desc, _extracted_at desc
+    order by consumption_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

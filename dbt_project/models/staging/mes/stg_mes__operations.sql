@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (operation_id) *
     from source
-    order by operation_id, updated_at desc, _extracted_at desc
+    order by operation_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (lot_id) *
     from source
-    order by lot_id, updated_at desc, _extracted_at desc
+    order by lot_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

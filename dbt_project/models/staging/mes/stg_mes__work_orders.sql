@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (work_order_id) *
     from source
-    order by work_order_id, updated_at desc, _extracted_at desc
+    order by work_order_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -6,7 +6,7 @@ with source as (
 latest as (
     select distinct on (parent_number, bom_revision, component_number) *
     from source
-    order by parent_number, bom_revision, component_number, exported_at desc, _extracted_at desc
+    order by parent_number asc, bom_revision asc, component_number asc, exported_at desc, _extracted_at desc
 ),
 
 renamed as (

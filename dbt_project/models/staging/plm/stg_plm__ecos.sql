@@ -6,7 +6,7 @@ with source as (
 latest as (
     select distinct on (eco_number) *
     from source
-    order by eco_number, exported_at desc, _extracted_at desc
+    order by eco_number asc, exported_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -6,7 +6,7 @@ with source as (
 latest as (
     select distinct on (number, revision) *
     from source
-    order by number, revision, exported_at desc, _extracted_at desc
+    order by number asc, revision asc, exported_at desc, _extracted_at desc
 ),
 
 renamed as (

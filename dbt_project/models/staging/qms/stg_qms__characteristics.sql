@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (characteristic_id) *
     from source
-    order by characteristic_id, updated_at desc, _extracted_at desc
+    order by characteristic_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

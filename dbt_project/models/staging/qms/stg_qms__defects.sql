@@ -7,7 +7,7 @@ with source as (
 latest as (
     select distinct on (defect_record_id) *
     from source
-    order by defect_record_id, updated_at desc, _extracted_at desc
+    order by defect_record_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -10,7 +10,7 @@ sites as (
 latest as (
     select distinct on (inspection_lot_id) *
     from source
-    order by inspection_lot_id, updated_at desc, _extracted_at desc
+    order by inspection_lot_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

@@ -18,14 +18,14 @@
 with source as (
     select * from {{ source_or_empty('qms', 'inspection_results') }}
     {%- if is_incremental() %}
-    where {{ changed_in_interval('updated_at') }}
+        where {{ changed_in_interval('updated_at') }}
     {%- endif %}
 ),
 
 latest as (
     select distinct on (result_id) *
     from source
-    order by result_id, updated_at desc, _extracted_at desc
+    order by result_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (
@@ -43,13 +43,13 @@ renamed as (
     from latest
 )
 
-{% if is_incremental() -%}
-select renamed.*
-from renamed
-left join {{ this }} as kept on kept.result_id = renamed.result_id
-where
-    kept.result_id is null
-    or (renamed.recorded_at, renamed.extracted_at) >= (kept.recorded_at, kept.extracted_at)
-{%- else -%}
-select * from renamed
-{%- endif %}
+{% if is_incremental() %}
+    select renamed.*
+    from renamed
+    left join {{ this }} as kept on kept.result_id = renamed.result_id
+    where
+        kept.result_id is null
+        or (renamed.recorded_at, renamed.extracted_at) >= (kept.recorded_at, kept.extracted_at)
+{% else %}
+    select * from renamed
+{% endif %}

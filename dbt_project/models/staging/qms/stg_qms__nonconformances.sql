@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (nc_id) *
     from source
-    order by nc_id, updated_at desc, _extracted_at desc
+    order by nc_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

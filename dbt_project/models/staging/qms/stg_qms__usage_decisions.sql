@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (usage_decision_id) *
     from source
-    order by usage_decision_id, updated_at desc, _extracted_at desc
+    order by usage_decision_id asc, updated_at desc, _extracted_at desc
 ),
 
 renamed as (

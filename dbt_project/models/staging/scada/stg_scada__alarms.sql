@@ -5,7 +5,7 @@ with source as (
 latest as (
     select distinct on (machine_code, alarm_code, raised_at) *
     from source
-    order by machine_code, alarm_code, raised_at, _extracted_at desc
+    order by machine_code asc, alarm_code asc, raised_at asc, _extracted_at desc
 ),
 
 renamed as (

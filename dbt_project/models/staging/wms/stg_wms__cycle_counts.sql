@@ -11,7 +11,7 @@ sites as (
 latest as (
     select distinct on (count_id) *
     from source
-    order by count_id, _extracted_at desc
+    order by count_id asc, _extracted_at desc
 ),
 
 renamed as (
@@ -25,7 +25,8 @@ renamed as (
         latest.material_desc as material_description,
         case lower(latest.unit) when 'g' then 'kg' when 'kg' then 'kg' else upper(latest.unit) end as quantity_unit,
         case lower(latest.unit) when 'g' then latest.book_qty / 1000 else latest.book_qty end::numeric as book_quantity,
-        case lower(latest.unit) when 'g' then latest.counted_qty / 1000 else latest.counted_qty end::numeric as counted_quantity,
+        case lower(latest.unit) when 'g' then latest.counted_qty / 1000 else latest.counted_qty end::numeric
+            as counted_quantity,
         latest._source as source_file_name,
         latest._extracted_at as extracted_at
     from latest

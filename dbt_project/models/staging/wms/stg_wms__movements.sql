@@ -13,7 +13,7 @@ sites as (
 latest as (
     select distinct on (movement_id) *
     from source
-    order by movement_id, _extracted_at desc, _source desc
+    order by movement_id asc, _extracted_at desc, _source desc
 ),
 
 placed as (
