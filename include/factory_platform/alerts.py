@@ -81,7 +81,9 @@ def _legacy_webhook() -> Webhook | None:
     if not url:
         return None
     _mask(url)
-    _mask(urlsplit(url).path)
+    path = urlsplit(url).path.strip("/")
+    if len(path) >= 5:  # a token in the path (a shorter one the masker would refuse anyway)
+        _mask(path)
     return Webhook(url)
 
 

@@ -194,7 +194,9 @@ def test_dbt_parse_lists_the_reporting_views(tmp_path):
         assert node["config"]["materialized"] == "view"
         assert node["description"] and all(c["description"] for c in node["columns"].values())
         if node["name"] == "rpt_source_health":  # the intake, not plant data: not gated
-            assert node["refs"] and not node["sources"]
+            assert [r["name"] for r in node["refs"]] == ["mart_source_health"]
+            assert sorted(node["sources"]) == [["source_watch", "source_freshness"],
+                                               ["source_watch", "source_not_seen"]]
             continue
         assert {"site_code"} <= set(node["columns"]) or node["name"] == "rpt_data_quality_status"
         # gated by the gate's decision per scope (the model scope_status), or its results
@@ -251,6 +253,44 @@ def test_data_quality_status_is_the_latest_run_of_every_check(reporting_db):
     assert rows[1][8] == datetime(2026, 10, 22, 5, 10, tzinfo=UTC)
 
 
+def test_source_health_shows_the_latest_freshness_and_open_not_seen(reporting_db):
+    """rpt_source_health reads the watch's tables live: the latest freshness run per source
+    (an older run's warning is superseded), an open not-seen incident (a cleared one is not),
+    and a source known only from freshness (never loaded)."""
+    with psycopg.connect(reporting_db) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "insert into dq.source_freshness (run_id, checked_at, source_name, table_name, "
+            "status, max_loaded_at) values (%s, %s, %s, %s, %s, %s)",
+            [("w1", "2026-10-23 05:40+00", "mes", "confirmations", "warn",
+              "2026-10-23 04:00+00"),
+             ("w2", "2026-10-23 05:50+00", "mes", "confirmations", "pass",
+              "2026-10-23 05:45+00"),
+             ("w2", "2026-10-23 05:50+00", "mes", "work_orders", "pass",
+              "2026-10-23 05:45+00"),
+             ("w2", "2026-10-23 05:50+00", "wms", "cycle_counts", "warn",
+              "2026-10-22 05:00+00"),
+             ("w2", "2026-10-23 05:50+00", "wms", "movements", "pass", "2026-10-23 05:00+00"),
+             ("w2", "2026-10-23 05:50+00", "plm", "items", "runtime error", None)])
+        cur.executemany(
+            "insert into dq.source_not_seen (system, silent_entities, threshold_seconds, "
+            "opened_at, cleared_at) values (%s, %s, 7800, %s, %s)",
+            [("mes", '{"work_orders": "2026-10-23T03:00:00+00:00"}', "2026-10-23 03:41+00",
+              "2026-10-23 04:10+00"),
+             ("wms", ('{"movements": "2026-10-23T01:00:00+00:00", '
+                      '"cycle_counts": "2026-10-23T01:00:00+00:00"}'),
+              "2026-10-23 03:20+00", None)])
+    rows = _rows(reporting_db, "select system, status, freshness_status, stale_table_count, "
+                               "stale_tables, not_seen_since, not_seen_entities, "
+                               "rows_loaded_count from reporting.rpt_source_health "
+                               "order by system")
+    assert rows == [
+        ("mes", "ok", "pass", 0, None, None, None, 5000),
+        ("plm", "attention", "error", 1, "items", None, None, 0),
+        ("wms", "attention", "warn", 1, "cycle_counts",
+         datetime(2026, 10, 23, 3, 20, tzinfo=UTC), "cycle_counts, movements", 700),
+    ]
+
+
 # --------------------------------------------------------------------------- the renderer
 
 MARK = re.compile(r'<(circle|rect|g) class="mark ([^"]*)"[^>]*>(?:(?!</?title>).)*?'
@@ -301,10 +341,16 @@ FIXTURE_ROWS = {
     "rpt_data_quality_status": [],
     "rpt_source_health": [
         ("mes", "ok", datetime(2026, 10, 23, 5, 45, tzinfo=UTC), 900.0,
-         datetime(2026, 10, 23, 5, 45, tzinfo=UTC), 5000, 12, 0, 0, 0, 0, 0, 0, None),
+         datetime(2026, 10, 23, 5, 45, tzinfo=UTC), 5000, 12, 0, 0, 0, 0, 0, 0, None,
+         "pass", 0, None, datetime(2026, 10, 23, 5, 50, tzinfo=UTC), None, None),
         ("wms", "attention", datetime(2026, 10, 23, 5, tzinfo=UTC), 3600.0,
          datetime(2026, 10, 22, 5, tzinfo=UTC), 700, 30, 2, 1, 1, 0, 0, 0,
-         "file_set_aside, file_waiting"),
+         "file_set_aside, file_waiting",
+         "warn", 1, "cycle_counts", datetime(2026, 10, 23, 5, 50, tzinfo=UTC), None, None),
+        ("scada", "attention", datetime(2026, 10, 23, 3, tzinfo=UTC), 10800.0,
+         datetime(2026, 10, 23, 3, tzinfo=UTC), 900, 0, 0, 0, 0, 0, 0, 0, None,
+         "error", 2, "alarms, tag_values", datetime(2026, 10, 23, 5, 50, tzinfo=UTC),
+         datetime(2026, 10, 23, 5, 10, tzinfo=UTC), "alarms, tag_values"),
     ],
 }
 
@@ -346,13 +392,23 @@ def test_report_opens_with_source_health_attention_first(fixture_report):
     main = page.split('<main class="wrap">', 1)[1]
     assert main.startswith('<section class="source-health"><h2>Source health</h2>')
     section = main.split("</section>", 1)[0]
-    assert "1 of 2 sources need attention" in section
+    assert "2 of 3 sources need attention (not seen: scada)" in section
     rows = [row.split("</tr>")[0] for row in section.split('<tr class="source ')[1:]]
-    assert [r.split('"', 1)[0] for r in rows] == ["attention", "ok"]
-    cells = [re.sub(r"<[^>]+>", "", "<td" + c.split("</td>")[0])
-             for c in rows[0].split("<td")[1:]]
-    assert cells == ["attention", "wms", "2026-10-23 05:00", "700", "30", "1", "1", "0", "0",
-                     "file_set_aside, file_waiting"]
+    assert [r.split('"', 1)[0] for r in rows] == ["attention", "attention", "ok"]
+
+    def cells(row: str) -> list[str]:
+        return [html.unescape(re.sub(r"<[^>]+>", "", "<td" + c.split("</td>")[0]))
+                for c in row.split("<td")[1:]]
+
+    # not seen first, then the other sources needing attention, then the rest
+    assert cells(rows[0]) == ["attention", "scada", "2026-10-23 03:00", "900", "0", "0", "0",
+                              "0", "0", "error alarms, tag_values",
+                              "2026-10-23 05:10 (alarms, tag_values)", ""]
+    assert cells(rows[1]) == ["attention", "wms", "2026-10-23 05:00", "700", "30", "1", "1", "0",
+                              "0", "warn cycle_counts", "", "file_set_aside, file_waiting"]
+    assert cells(rows[2])[9:] == ["pass", "", ""]
+    assert '<span class="pill fail">error</span>' in rows[0]
+    assert '<span class="pill warn">warn</span>' in rows[1]
 
 
 def test_report_charts_hold_exactly_the_expected_marks(fixture_report):

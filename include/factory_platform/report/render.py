@@ -713,12 +713,15 @@ def data_quality_chart(rows: list[dict]) -> tuple[str, int, str]:
 
 def source_health_section(rows: list[dict]) -> str:
     """The intake at the top of the page: per plant system its status, last load, what was
-    quarantined and the open incidents (files set aside, waiting or late, answers refused,
-    batches failed) — so a reader sees at once whether the figures below rest on every record."""
+    quarantined, the open incidents (files set aside, waiting or late, answers refused,
+    batches failed), the freshness of its raw tables and whether it is not seen (no batch for
+    longer than its threshold) — so a reader sees at once whether the figures below rest on
+    every record, and on recent ones."""
     if not rows:
         return ('<section class="source-health"><h2>Source health</h2>'
                 '<p class="empty">No load recorded yet.</p></section>')
-    ordered = sorted(rows, key=lambda r: (r.get("status") != "attention", r["system"]))
+    ordered = sorted(rows, key=lambda r: (r.get("status") != "attention",
+                                          r.get("not_seen_since") is None, r["system"]))
     body = "".join(
         f'<tr class="source {esc(r.get("status"))}"><td><span class="pill '
         f'{"fail" if r.get("status") == "attention" else "pass"}">{esc(r.get("status"))}</span>'
@@ -729,20 +732,47 @@ def source_health_section(rows: list[dict]) -> str:
         f'<td class="num">{esc(qty(r.get("files_waiting_count")))}</td>'
         f'<td class="num">{esc(qty(r.get("answers_refused_count")))}</td>'
         f'<td class="num">{esc(qty(r.get("batches_failed_count")))}</td>'
+        f'<td class="freshness">{_freshness_cell(r)}</td>'
+        f'<td class="not-seen">{_not_seen_cell(r)}</td>'
         f'<td class="mono">{esc(r.get("open_incident_kinds") or "")}</td></tr>'
         for r in ordered)
     attention = sum(r.get("status") == "attention" for r in rows)
     summary = (f"{attention} of {len(rows)} sources need attention" if attention
                else f"all {len(rows)} sources ok")
+    not_seen = sorted(r["system"] for r in rows if r.get("not_seen_since") is not None)
+    if not_seen:
+        summary += f" (not seen: {', '.join(not_seen)})"
     return ('<section class="source-health"><h2>Source health</h2>'
             f'<p class="summary">{esc(summary)}: every record a source delivered is loaded or '
-            'quarantined; open incidents are listed until they clear.</p>'
+            'quarantined; open incidents are listed until they clear; a source is not seen when '
+            'no batch loaded for twice its schedule plus a grace.</p>'
             '<table class="checks"><thead><tr><th>status</th><th>source</th>'
             '<th>last load (UTC)</th><th class="num">rows loaded</th>'
             '<th class="num">quarantined</th><th class="num">files set aside</th>'
             '<th class="num">files waiting</th><th class="num">answers refused</th>'
-            '<th class="num">batches failed</th><th>open incidents</th></tr></thead>'
+            '<th class="num">batches failed</th><th>freshness</th><th>not seen since (UTC)</th>'
+            '<th>open incidents</th></tr></thead>'
             f'<tbody>{body}</tbody></table></section>')
+
+
+FRESHNESS_PILLS = {"pass": "pass", "warn": "warn", "error": "fail"}
+
+
+def _freshness_cell(row: dict) -> str:
+    """The latest dbt source freshness of the system: a pill, and the stale tables."""
+    status = row.get("freshness_status")
+    if not status:
+        return ""
+    stale = f' <span class="mono">{esc(row["stale_tables"])}</span>' if row.get(
+        "stale_tables") else ""
+    return f'<span class="pill {FRESHNESS_PILLS.get(status, "fail")}">{esc(status)}</span>{stale}'
+
+
+def _not_seen_cell(row: dict) -> str:
+    if row.get("not_seen_since") is None:
+        return ""
+    entities = row.get("not_seen_entities")
+    return esc(_timestamp(row["not_seen_since"]) + (f" ({entities})" if entities else ""))
 
 
 def _timestamp(value) -> str:
