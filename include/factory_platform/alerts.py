@@ -19,7 +19,8 @@ is never logged: a failed POST names the host only.
 **Who alerts.** `WebhookNotifier` is an Airflow notifier (`airflow.sdk.BaseNotifier`): every
 DAG's `on_failure_callback` (dag_factory.default_args; the message names the DAG, task, run and
 the exception — for a failing quality gate the check or expectation that failed) and, run by
-the triggerer, the `DeadlineAlert` of the extraction DAGs (a run not finished in time).
+the triggerer, the callback of a `DeadlineAlert` (source_watch.extraction_deadline: a run not
+finished in time).
 `send_alert` is the same POST for code that alerts on its own (incidents, blocked scopes, a
 source not seen). Slack/Teams-style webhooks accept the `text` field of the JSON.
 """

@@ -40,8 +40,6 @@ def build_extract_dag(system: str, doc_md: str | None):
     from airflow.sdk import Param, dag, task
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-    from factory_platform.source_watch import extraction_deadline
-
     source = get_source(system)
     reload_params = {
         "reload_start": Param(None, type=["null", "string"], format="date-time",
@@ -62,7 +60,6 @@ def build_extract_dag(system: str, doc_md: str | None):
         tags=["extract", system, "raw"],
         doc_md=doc_md,
         params=reload_params,
-        deadline=extraction_deadline(source),  # a run not finished in time is alerted
     )
     def extract():
         for entity in source.entities:

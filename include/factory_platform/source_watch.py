@@ -26,8 +26,12 @@ A file-drop source whose exporter stops still commits (empty) batches, so it sta
 its silence shows as stale freshness instead. Both land in `reporting.rpt_source_health` and
 at the top of the HTML report.
 
-`extraction_deadline` is the DeadlineAlert of every extraction DAG: a run not finished
-`cadence + GRACE` after it was queued is alerted by the triggerer (alerts.WebhookNotifier).
+`extraction_deadline` is the DeadlineAlert meant for every extraction DAG: a run not finished
+`cadence + GRACE` after it was queued is alerted by the triggerer (alerts.WebhookNotifier). It
+is not attached yet: Airflow 3.3.2's `dag.test()` fails on any DAG with a deadline (its
+`DagRun.update_state` hands the serialized alert, a dict, to `DeadlineAlertModel.get_by_id`:
+psycopg2 "can't adapt type 'dict'"), and the e2e and DAG tests run the extraction DAGs with
+`dag.test()`. The scheduler's own path works (a queued run gets its Deadline row: tested).
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ def run_deadline(source) -> timedelta:
 
 
 def extraction_deadline(source):
-    """The extraction DAG's DeadlineAlert: late runs are alerted by the triggerer through the
-    webhook notifier (backfill runs, which wait for their turn, are not)."""
+    """The DeadlineAlert for `extract_<system>`: late runs are alerted by the triggerer through
+    the webhook notifier (backfill runs, which wait for their turn, are not). Not attached to
+    the DAGs yet (module docstring)."""
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
     from factory_platform.alerts import WebhookNotifier

@@ -1,7 +1,7 @@
 """Alerts go to the webhook of the Airflow connection `alert_webhook` (its secret the
 connection's password, masked), through the Airflow notifier every task's failure callback and
-every extraction DAG's DeadlineAlert use: a failing task names DAG, task, run and error; a run
-late for its deadline names the run (not for backfill runs); the webhook's secret is in no log
+the extraction deadline (a DeadlineAlert) use: a failing task names DAG, task, run and error; a
+run late for its deadline names the run (not for backfill runs); the webhook's secret is in no log
 line; a plain Airflow Variable configures nothing."""
 
 from __future__ import annotations
@@ -123,16 +123,16 @@ def test_without_a_webhook_an_alert_is_only_logged(monkeypatch, caplog):
 # --------------------------------------------------------------------------- deadlines
 
 
-def test_every_extraction_dag_has_a_deadline_alerting_through_the_notifier():
+def test_the_extraction_deadline_alerts_through_the_notifier():
+    """source_watch.extraction_deadline: queued + the schedule's interval + 10 min, the
+    notifier as the triggerer's callback. (Not attached to the extraction DAGs: Airflow 3.3.2's
+    dag.test() fails on any DAG with a deadline — README, Noticing silence.)"""
     from airflow.sdk import AsyncCallback, DeadlineReference
-    from factory_platform.dag_factory import build_extract_dag
-    from factory_platform.source_watch import run_deadline
+    from factory_platform.source_watch import extraction_deadline, run_deadline
     from factory_platform.sources import all_sources
 
     for system, source in all_sources().items():
-        dag = build_extract_dag(system)
-        assert len(dag.deadline) == 1, system
-        alert = dag.deadline[0]
+        alert = extraction_deadline(source)
         assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT, system
         assert alert.interval == run_deadline(source), system
         assert isinstance(alert.callback, AsyncCallback), system
@@ -184,24 +184,36 @@ def test_a_backfill_run_waiting_for_its_turn_is_not_alerted(webhook):
 
 
 @pytest.mark.slow
-def test_a_queued_extraction_run_gets_its_deadline_in_the_metadata_db():
-    """What the scheduler acts on: a run of extract_qms queued as the API queues it gets one
-    Deadline row, due its schedule's 15 min + 10 min after it was queued, whose callback is
-    the notifier (rolled back: the metadata DB keeps nothing of it)."""
+def test_a_queued_run_gets_the_extraction_deadline_in_the_metadata_db():
+    """What the scheduler acts on: a run of a DAG with QMS's extraction deadline, queued as the
+    API queues it, gets one Deadline row, due 15 min + 10 min after it was queued, whose
+    callback is the notifier (rolled back: the metadata DB keeps nothing of it)."""
     import uuid
     from datetime import UTC, datetime, timedelta
 
     from airflow.models.dagbag import DBDagBag
     from airflow.models.deadline import Deadline
+    from airflow.sdk import dag, task
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
-    from factory_platform.dag_factory import build_extract_dag
+    from factory_platform.dag_factory import START_DATE, default_args
+    from factory_platform.source_watch import extraction_deadline
+    from factory_platform.sources import get_source
     from sqlalchemy import select
 
-    registered(build_extract_dag("qms"))
+    @dag(dag_id="deadline_probe", schedule=None, start_date=START_DATE, catchup=False,
+         default_args=default_args(), deadline=extraction_deadline(get_source("qms")))
+    def probe():
+        @task
+        def load_inspection_lots():
+            pass
+
+        load_inspection_lots()
+
+    registered(probe())
     with create_session() as session:
-        dag = DBDagBag().get_latest_version_of_dag("extract_qms", session=session)
+        dag = DBDagBag().get_latest_version_of_dag("deadline_probe", session=session)
         run = dag.create_dagrun(
             run_id=f"manual__deadline_probe_{uuid.uuid4().hex[:8]}", logical_date=None,
             data_interval=None, run_after=datetime.now(UTC), conf={},
