@@ -57,7 +57,6 @@ from launcher.settings import (
 INSTANCE = Instance(name="bench-incremental", pg_port=55452, api_port=18390, mes_port=18391,
                     qms_port=18392)
 BASE_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "default.toml"
-SYSTEMS = ("erp", "eam", "plm", "mes", "qms", "wms", "ems", "scada")
 DBT = str(ROOT / ".venv" / "bin" / "dbt")
 DBT_DIR = ROOT / "dbt_project"
 HOUR_RUN_SELECT = "config.materialized:incremental"
@@ -128,7 +127,9 @@ def extract(dsn: str, start: datetime, end: datetime) -> float:
     while start < end:
         windows.append((start, min(start + timedelta(days=1), end)))
         start += timedelta(days=1)
-    for system in SYSTEMS:
+    from factory_platform.sources import all_sources
+
+    for system in all_sources():  # every system of the source registry
         extract_windows(system, windows, dsn)
     return time.monotonic() - started
 

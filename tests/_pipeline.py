@@ -14,12 +14,13 @@ from itertools import pairwise
 from pathlib import Path
 
 import psycopg
+from factory_platform.sources import all_sources
 from psycopg import sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
 DBT_DIR = str(PROJECT_ROOT / "dbt_project")
-ALL_SYSTEMS = ("erp", "mes", "wms", "scada", "qms", "plm", "eam", "ems")
+ALL_SYSTEMS = tuple(all_sources())  # every system of the source registry
 
 
 def day_windows(plant, days_before: int = 30, days_after: int = 2
@@ -47,10 +48,10 @@ def extract_all(system: str, windows, dsn: str) -> None:
 def reset_platform_schemas(dsn: str) -> None:
     """Drop everything the pipeline builds (not the truth), as on a fresh deployment."""
     from factory_platform.bootstrap import bootstrap_warehouse
-    from factory_platform.warehouse import SCHEMAS
+    from factory_platform.warehouse import schemas
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for schema in (*SCHEMAS, "dq_failures"):
+        for schema in (*schemas(), "dq_failures"):
             conn.execute(f"drop schema if exists {schema} cascade")
     bootstrap_warehouse(dsn)
 

@@ -1,4 +1,5 @@
-"""Builds the Airflow DAGs from the source registry, so DAG files stay a few lines each.
+"""Builds the Airflow DAGs from the source registry: `dags/extract_sources.py` makes every
+`extract_<system>` DAG with `build_extract_dags()`, so a new system needs no DAG file.
 
 Nothing here touches a database or the network at import or build time: tasks do their work
 when they run.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from factory_platform.assets import gated_marts_asset, warehouse_asset
-from factory_platform.sources import get_source
+from factory_platform.sources import all_sources, get_source
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -35,12 +36,20 @@ def publishing_dag_args() -> dict:
             "max_active_runs": 1, "default_args": default_args()}
 
 
-def build_extract_dag(system: str, doc_md: str | None):
-    """`extract_<system>`: one task per entity, each an interval load with its raw table as outlet."""
+def build_extract_dags() -> dict[str, object]:
+    """`extract_<system>` for every system of the source registry, by DAG id."""
+    return {source.dag_id: build_extract_dag(system)
+            for system, source in all_sources().items()}
+
+
+def build_extract_dag(system: str, doc_md: str | None = None):
+    """`extract_<system>`: one task per entity, each an interval load with its raw table as
+    outlet; documented by `doc_md`, else by its registry module's docstring."""
     from airflow.sdk import Param, dag, task
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     source = get_source(system)
+    doc_md = doc_md or source.doc_md or None
     reload_params = {
         "reload_start": Param(None, type=["null", "string"], format="date-time",
                               title="Reload window start (UTC)",

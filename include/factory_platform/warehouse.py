@@ -11,10 +11,16 @@ from functools import lru_cache
 
 from factory_platform.extract.incidents import DDL as SOURCE_INCIDENT_DDL
 
-SCHEMAS = (
-    "raw_erp", "raw_mes", "raw_wms", "raw_scada", "raw_qms", "raw_plm", "raw_eam", "raw_ems",
-    "ops", "staging", "conformed", "marts", "publish", "dq", "reporting",
-)
+# The platform's own layers; the raw schemas come from the source registry (`schemas()`).
+LAYER_SCHEMAS = ("ops", "staging", "conformed", "marts", "publish", "dq", "reporting")
+
+
+def schemas() -> tuple[str, ...]:
+    """Every schema the warehouse needs: `raw_<system>` of each registered system, then the
+    layers."""
+    from factory_platform.sources import raw_schemas
+
+    return (*raw_schemas(), *LAYER_SCHEMAS)
 
 OPS_DDL = """
 create table if not exists ops.load_audit (
@@ -332,7 +338,7 @@ def _is_current(conn) -> bool:
         "       and to_regclass('dq.checked_publish') is not null "
         "       and to_regclass('dq.source_not_seen_open') is not null "
         "from pg_namespace where nspname = any(%s)",
-        (len(SCHEMAS), list(SCHEMAS)),
+        (len(schemas()), list(schemas())),
     ).fetchone()
     return bool(row[0] and row[1])
 
@@ -349,7 +355,7 @@ def ensure_warehouse(dsn: str) -> None:
             return
         conn.execute("select pg_advisory_lock(20261122)")
         try:
-            for schema in SCHEMAS:
+            for schema in schemas():
                 conn.execute(f"create schema if not exists {schema}")
             for statement in OPS_DDL.split(";"):
                 if statement.strip():

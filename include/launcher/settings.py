@@ -16,10 +16,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-WAREHOUSE_SCHEMAS = (
-    "raw_erp", "raw_mes", "raw_wms", "raw_scada", "raw_qms", "raw_plm", "raw_eam", "raw_ems",
-    "ops", "staging", "conformed", "marts", "publish", "dq", "reporting", "truth",
-)
+# The simulated plant's databases (a SQL system's database is named after it).
 PLANT_DATABASES = ("erp", "eam")
 
 
@@ -38,6 +35,11 @@ class Instance:
     mqtt_port: int = 18883
     opcua_port: int = 48400
     modbus_port: int = 15020
+
+    @property
+    def plant_api_ports(self) -> dict[str, int]:
+        """The REST systems the simulated plant serves, and where."""
+        return {"mes": self.mes_port, "qms": self.qms_port}
 
     @property
     def var_dir(self) -> Path:
@@ -273,21 +275,12 @@ def platform_environment(instance: Instance, secret: dict[str, str],
         "AIRFLOW_CONN_WAREHOUSE_LOAD": url(roles.LOADER, "warehouse"),
         "AIRFLOW_CONN_WAREHOUSE_PUBLISH": url(roles.PUBLISHER, "warehouse"),
         "AIRFLOW_CONN_WAREHOUSE_REPORT": url(roles.REPORTER, "warehouse"),
-        "AIRFLOW_CONN_ERP_DB": url(roles.LOADER, "erp"),
         "AIRFLOW_CONN_ERP_INBOUND": url(roles.PUBLISHER, "erp"),
         # outbound files (B2MML documents) and the per-run HTML reports
         "SFDP_OUTBOUND_DIR": str(instance.var_dir / "outbound"),
         "SFDP_REPORTS_DIR": str(instance.var_dir / "reports"),
-        "AIRFLOW_CONN_EAM_DB": url(roles.LOADER, "eam"),
-        "AIRFLOW_CONN_MES_API": f"http://mes:{secret['MES_API_KEY']}@127.0.0.1:{instance.mes_port}",
-        "AIRFLOW_CONN_QMS_API": f"http://qms:{secret['MES_API_KEY']}@127.0.0.1:{instance.qms_port}",
-        # File drops: one folder per system (archive/ and quarantine/ are created inside it)
-        **{
-            f"AIRFLOW_CONN_{system.upper()}_DROPS": json.dumps(
-                {"conn_type": "fs", "extra": {"path": str(instance.plant_dir / "inbox" / system)}}
-            )
-            for system in ("wms", "scada", "ems", "plm")
-        },
+        # the plant systems' connections, one per system of the source registry
+        **plant_connections(instance, secret, lambda dbname: url(roles.LOADER, dbname)),
         # Airflow
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -316,6 +309,32 @@ def platform_environment(instance: Instance, secret: dict[str, str],
         "DO_NOT_TRACK": "1",
         "PYTHONPATH": str(PROJECT_ROOT / "include"),
     }
+
+
+def plant_connections(instance: Instance, secret: dict[str, str],
+                      loader_url) -> dict[str, str]:
+    """`AIRFLOW_CONN_<conn_id>` of every system in the source registry, pointing at the
+    simulated plant, by the kind of the system's connection: a SQL system's database (named
+    after the system) as the loader (`loader_url(dbname)`); a REST system's API on its port,
+    the plant's API key as the password; a file drop's inbox folder (`archive/` and
+    `quarantine/` are made inside it). A system the simulated plant does not serve (no
+    database, no API port) gets none: its connection comes from the environment."""
+    from factory_platform.sources import all_sources
+
+    connections = {}
+    for source in all_sources().values():
+        name = f"AIRFLOW_CONN_{source.conn_id.upper()}"
+        kind = source.connection_kind
+        if kind == "fs":
+            inbox = instance.plant_dir / "inbox" / source.system
+            connections[name] = json.dumps({"conn_type": "fs", "extra": {"path": str(inbox)}})
+        elif kind == "postgres" and source.system in PLANT_DATABASES:
+            connections[name] = loader_url(source.system)
+        elif kind == "http" and source.system in instance.plant_api_ports:
+            port = instance.plant_api_ports[source.system]
+            connections[name] = (f"http://{source.system}:{secret['MES_API_KEY']}@127.0.0.1:"
+                                 f"{port}")
+    return connections
 
 
 def executor_environment(instance: Instance, secret: dict[str, str],

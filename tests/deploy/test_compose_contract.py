@@ -58,6 +58,7 @@ CODE_DIRS = ("include/factory_platform", "dags", "plugins")  # what runs in the 
 DEFAULT_IS_RIGHT = {
     "WAREHOUSE_ASSET_AUTHORITY": "a logical name for asset URIs, the same on every machine",
     "B2MML_XSD_DIR": "the MESA XSDs vendored inside include/ (in the image)",
+    "SFDP_EXTRA_SOURCES": "unset: the registry is the image's own modules (sources/<system>.py)",
 }
 
 

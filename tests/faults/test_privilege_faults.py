@@ -145,14 +145,14 @@ def test_a_task_role_finds_the_warehouse_current_and_issues_no_ddl(role, warehou
 def test_every_schema_dbt_writes_exists_and_belongs_to_the_transformer(warehouse_dsn):
     """The transformer may not create schemas: each one the dbt project names (+schema /
     schema: configs, its profile's default) must be there after the set-up, and its own."""
-    from factory_platform.warehouse import SCHEMAS
+    from factory_platform.warehouse import schemas
 
     project = PROJECT_ROOT / "dbt_project"
     texts = [p.read_text() for p in project.rglob("*.yml") if "target" not in p.parts]
     texts += [p.read_text() for p in (project / "models").rglob("*.sql")]
     named = {m for text in texts for m in re.findall(r"\+?schema:\s*([a-z_]+)\s*$", text, re.MULTILINE)}
     named |= {m for text in texts for m in re.findall(r"schema\s*=\s*'([a-z_]+)'", text)}
-    sources = {"dq", "ops", "truth"} | {s for s in SCHEMAS if s.startswith("raw_")}
+    sources = {"dq", "ops", "truth"} | {s for s in schemas() if s.startswith("raw_")}
     written = named - sources
     assert {"staging", "conformed", "marts", "publish", "reporting", "dq_failures",
             "snapshots"} <= written

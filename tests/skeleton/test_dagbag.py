@@ -8,10 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from factory_platform.sources import all_sources
 
 DAG_FILES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
-EXTRACTION_DAGS = {f"extract_{system}" for system in
-                   ("erp", "mes", "wms", "scada", "qms", "plm", "eam", "ems")}
+EXTRACTION_DAGS = {source.dag_id for source in all_sources().values()}  # the source registry's
 EXPECTED_DAGS = EXTRACTION_DAGS | {"transform_dbt", "publish_reporting", "publish_erp"}
 
 
@@ -53,6 +53,19 @@ def test_every_dag_is_documented_owned_tagged_retried_time_limited_and_utc(dagba
             if timeout is None or not timedelta(0) < timeout <= timedelta(hours=2):
                 problems.append(f"{dag_id}.{task.task_id}: execution_timeout {timeout}")
     assert problems == []
+
+
+def test_every_registry_system_has_its_extract_dag_documented_by_its_module(dagbag):
+    """dags/extract_sources.py makes one DAG per registry module, its docstring the DAG's doc."""
+    import importlib
+
+    for system, source in all_sources().items():
+        dag = dagbag.get_dag(source.dag_id)
+        module = importlib.import_module(f"factory_platform.sources.{system}")
+        assert dag.doc_md == module.__doc__, system
+        assert set(dag.tags) == {"extract", system, "raw"}
+        assert {t.task_id for t in dag.tasks} == {f"load_{e.name}" for e in source.entities}
+        assert dag.fileloc.endswith("dags/extract_sources.py")
 
 
 def test_extraction_runs_have_real_data_intervals(dagbag):

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from factory_platform.sources import all_sources
 
 # Everything the deployment needs from its operator: compose refuses to run without each.
 REQUIRED = {
@@ -24,11 +25,13 @@ REQUIRED = {
     "AIRFLOW_ADMIN_PASSWORD": "admin-3a3b",
     "REDIS_PASSWORD": "redis-4c4d",
     "FLOWER_BASIC_AUTH": "ops:flower-5e5f",
-    "AIRFLOW_CONN_MES_API": "https://mes:mes-key-6a6b@mes.plant.example:443",
-    "AIRFLOW_CONN_QMS_API": "https://qms:qms-key-7c7d@qms.plant.example:443",
-    "AIRFLOW_CONN_ERP_DB": "postgres://reader:erp-8e8f@erp.plant.example:5432/erp",
     "AIRFLOW_CONN_ERP_INBOUND": "postgres://inbound:erp-9a9b@erp.plant.example:5432/erp",
-    "AIRFLOW_CONN_EAM_DB": "postgres://reader:eam-0c0d@eam.plant.example:5432/eam",
+    # the plant systems' accounts: one per API or database of the source registry
+    **{f"AIRFLOW_CONN_{s.conn_id.upper()}":
+       f"https://{s.system}:{s.system}-key-6a6b@{s.system}.plant.example:443"
+       if s.connection_kind == "http" else
+       f"postgres://reader:{s.system}-8e8f@{s.system}.plant.example:5432/{s.system}"
+       for s in all_sources().values() if s.connection_kind in ("http", "postgres")},
 }
 SECRETS = [v.split(":", 1)[-1] if k == "FLOWER_BASIC_AUTH" else v
            for k, v in REQUIRED.items() if not k.startswith("AIRFLOW_CONN_")]

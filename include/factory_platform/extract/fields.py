@@ -37,6 +37,7 @@ class Field:
     type: str = "text"
     required: bool = False
     minimum: int | None = None  # e.g. 0 for quantities that cannot be negative
+    description: str = ""  # for the dbt source's column (derived.py); else one from name and type
 
     def __post_init__(self) -> None:
         if self.type not in PG_TYPES:

@@ -1,4 +1,8 @@
-"""REST client for plant APIs with `updated_since` cursors and keyset pagination (MES, QMS).
+"""REST client for plant APIs: one client for every REST source, driven by what the source
+declares (`Source.rest`, `extract/rest_spec.py`): the window's query parameters, a paginator
+(cursor, offset, page number, link header) and an auth (API-key header, bearer, basic), as
+dlt's `rest_api`. The MES and QMS declare `updated_since`/`updated_before`, keyset pages by
+`next_cursor` and `X-API-Key`.
 
 `open_extraction` fetches every page of the window *before* the loader opens its transaction:
 records are spooled to a temporary file (JSON lines; memory bounded by one page) and the
@@ -16,12 +20,15 @@ quoted by its first `BODY_EXCERPT_BYTES` bytes only):
   deadline is retried like a timeout; when retries run out: `SourceUnavailable`.
 * 5xx answers, connection errors and timeouts are retried with exponential backoff; 429 waits
   for `Retry-After` (at most `max_wait_s`); another 4xx fails at once (`SourceUnavailable`).
-* **Malformed or wrongly shaped answers** (not JSON, not an object, no `data` list, no
-  `next_cursor` or one that is neither a string nor null) are retried like a 5xx; when retries
-  run out: `MalformedAnswer` (a `RefusedAnswer`). A single record that is not an object, in an
+* **Malformed or wrongly shaped answers** (not JSON; no records list where the paginator
+  declares it, e.g. `data`; for a cursor paginator no `next_cursor`, or one that is neither a
+  string nor null; a total that is not an integer) are retried like a 5xx; when retries run
+  out: `MalformedAnswer` (a `RefusedAnswer`). A single record that is not an object, in an
   otherwise well-formed page, is quarantined on its own (`{"_unparseable": …}`).
-* **Pagination**: at most `Source.max_pages` pages per window (`TooManyPages`), and a
-  `next_cursor` already seen in this window is refused (`CursorStuck`).
+* **Pagination**: at most `Source.max_pages` pages per window (`TooManyPages`); a next page
+  (cursor, offset, page number or link) already asked for in this window, or a page that
+  repeats the records of the one before (an API that ignores its paging parameter), is
+  refused (`CursorStuck`); a next link to another origin is refused (`RedirectRefused`).
 * **Credentials never leave the connection's origin**: requests never follow redirects; a
   redirect to the same origin (scheme, host, port) is followed here, one to any other origin
   fails with `RedirectRefused`, naming the Location's host, and nothing is sent there.
@@ -37,6 +44,7 @@ optional): `scheme`, `timeout_s` (connect and per-read socket timeout), `max_ret
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import socket
@@ -44,15 +52,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from factory_platform.extract.incidents import RefusedAnswer
 from factory_platform.extract.load import Extraction, SourceRecord
+from factory_platform.extract.rest_spec import CursorPaginator, Malformed, RestApi
 
 log = logging.getLogger(__name__)
 
+CURSOR_PAGINATORS = (CursorPaginator,)  # a new cursor each page: repeated records are the API's
 BODY_EXCERPT_BYTES = 200
 READ_CHUNK_BYTES = 64 * 1024
 SPOOL_MEMORY_BYTES = 1 << 20  # the spool moves to disk beyond this
@@ -71,7 +81,8 @@ class MalformedAnswer(RefusedAnswer):
 
 
 class CursorStuck(RefusedAnswer):
-    """The API answered a `next_cursor` already seen in this window: paging would not end."""
+    """The API pointed to a page already asked for in this window (a `next_cursor` seen
+    before, say), or repeated the page before: paging would not end."""
 
 
 class TooManyPages(RefusedAnswer):
@@ -81,7 +92,9 @@ class TooManyPages(RefusedAnswer):
 @dataclass(frozen=True)
 class RestEndpoint:
     base_url: str
-    api_key: str | None = None
+    password: str | None = None  # the connection's secret: API key, token or basic password
+    login: str | None = None
+    api: RestApi = field(default_factory=RestApi)  # window parameters, paginator, auth (the source's declaration)
     timeout_s: float = 30.0  # connect and per-read socket timeout (capped by the deadline)
     max_retries: int = 5
     backoff_s: float = 0.5
@@ -95,6 +108,14 @@ class RestEndpoint:
     def public_url(self) -> str:
         """`base_url` without any user or password in it."""
         return _public(self.base_url)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What no log line or error may contain."""
+        return self.api.auth.secrets(self.login, self.password)
+
+    def auth_headers(self) -> dict[str, str]:
+        return self.api.auth.headers(self.login, self.password)
 
 
 def _iso(ts: datetime) -> str:
@@ -174,42 +195,66 @@ def _pages(endpoint, path, since, before, page_size, session) -> Iterator[tuple[
 
 
 def _paging(http, endpoint, path, since, before, page_size) -> Iterator[tuple[str, list]]:
-    params = {"updated_since": _iso(since), "updated_before": _iso(before), "limit": page_size}
-    cursor: str | None = None
-    seen: set[str] = set()
+    """The declared paginator walks the window: the first request carries the window's
+    parameters, each answer names the next page (cursor, offset, page number or link)."""
+    paginator = endpoint.api.paginator
+    since_param, before_param = endpoint.api.window
+    window = {since_param: _iso(since), before_param: _iso(before)}
+    base = f"{endpoint.base_url.rstrip('/')}{path}"
+    token = None
+    seen: set = set()
+    previous_digest = None
     page = 0
     while True:
-        query = dict(params, **({"cursor": cursor} if cursor else {}))
-        url = f"{endpoint.base_url.rstrip('/')}{path}?{urlencode(query)}"
-        records, next_cursor = _get_page(http, endpoint, url)
+        if paginator.follows_links and token is not None:
+            url = urljoin(base, str(token))
+            if _origin(url) != _origin(base):
+                parts = urlsplit(url)
+                raise RedirectRefused(
+                    f"GET {_public(base)} page {page} links its next page to host "
+                    f"{parts.hostname}:{parts.port or _default_port(parts.scheme)} "
+                    f"({parts.scheme}); not followed: credentials are only sent to "
+                    f"{_public(endpoint.base_url)}")
+        else:
+            url = f"{base}?{urlencode({**window, **paginator.query(token, page_size)})}"
+
+        def read(body, headers, token=token):
+            return paginator.read(body, headers, token, page_size)
+
+        records, next_token = _get_page(http, endpoint, url, read)
         page += 1
-        yield f"{path} page {page} (updated_since={params['updated_since']})", records
-        if not next_cursor:
+        if not isinstance(paginator, CURSOR_PAGINATORS) and records:
+            digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).digest()
+            if digest == previous_digest:
+                raise CursorStuck(
+                    f"GET {_public(url)} answered the same records as page {page - 1}: the "
+                    f"API ignores its paging ({paginator.type}); the window is refused, "
+                    "nothing is loaded")
+            previous_digest = digest
+        yield f"{path} page {page} ({since_param}={window[since_param]})", records
+        if next_token is None:
             return
-        if next_cursor in seen or next_cursor == cursor:
+        if next_token in seen or next_token == token:
             raise CursorStuck(
-                f"GET {_public(url)} answered next_cursor {_excerpt_text(next_cursor, 100)!r}, "
-                f"which this window already had (page {page}): the cursor does not advance; "
-                "the window is refused, nothing is loaded")
+                f"GET {_public(url)} answered {paginator.describe(next_token)}, which this "
+                f"window already had (page {page}): the paging does not advance; the window "
+                "is refused, nothing is loaded")
         if page >= endpoint.max_pages:
             raise TooManyPages(
                 f"GET {_public(url)}: the window is past its cap of {endpoint.max_pages} pages "
-                f"(page {page} still has a next_cursor); the window is refused, nothing is "
+                f"(page {page} still has a next page); the window is refused, nothing is "
                 "loaded")
-        seen.add(next_cursor)
-        cursor = next_cursor
+        seen.add(next_token)
+        token = next_token
 
 
 # --- one page: retries, deadline, shape -----------------------------------------------------------
 
 
-class _Malformed(Exception):
-    """A page that is not what the API documents (retried like a 5xx)."""
-
-
-def _get_page(http, endpoint: RestEndpoint, url: str) -> tuple[list, str | None]:
-    """The page's `data` list and `next_cursor`, after retries; raises SourceUnavailable,
-    RedirectRefused or MalformedAnswer."""
+def _get_page(http, endpoint: RestEndpoint, url: str, read=None) -> tuple[list, object]:
+    """The page's records and the next page's token (`read(json, headers)`, by default the
+    MES's `data` and `next_cursor`), after retries; raises SourceUnavailable, RedirectRefused
+    or MalformedAnswer."""
     import requests
     import urllib3
 
@@ -229,8 +274,8 @@ def _get_page(http, endpoint: RestEndpoint, url: str) -> tuple[list, str | None]
         else:
             if status == 200:
                 try:
-                    return _parse_page(body)
-                except _Malformed as exc:
+                    return _read_page(body, headers, read)
+                except Malformed as exc:
                     malformed = True
                     last_problem = f"a malformed answer ({exc}); body starts {_excerpt(body, endpoint)}"
                     wait = backoff
@@ -253,22 +298,14 @@ def _get_page(http, endpoint: RestEndpoint, url: str) -> tuple[list, str | None]
     raise (MalformedAnswer if malformed else SourceUnavailable)(message)
 
 
-def _parse_page(body: bytes) -> tuple[list, str | None]:
+def _read_page(body: bytes, headers: Mapping[str, str], read=None) -> tuple[list, object]:
     try:
         page = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise _Malformed(f"not JSON: {str(exc).splitlines()[0][:100]}") from None
-    if not isinstance(page, dict):
-        raise _Malformed(f"JSON {type(page).__name__}, not an object")
-    if not isinstance(page.get("data"), list):
-        raise _Malformed("no 'data' list" if "data" not in page
-                         else f"'data' is {type(page['data']).__name__}, not a list")
-    if "next_cursor" not in page:
-        raise _Malformed("no 'next_cursor' (null on the last page)")
-    cursor = page["next_cursor"]
-    if cursor is not None and not isinstance(cursor, str):
-        raise _Malformed(f"'next_cursor' is {type(cursor).__name__}, not a string or null")
-    return page["data"], cursor
+        raise Malformed(f"not JSON: {str(exc).splitlines()[0][:100]}") from None
+    if read is None:
+        return CursorPaginator().read(page, headers, None, 0)
+    return read(page, headers)
 
 
 class _DeadlinePassed(Exception):
@@ -280,9 +317,7 @@ def _attempt(http, endpoint: RestEndpoint, url: str) -> tuple[int, Mapping[str, 
     body. Raises _DeadlinePassed, RedirectRefused or the transport's error."""
     deadline = time.monotonic() + endpoint.deadline_s
     origin = _origin(url)
-    headers = {"Accept": "application/json"}
-    if endpoint.api_key:
-        headers["X-API-Key"] = endpoint.api_key
+    headers = {"Accept": "application/json", **endpoint.auth_headers()}
     watch = _Watch(deadline)
     _in_flight.watch = watch
     watch.start()
@@ -461,22 +496,18 @@ def _public(url: str) -> str:
 
 
 def _scrub(text: str, endpoint: RestEndpoint) -> str:
-    if endpoint.api_key:
-        text = text.replace(endpoint.api_key, "***")
+    for secret in endpoint.secrets:
+        text = text.replace(secret, "***")
     return text
 
 
 def _excerpt(body: bytes, endpoint: RestEndpoint) -> str:
     """The first bytes of a body, printable, with the credential blanked if it was echoed
     (blanked before the cut, so no part of it survives at the edge)."""
-    head = body[:BODY_EXCERPT_BYTES + len(endpoint.api_key or "")]
+    head = body[:BODY_EXCERPT_BYTES + max((len(s) for s in endpoint.secrets), default=0)]
     text = _scrub(head.decode("utf-8", "replace"), endpoint)[:BODY_EXCERPT_BYTES]
     more = f" … ({len(body)} bytes)" if len(body) > BODY_EXCERPT_BYTES else ""
     return repr(text) + more
-
-
-def _excerpt_text(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # --- the client entry point ---------------------------------------------------------------------
@@ -494,7 +525,8 @@ def endpoint_for(source) -> RestEndpoint:
         ("timeout_s", float), ("max_retries", int), ("backoff_s", float), ("max_wait_s", float),
         ("max_body_bytes", int)) if extra.get(name) is not None}
     return RestEndpoint(
-        base_url=f"{scheme}://{conn.host}{port}", api_key=conn.password or None,
+        base_url=f"{scheme}://{conn.host}{port}", password=conn.password or None,
+        login=conn.login or None, api=source.rest,
         deadline_s=source.request_deadline.total_seconds(), max_pages=source.max_pages,
         **settings)
 

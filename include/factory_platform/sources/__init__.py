@@ -1,20 +1,34 @@
 """The source registry: every plant system, its interface, schedule and entities, declared once.
 
 One module per system in this package defines `SOURCE = Source(...)`; the registry collects them.
-Adding an entity is one `Entity(...)` entry in its system's module; adding a system is one new
-module (plus, for a new kind of interface, one client registered in `extract/clients.py`).
-The extraction DAGs, raw tables, assets and load audit are all derived from this registry.
+The module's docstring is its `extract_<system>` DAG's documentation. Adding an entity is one
+`Entity(...)` entry in its system's module; adding a system is one new module (plus, for a new
+kind of interface, one client registered in `extract/clients.py`). Everything else about a
+system is derived from here: its DAG and tasks (`dags/extract_sources.py`), assets, raw schema
+and tables, pool, the warehouse's schema list, its connection in the embedded default
+(`launcher/settings.py`), in compose and `.env.example` (`python -m factory_platform.derived`),
+the dbt source's columns and types (generated for a new system, checked for every system by
+tests/skeleton/test_registry_derived.py) and every test and benchmark list of systems.
+
+`SFDP_EXTRA_SOURCES` (folders, separated by `:`) adds the `SOURCE` of each `*.py` module in
+them: a system kept outside this package (the add-a-system test's CRM, a plant's own system
+in a deployment) without editing it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 
 from factory_platform.extract.fields import Field
+from factory_platform.extract.rest_spec import RestApi
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,11 @@ class Entity:
 # declares `max_connections`: a plant database (ERP, EAM) serves the plant's own users first, a
 # plant API little more; a file drop is our own folder and costs the plant nothing.
 INTERFACE_MAX_CONNECTIONS = {"sql": 3, "rest": 4, "csv_drop": 8, "xml_drop": 8}
+
+# The kind of Airflow connection each interface reads: an HTTP API (host, port, login and the
+# secret as password), a database (a postgres URI) or a folder (`fs`, `extra.path` the inbox).
+INTERFACE_CONNECTION_KIND = {"rest": "http", "sql": "postgres", "csv_drop": "fs",
+                             "xml_drop": "fs"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,10 @@ class Source:
     # (factory_platform.pools), shared by scheduled runs, catch-up, reloads and backfills, on
     # every worker. None: the default of its interface (INTERFACE_MAX_CONNECTIONS).
     max_connections: int | None = None
+    # REST: the window's query parameters, the paginator and the auth (extract/rest_spec.py)
+    rest: RestApi = field(default_factory=RestApi)
+    # The extract DAG's documentation: the source module's docstring unless given.
+    doc_md: str = ""
 
     @property
     def pool(self) -> str:
@@ -95,6 +118,15 @@ class Source:
     def dag_id(self) -> str:
         return f"extract_{self.system}"
 
+    @property
+    def raw_schema(self) -> str:
+        return f"raw_{self.system}"
+
+    @property
+    def connection_kind(self) -> str:
+        """`http`, `postgres` or `fs`: what its connection `conn_id` must be."""
+        return INTERFACE_CONNECTION_KIND[self.interface]
+
     def entity(self, name: str) -> Entity:
         for entity in self.entities:
             if entity.name == name:
@@ -102,15 +134,41 @@ class Source:
         raise KeyError(f"{self.system} has no entity {name!r}")
 
 
+def _modules():
+    """This package's modules, then those of the SFDP_EXTRA_SOURCES folders."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            yield importlib.import_module(f"{__name__}.{module.name}")
+    for folder in filter(None, os.environ.get("SFDP_EXTRA_SOURCES", "").split(os.pathsep)):
+        for path in sorted(Path(folder).glob("*.py")):
+            name = f"{__name__}._extra_{path.stem}"
+            if name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            yield sys.modules[name]
+
+
 @lru_cache(maxsize=1)
 def all_sources() -> dict[str, Source]:
-    """Every `SOURCE` defined by a module of this package, by system slug."""
+    """Every `SOURCE` defined by a module of this package (or of an SFDP_EXTRA_SOURCES
+    folder), by system slug; its DAG documentation is the module's docstring."""
     found: dict[str, Source] = {}
-    for module in pkgutil.iter_modules(__path__):
-        source = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SOURCE", None)
+    for module in _modules():
+        source = getattr(module, "SOURCE", None)
         if isinstance(source, Source):
+            if source.system in found:
+                raise ValueError(f"two registry modules declare the system {source.system!r}")
+            if not source.doc_md and module.__doc__:
+                source = replace(source, doc_md=module.__doc__)
             found[source.system] = source
     return dict(sorted(found.items()))
+
+
+def raw_schemas() -> tuple[str, ...]:
+    """`raw_<system>` of every registered system."""
+    return tuple(source.raw_schema for source in all_sources().values())
 
 
 def get_source(system: str) -> Source:

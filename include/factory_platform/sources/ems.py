@@ -1,4 +1,22 @@
-"""EMS: hourly energy-meter exports, kWh per machine and 15 minutes (see the plant's EMS docs).
+"""
+### extract_ems — EMS meter readings into `raw_ems.meter_readings`
+
+Every hour (UTC data intervals) the EMS exports (kWh per machine and 15 minutes, local times
+with offset) in the inbox of connection `ems_drops` are loaded, with a 3-hour lookback for
+late files.
+
+* **Idempotent:** a batch replaces exactly the rows of the files it read; re-runs and
+  backfills find loaded files in `archive/`.
+* **Nothing lost:** a file cut off mid-row is quarantined whole — moved to `quarantine/` with a
+  `.reason.txt`, each of its lines in `ops.quarantine` — and contributes no kWh; every batch
+  is counted in `ops.load_audit`.
+
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
+Client: `include/factory_platform/extract/files.py` (README_files.md); registry entry:
+`include/factory_platform/sources/ems.py`.
+
+EMS: hourly energy-meter exports, kWh per machine and 15 minutes (see the plant's EMS docs).
 
 UTF-8, `;`, LF, header; interval bounds are local ISO 8601 **with** offset (`timestamptz`).
 Files are dropped 5 minutes after their hour; a file cut off mid-row is quarantined whole.

@@ -1,4 +1,19 @@
-"""MES: REST JSON API with an `updated_since` cursor and keyset pages (see the plant's MES docs).
+"""
+### extract_mes — MES into `raw_mes.*`
+
+Every 15 minutes (UTC data intervals) each MES entity — work orders, operations,
+confirmations, machine states, material consumptions, produced lots — is read from the MES
+REST API (`updated_since` cursor, keyset pages, connection `mes_api`) for the run's interval
+plus a 2-hour lookback, and COPY-loaded into `raw_mes.<entity>`.
+
+* **Idempotent:** a re-run or backfill of an interval replaces exactly that window's rows.
+* **Nothing lost:** rejected records land in `ops.quarantine` with their page and reason; every
+  batch is counted in `ops.load_audit`.
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
+Source registry: `include/factory_platform/sources/mes.py`.
+
+MES: REST JSON API with an `updated_since` cursor and keyset pages (see the plant's MES docs).
 
 All MES timestamps are UTC. Records are a change feed: the same id may arrive in several
 versions (staging keeps the latest `updated_at`).
@@ -7,6 +22,7 @@ versions (staging keeps the latest `updated_at`).
 from datetime import timedelta
 
 from factory_platform.extract.fields import Field as F
+from factory_platform.extract.rest_spec import ApiKeyAuth, CursorPaginator, RestApi
 from factory_platform.sources import Entity, Source
 
 _MES_WHERE = (F("site_code", required=True), F("line_code", required=True))
@@ -16,6 +32,14 @@ SOURCE = Source(
     title="MES — work orders, operations, confirmations, machine states, consumption, lots",
     interface="rest",
     conn_id="mes_api",
+    # the window by `updated_since`/`updated_before`; keyset pages: each answer names the next
+    # page's cursor (`next_cursor`, null on the last); the key in `X-API-Key`
+    rest=RestApi(
+        window=("updated_since", "updated_before"),
+        paginator=CursorPaginator(data_path="data", cursor_path="next_cursor",
+                                  cursor_param="cursor", limit_param="limit"),
+        auth=ApiKeyAuth(name="X-API-Key"),
+    ),
     schedule_cron="*/15 * * * *",
     lookback=timedelta(hours=2),
     max_reject_share=0.10,

@@ -1,4 +1,22 @@
-"""PLM: daily XML exports — items, BOM revisions, engineering change orders (see the plant's
+"""
+### extract_plm — PLM XML exports into `raw_plm.*`
+
+Daily (06:00 UTC data intervals) the PLM exports in the inbox of connection `plm_drops` are
+parsed — with entity resolution, DTD loading and network access off — into `raw_plm.items`,
+`raw_plm.bom_lines` (one row per BOM component) and `raw_plm.ecos`. A 2-day lookback catches
+late exports.
+
+* **Idempotent:** a batch replaces exactly the rows of the files it read; each export is kept
+  (keys include `exported_at`), staging takes the latest.
+* **Nothing lost:** a file that is not well-formed XML moves to `quarantine/` with a reason and
+  is recorded in `ops.quarantine`; a file moves to `archive/` once all three entities loaded it.
+
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
+Client: `include/factory_platform/extract/plm_xml.py` (README_files.md); registry entry:
+`include/factory_platform/sources/plm.py`.
+
+PLM: daily XML exports — items, BOM revisions, engineering change orders (see the plant's
 PLM docs).
 
 One file per production date (`PLM_EXPORT_<site>_<YYYYMMDD>.xml`, 05:00 local): the first is a

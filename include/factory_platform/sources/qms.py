@@ -1,4 +1,17 @@
-"""QMS: REST JSON API, the same shape as the MES (`updated_since` cursor, keyset pages).
+"""
+### extract_qms — QMS into `raw_qms.*`
+
+Every 15 minutes (UTC data intervals) each QMS entity — characteristics, inspection lots,
+inspection results, defects, nonconformances, usage decisions — is read from the QMS REST API
+(`updated_since` cursor, keyset pages, connection `qms_api`) for the run's interval plus a
+2-hour lookback, and COPY-loaded into `raw_qms.<entity>`. QMS business times are local wall
+time without offset (landed as delivered; staging converts them with the site's zone).
+
+* **Idempotent:** a re-run or backfill of an interval replaces exactly that window's rows.
+* **Nothing lost:** rejected records land in `ops.quarantine` with their page and reason.
+* **Assets:** each raw table is an Airflow asset; `transform_dbt` runs when they update.
+
+QMS: REST JSON API, the same shape as the MES (`updated_since` cursor, keyset pages).
 
 Business times (`created_at`, `measured_at`, `recorded_at`, `opened_at`, `decided_at`) are the
 site's local wall time without offset, landed as `timestamp` and converted in staging;
@@ -8,6 +21,7 @@ site's local wall time without offset, landed as `timestamp` and converted in st
 from datetime import timedelta
 
 from factory_platform.extract.fields import Field as F
+from factory_platform.extract.rest_spec import ApiKeyAuth, CursorPaginator, RestApi
 from factory_platform.sources import Entity, Source
 
 _UPDATED = F("updated_at", "timestamptz", required=True)
@@ -17,6 +31,14 @@ SOURCE = Source(
     title="QMS — inspection lots, characteristics, results, defects, nonconformances, usage decisions",
     interface="rest",
     conn_id="qms_api",
+    # the window by `updated_since`/`updated_before`; keyset pages: each answer names the next
+    # page's cursor (`next_cursor`, null on the last); the key in `X-API-Key`
+    rest=RestApi(
+        window=("updated_since", "updated_before"),
+        paginator=CursorPaginator(data_path="data", cursor_path="next_cursor",
+                                  cursor_param="cursor", limit_param="limit"),
+        auth=ApiKeyAuth(name="X-API-Key"),
+    ),
     schedule_cron="*/15 * * * *",
     lookback=timedelta(hours=2),
     max_reject_share=0.05,

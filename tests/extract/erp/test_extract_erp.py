@@ -269,7 +269,7 @@ def test_extract_erp_dag_runs_an_interval_without_changing_raw(erp_loaded, wareh
     """Through Airflow: the last interval of the world again, as a manual reload run."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(project_root / "dags" / "extract_erp.py"))
+    bag = DagBag(dag_folder=str(project_root / "dags" / "extract_sources.py"))
     assert bag.import_errors == {}
     dag = bag.get_dag("extract_erp")
     for task in dag.tasks:

@@ -20,7 +20,7 @@ def test_extract_dag_runs_one_interval(system, offset, project_root, plant, ware
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
 
-    dagbag = DagBag(dag_folder=str(project_root / "dags" / f"extract_{system}.py"))
+    dagbag = DagBag(dag_folder=str(project_root / "dags" / "extract_sources.py"))
     dag = dagbag.get_dag(f"extract_{system}")
     assert dag is not None, dagbag.import_errors
     for task in dag.tasks:  # fail fast: a retry would only wait out its delay

@@ -16,9 +16,10 @@ import pytest
 from _pipeline import extract_all
 from factory_platform.extract.rest import SourceUnavailable
 from factory_platform.extract.run import extract_interval
-from factory_platform.sources import get_source
+from factory_platform.sources import all_sources, get_source
 
-SYSTEMS = ("mes", "qms")
+# every REST system of the source registry (the simulated plant serves each)
+SYSTEMS = tuple(system for system, source in all_sources().items() if source.interface == "rest")
 
 
 def day_windows(plant) -> list[tuple[datetime, datetime]]:
