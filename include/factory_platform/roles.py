@@ -107,7 +107,7 @@ SCHEMA_POLICIES = {
 # The transformer's: a dbt developer's own schemas (dev_<user>_staging, …; the dev target).
 SCHEMA_CREATORS = {LOADER: "raw\\_%", PLANT_TRUTH: "truth", TRANSFORMER: "dev\\_%"}
 # Created at set-up when missing: dbt would create them, which its role may not (it creates no
-# schema; every schema the dbt project writes is here or in warehouse.SCHEMAS).
+# schema; every schema the dbt project writes is here or in warehouse.schemas()).
 SETUP_SCHEMAS = ("dq_failures", "snapshots", "quality")
 
 READ = "SELECT"
