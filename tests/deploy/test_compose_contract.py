@@ -59,6 +59,9 @@ DEFAULT_IS_RIGHT = {
     "WAREHOUSE_ASSET_AUTHORITY": "a logical name for asset URIs, the same on every machine",
     "B2MML_XSD_DIR": "the MESA XSDs vendored inside include/ (in the image)",
     "SFDP_EXTRA_SOURCES": "unset: the registry is the image's own modules (sources/<system>.py)",
+    "DBT_DEV_SCHEMA_PREFIX": "the dev target's schema prefix, on a developer's machine only: "
+                             "deployments build the production target",
+    "USER": "read only by the dev target's default prefix (dev_<OS user>)",
 }
 
 
