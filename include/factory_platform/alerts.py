@@ -234,6 +234,3 @@ class WebhookNotifier(BaseNotifier):
             await asyncio.to_thread(post_alert, hook, title, text, **details)
 
 
-def task_failure_alert(context) -> None:
-    """A failed task's alert as a plain callable (what `WebhookNotifier()` does)."""
-    WebhookNotifier().notify(context)

@@ -29,7 +29,6 @@ from pathlib import Path
 from factory_platform.sources import Source, all_sources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DBT_STAGING = Path("dbt_project") / "models" / "staging"
 COMPOSE_FILE = Path("docker-compose.yml")
 ENV_EXAMPLE = Path(".env.example")
 BEGIN, END = ">>> plant connections", "<<< plant connections"

@@ -23,7 +23,7 @@ warehouse hands what a superuser creates in a role's schema to that role (so a s
 working as the superuser never leaves a relation the job cannot drop and re-create), grants the
 schema's readers SELECT on it, and refuses a schema a role may not create. Default privileges
 give the readers SELECT on what dbt (or the loader) creates later. New `ops` tables follow the
-prefix rules of `ops_table_grants` (`erp_*`, `publish_*`: the publisher's; `transform_*`,
+prefix rules of `OPS_PREFIX_GRANTS` (`erp_*`, `publish_*`: the publisher's; `transform_*`,
 `gate_*`: the transformer's; anything else: the loader's), read by the transformer.
 """
 
@@ -121,20 +121,6 @@ OPS_PREFIX_GRANTS = (
     ("gate_", {TRANSFORMER: WRITE, PUBLISHER: READ}),
     ("", {LOADER: WRITE, TRANSFORMER: READ}),
 )
-
-
-def ops_table_grants(table: str) -> dict[str, str]:
-    """What each role may do on `ops.<table>`."""
-    for prefix, grants in OPS_PREFIX_GRANTS:
-        if table.startswith(prefix):
-            return grants
-    raise AssertionError("unreachable: the last prefix matches everything")
-
-
-def schema_policy(schema: str) -> SchemaPolicy | None:
-    if schema.startswith("raw_"):
-        return RAW_POLICY
-    return SCHEMA_POLICIES.get(schema)
 
 
 # --------------------------------------------------------------------------- passwords

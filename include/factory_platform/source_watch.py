@@ -1,6 +1,6 @@
 """Noticing silence: a source that goes quiet is seen, recorded and alerted — once.
 
-Two checks, run by the `watch_sources` DAG every WATCH_EVERY, as the transformer (it reads
+Two checks, run by the `watch_sources` DAG every 10 minutes, as the transformer (it reads
 `ops` and owns `dq`):
 
 * **Source freshness** (`run_source_freshness`): one `dbt source freshness` process over every
@@ -48,7 +48,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-WATCH_EVERY = timedelta(minutes=10)
 GRACE = timedelta(minutes=10)
 FRESHNESS_PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 

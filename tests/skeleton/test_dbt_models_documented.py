@@ -11,8 +11,6 @@ import os
 
 import pytest
 
-KEY_TESTS = {"unique", "unique_combination_of_columns"}
-
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> dict:

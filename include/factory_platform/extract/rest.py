@@ -176,14 +176,6 @@ def fetch_window(
     return spool
 
 
-def iter_records(
-    endpoint: RestEndpoint, path: str, since: datetime, before: datetime, id_field: str,
-    page_size: int = 500, session=None,
-) -> Iterator[SourceRecord]:
-    """Every record of the window (all pages are fetched before the first is yielded)."""
-    yield from fetch_window(endpoint, path, since, before, id_field, page_size, session).records()
-
-
 def _pages(endpoint, path, since, before, page_size, session) -> Iterator[tuple[str, list]]:
     """(page label, records) per page, refusing a cursor seen before and pages over the cap."""
     http = session or _session()

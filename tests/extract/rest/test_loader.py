@@ -30,7 +30,7 @@ def record(i: int, **override) -> SourceRecord:
     return SourceRecord(source="page 1", record_ref=f"R{i}", payload=payload)
 
 
-def load(dsn, records, rejected_flag=None):
+def load(dsn, records):
     calls = []
     extraction = Extraction(records=records, source_label="test api",
                             on_committed=lambda: calls.append("committed"))
