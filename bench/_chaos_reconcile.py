@@ -33,7 +33,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from factory_platform.extract.fields import PARSERS
+from factory_platform.fields import PARSERS
 from factory_platform.sources import all_sources
 
 REST = ("mes", "qms")

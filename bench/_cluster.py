@@ -14,7 +14,7 @@ from launcher.settings import (
 
 
 def start_provisioned_cluster(instance: Instance, secret: dict[str, str]) -> Cluster:
-    from factory_platform.roles import provision
+    from factory_platform.provision import provision
 
     cluster = Cluster(instance.pg_root, instance.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
                       passfile=admin_passfile(instance, secret))

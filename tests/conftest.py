@@ -80,8 +80,8 @@ def pytest_configure(config) -> None:
 
 def _provision(cluster: Cluster, secret: dict[str, str]) -> None:
     """What the superuser does, as `make run` does it: roles, databases, grants, the warehouse
-    bootstrapped with the role matrix (factory_platform.roles.provision)."""
-    from factory_platform.roles import provision
+    bootstrapped with the role matrix (factory_platform.provision)."""
+    from factory_platform.provision import provision
 
     provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
 

@@ -1,9 +1,9 @@
 """Database roles: one per job, and what each may do (the role matrix).
 
 Nothing of the platform runs as the superuser. The superuser only creates the roles and the
-databases and applies this matrix — `make run` (include/launcher), the test session's set-up
-(tests/conftest.py) and the deployment's init container (`python -m factory_platform.roles
-provision`), all with the same code:
+databases and applies this matrix (factory_platform.provision) — `make run` (include/launcher),
+the test session's set-up (tests/conftest.py) and the deployment's init container (`python -m
+factory_platform.provision`), all with the same code:
 
 | role | connects to | may |
 | --- | --- | --- |
@@ -475,95 +475,3 @@ def apply_plant_privileges(dsn: str, system: str) -> None:
                              "set search_path = pg_catalog, erp, pg_temp")
                 conn.execute(f"grant usage on schema erp to {PUBLISHER}")
                 conn.execute(f"grant execute on function {post} to {PUBLISHER}")
-
-
-# --------------------------------------------------------------------------- provisioning
-
-
-def provision(admin_dsn: str, passwords: dict[str, str], *, plant: bool,
-              warehouse_db: str = WAREHOUSE_DB) -> None:
-    """Everything the superuser does, and all it does: the roles (passwords from `passwords`,
-    keyed by role), the databases and who may connect to them, the warehouse's schemas, ops
-    tables and raw tables (bootstrap) with the role matrix applied, and — with `plant` (the
-    embedded default's simulated plant) — the plant's roles and databases. Idempotent; an
-    installation from before the roles is adopted (its objects handed to their roles)."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    def dsn(dbname: str) -> str:
-        return make_conninfo(admin_dsn, dbname=dbname)
-
-    logins = PLATFORM_LOGINS + (PLANT_LOGINS if plant else ())
-    with psycopg.connect(dsn("postgres"), autocommit=True) as conn:
-        if not is_superuser(conn):
-            raise RuntimeError("provisioning needs a superuser connection")
-        conn.execute("select pg_advisory_lock(20261203)")
-        try:
-            for role in logins:
-                ensure_role(conn, role, passwords[role])
-            ensure_role(conn, READER, None)
-            conn.execute(f"grant {READER} to {REPORTER}")
-            databases = dict(PLATFORM_DATABASES)
-            databases[warehouse_db] = databases.pop(WAREHOUSE_DB)
-            if plant:
-                databases.update(PLANT_DATABASES)
-            for name, (owner, grants) in databases.items():
-                ensure_database(conn, name, owner)
-                grant_database(conn, name, grants)
-            if plant:
-                grant_database(conn, warehouse_db, PLANT_WAREHOUSE_PRIVILEGES)
-            for name in ("postgres", "template1"):
-                conn.execute(f'revoke connect, temporary on database "{name}" from public')
-        finally:
-            conn.execute("select pg_advisory_unlock(20261203)")
-    adopt_database(dsn(AIRFLOW_DB), AIRFLOW)
-    if plant:
-        adopt_database(dsn(ERP_DB), PLANT_ERP)
-        adopt_database(dsn(EAM_DB), PLANT_EAM)
-        for system in ("erp", "eam"):
-            apply_plant_privileges(dsn(system), system)
-    from factory_platform.bootstrap import bootstrap_warehouse
-
-    bootstrap_warehouse(dsn(warehouse_db))  # schemas, ops and raw tables, as the superuser
-    with psycopg.connect(dsn(warehouse_db), autocommit=True) as conn:
-        apply_warehouse_privileges(conn)
-
-
-def passwords_from_environment(plant: bool = False) -> dict[str, str]:
-    roles = PLATFORM_LOGINS + (PLANT_LOGINS if plant else ())
-    missing = [PASSWORD_ENV[r] for r in roles if not os.environ.get(PASSWORD_ENV[r])]
-    if missing:
-        raise SystemExit(f"set {', '.join(missing)} (no default passwords)")
-    return {role: os.environ[PASSWORD_ENV[role]] for role in roles}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m factory_platform.roles provision [--plant]`: the deployment's init step.
-    The superuser comes from the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD), the
-    roles' passwords from SFDP_*_PASSWORD; nothing secret on the command line."""
-    import argparse
-
-    from factory_platform.warehouse import env_dsn
-
-    parser = argparse.ArgumentParser(prog="python -m factory_platform.roles")
-    sub = parser.add_subparsers(dest="command", required=True)
-    prov = sub.add_parser("provision", help="roles, databases, grants, warehouse bootstrap")
-    prov.add_argument("--plant", action="store_true",
-                      help="also the simulated plant's roles and databases (erp, eam)")
-    prov.add_argument("--warehouse-db", default=WAREHOUSE_DB)
-    args = parser.parse_args(argv)
-    admin = make_admin_dsn(env_dsn())
-    provision(admin, passwords_from_environment(args.plant), plant=args.plant,
-              warehouse_db=args.warehouse_db)
-    print(f"provisioned roles {', '.join(ALL_ROLES if args.plant else PLATFORM_LOGINS)}")
-    return 0
-
-
-def make_admin_dsn(dsn: str) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(dsn, dbname="postgres")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

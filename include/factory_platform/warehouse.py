@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from factory_platform.extract.incidents import DDL as SOURCE_INCIDENT_DDL
-
 # The platform's own layers; the raw schemas come from the source registry (`schemas()`).
 LAYER_SCHEMAS = ("ops", "staging", "conformed", "marts", "publish", "dq", "reporting")
 
@@ -156,7 +154,30 @@ create index if not exists check_result_check on dq.check_result (check_name, ch
 """
 # The gate's decision per scope, the view dq.scope_status, is a dbt model over dq.check_result
 # (dbt_project/models/quality/scope_status.sql): a warehouse has it once dbt built.
-OPS_DDL += ";\n" + SOURCE_INCIDENT_DDL
+# The faults of whole deliveries and answers, kept open until resolved (extract/incidents.py
+# writes them).
+OPS_DDL += ";\n" + """
+create table if not exists ops.source_incident (
+    incident_id     bigserial primary key,
+    system          text not null,
+    entity          text not null,
+    kind            text not null,
+    subject         text not null,
+    reason          text not null,
+    batch_id        text,
+    first_seen_at   timestamptz not null default clock_timestamp(),
+    last_seen_at    timestamptz not null default clock_timestamp(),
+    times_seen      integer not null default 1,
+    resolved_at     timestamptz,
+    alerted_at      timestamptz
+);
+comment on table ops.source_incident is
+    'Faults of a whole delivery or answer (file set aside, waiting, late or unmatched, answer '
+    'refused, batch failed): one row while open, counted per sighting, alerted once.';
+create unique index if not exists source_incident_open
+    on ops.source_incident (system, entity, kind, subject) where resolved_at is null;
+create index if not exists source_incident_system on ops.source_incident (system, resolved_at)
+"""
 
 # ERP exactly once when the ERP says no, and publishing only what the gate checked
 # (erp_publish.py, quality/checked.py). No semicolons inside comments or strings here:

@@ -77,8 +77,8 @@ def running_executor(instance: Instance) -> Executor | None:
 
 def prepare_databases(cluster: Cluster, secret: dict[str, str]) -> None:
     """As the superuser, and only here: the roles (one per job), the warehouse (schemas, ops and
-    raw tables, the role matrix), Airflow's and the plant's databases (factory_platform.roles)."""
-    from factory_platform.roles import provision
+    raw tables, the role matrix), Airflow's and the plant's databases (factory_platform.provision)."""
+    from factory_platform.provision import provision
 
     provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
 

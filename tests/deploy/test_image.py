@@ -86,7 +86,7 @@ def test_the_image_dependency_set_is_consistent_and_runs_the_platform_alone(tmp_
              "import great_expectations, matplotlib, lxml, xmlschema, psycopg, psycopg2\n"
              "import factory_platform.dag_factory, factory_platform.transform\n"
              "import factory_platform.erp_publish, factory_platform.report.render\n"
-             "import factory_platform.roles, factory_platform.pools, factory_platform.bootstrap\n")
+             "import factory_platform.provision, factory_platform.pools, factory_platform.bootstrap\n")
     result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
                             check=False, timeout=300,
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "include"),

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from factory_platform.extract import run as extract_run
-from factory_platform.extract.fields import Field
 from factory_platform.extract.load import (
     Extraction,
     LoadTarget,
@@ -24,6 +23,7 @@ from factory_platform.extract.run import (
     extract_scheduled,
     watermark_of,
 )
+from factory_platform.fields import Field
 from factory_platform.sources import get_source
 
 ENTITY = "confirmations"

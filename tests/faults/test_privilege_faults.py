@@ -1,5 +1,5 @@
 """Least privilege, gated reading, secrets (#12 items 3–5), against the test cluster as the
-set-up left it (the same `factory_platform.roles.provision` as `make run`).
+set-up left it (the same `factory_platform.provision` as `make run`).
 
 Each job's role can do its job and nothing beyond: the loader cannot write the marts, the
 publisher cannot write raw (nor read the ERP: it may only call erp.post_message), the reporting

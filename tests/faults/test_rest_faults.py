@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from factory_platform.extract import load, rest
 from factory_platform.extract.clients import Window
-from factory_platform.extract.fields import Field
 from factory_platform.extract.incidents import RefusedAnswer
+from factory_platform.fields import Field
 from factory_platform.sources import Entity, Source
 
 from ._http_faults import FaultServer, Reply, page, paged

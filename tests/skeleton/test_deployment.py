@@ -148,7 +148,7 @@ def test_compose_uses_the_roles_make_run_uses(config):
         has_super = REQUIRED["POSTGRES_PASSWORD"] in " ".join(map(str, env.values()))
         assert has_super == (name in ("postgres", "airflow-init")), name
     init = services["airflow-init"]
-    assert "factory_platform.roles provision" in " ".join(init["command"])
+    assert "factory_platform.provision" in " ".join(init["command"])
 
 
 def test_make_run_never_overwrites_a_deployments_env_file(tmp_path):

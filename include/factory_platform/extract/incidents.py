@@ -55,29 +55,6 @@ WAITING_ALERT_AFTER = "1 hour"
 # Cleared by the next batch of the same entity that loads.
 CLEARED_BY_A_LOAD = ("answer_refused", "batch_failed")
 
-DDL = """
-create table if not exists ops.source_incident (
-    incident_id     bigserial primary key,
-    system          text not null,
-    entity          text not null,
-    kind            text not null,
-    subject         text not null,
-    reason          text not null,
-    batch_id        text,
-    first_seen_at   timestamptz not null default clock_timestamp(),
-    last_seen_at    timestamptz not null default clock_timestamp(),
-    times_seen      integer not null default 1,
-    resolved_at     timestamptz,
-    alerted_at      timestamptz
-);
-comment on table ops.source_incident is
-    'Faults of a whole delivery or answer (file set aside, waiting, late or unmatched, answer '
-    'refused, batch failed): one row while open, counted per sighting, alerted once.';
-create unique index if not exists source_incident_open
-    on ops.source_incident (system, entity, kind, subject) where resolved_at is null;
-create index if not exists source_incident_system on ops.source_incident (system, resolved_at)
-"""
-
 
 @dataclass(frozen=True)
 class Incident:
@@ -130,6 +107,7 @@ def resolve(conn, system: str, entity: str, kinds, subjects=None) -> int:
 def alert_new(dsn: str, system: str | None = None) -> int:
     """Send one alert per open, alerting incident not alerted yet; returns how many."""
     import psycopg
+
     from factory_platform.alerts import send_alert
 
     alerting = [kind for kind, (_, alerted) in KINDS.items() if alerted]
@@ -170,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     import psycopg
+
     from factory_platform.warehouse import env_dsn
 
     parser = argparse.ArgumentParser(prog="python -m factory_platform.extract.incidents")

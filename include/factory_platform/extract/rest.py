@@ -1,5 +1,5 @@
 """REST client for plant APIs: one client for every REST source, driven by what the source
-declares (`Source.rest`, `extract/rest_spec.py`): the window's query parameters, a paginator
+declares (`Source.rest`, `rest_spec.py`): the window's query parameters, a paginator
 (cursor, offset, page number, link header) and an auth (API-key header, bearer, basic), as
 dlt's `rest_api`. The MES and QMS declare `updated_since`/`updated_before`, keyset pages by
 `next_cursor` and `X-API-Key`.
@@ -58,7 +58,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from factory_platform.extract.incidents import RefusedAnswer
 from factory_platform.extract.load import Extraction, SourceRecord
-from factory_platform.extract.rest_spec import CursorPaginator, Malformed, RestApi
+from factory_platform.rest_spec import CursorPaginator, Malformed, RestApi
 
 log = logging.getLogger(__name__)
 

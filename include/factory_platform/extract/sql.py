@@ -87,6 +87,7 @@ class Query:
 def resolve_endpoint(conn_id: str) -> SqlEndpoint:
     """The libpq DSN (and default zone) of an Airflow Postgres connection."""
     from airflow.sdk import BaseHook
+
     from factory_platform.warehouse import connection_dsn
 
     conn = BaseHook.get_connection(conn_id)

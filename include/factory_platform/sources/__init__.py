@@ -27,8 +27,8 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from factory_platform.extract.fields import Field
-from factory_platform.extract.rest_spec import RestApi
+from factory_platform.fields import Field
+from factory_platform.rest_spec import RestApi
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Source:
     # (factory_platform.pools), shared by scheduled runs, catch-up, reloads and backfills, on
     # every worker. None: the default of its interface (INTERFACE_MAX_CONNECTIONS).
     max_connections: int | None = None
-    # REST: the window's query parameters, the paginator and the auth (extract/rest_spec.py)
+    # REST: the window's query parameters, the paginator and the auth (rest_spec.py)
     rest: RestApi = field(default_factory=RestApi)
     # The extract DAG's documentation: the source module's docstring unless given.
     doc_md: str = ""

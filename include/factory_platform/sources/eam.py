@@ -44,7 +44,7 @@ an edit that changes no time (e.g. a status correction) is seen only within the 
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
+from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
 
 SOURCE = Source(

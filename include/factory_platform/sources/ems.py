@@ -24,7 +24,7 @@ Files are dropped 5 minutes after their hour; a file cut off mid-row is quaranti
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
+from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
 
 SOURCE = Source(

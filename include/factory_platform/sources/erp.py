@@ -51,7 +51,7 @@ to quarantine; more than 5 % rejected in one batch fails the run.
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
+from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
 
 SNAPSHOT = (("mode", "snapshot"),)

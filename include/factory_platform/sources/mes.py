@@ -21,8 +21,8 @@ versions (staging keeps the latest `updated_at`).
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
-from factory_platform.extract.rest_spec import ApiKeyAuth, CursorPaginator, RestApi
+from factory_platform.fields import Field as F
+from factory_platform.rest_spec import ApiKeyAuth, CursorPaginator, RestApi
 from factory_platform.sources import Entity, Source
 
 _MES_WHERE = (F("site_code", required=True), F("line_code", required=True))

@@ -27,7 +27,7 @@ entity resolution and network access off. Every export is kept (the natural keys
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
+from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
 
 _EXPORT = (F("site", required=True), F("exported_at", "timestamptz", required=True),

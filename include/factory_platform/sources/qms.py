@@ -20,8 +20,8 @@ site's local wall time without offset, landed as `timestamp` and converted in st
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
-from factory_platform.extract.rest_spec import ApiKeyAuth, CursorPaginator, RestApi
+from factory_platform.fields import Field as F
+from factory_platform.rest_spec import ApiKeyAuth, CursorPaginator, RestApi
 from factory_platform.sources import Entity, Source
 
 _UPDATED = F("updated_at", "timestamptz", required=True)

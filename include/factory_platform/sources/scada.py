@@ -29,7 +29,7 @@ file's bytes go straight to COPY.
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
+from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
 
 SOURCE = Source(

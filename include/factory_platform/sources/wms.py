@@ -29,7 +29,7 @@ its last shift — up to ~30 h after the date's midnight, hence the 36 h lookbac
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
+from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
 
 SOURCE = Source(

@@ -16,8 +16,8 @@ CRM: times in UTC; a contact is a change feed (one row per version; staging keep
 
 from datetime import timedelta
 
-from factory_platform.extract.fields import Field as F
-from factory_platform.extract.rest_spec import BearerAuth, PageNumberPaginator, RestApi
+from factory_platform.fields import Field as F
+from factory_platform.rest_spec import BearerAuth, PageNumberPaginator, RestApi
 from factory_platform.sources import Entity, Source
 
 SOURCE = Source(

@@ -160,7 +160,7 @@ def world_rows(world: Path, system: str, table: str) -> list[dict[str, str]]:
 
 def typed(fields, row: dict[str, str]) -> tuple:
     """A CSV row's declared fields as Python values (empty = NULL), for comparing with raw."""
-    from factory_platform.extract.fields import PARSERS
+    from factory_platform.fields import PARSERS
 
     return tuple(None if row.get(f.name, "") == "" else PARSERS[f.type](row[f.name])
                  for f in fields)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from factory_platform.extract.fields import Field
 from factory_platform.extract.load import (
     Extraction,
     LoadRejected,
@@ -14,6 +13,7 @@ from factory_platform.extract.load import (
     SourceRecord,
     load_batch,
 )
+from factory_platform.fields import Field
 
 T0 = datetime(2026, 10, 20, tzinfo=UTC)
 TARGET = LoadTarget(

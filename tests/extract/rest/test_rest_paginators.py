@@ -1,5 +1,5 @@
 """One REST client, many APIs (issue #14 item 1): the paginator and auth a source declares
-(`extract/rest_spec.py`) drive the client against a real HTTP server (`FaultServer`, a thread):
+(`rest_spec.py`) drive the client against a real HTTP server (`FaultServer`, a thread):
 every record of the window arrives once whatever the paging style, each request carries the
 declared credential, and what would page for ever or leak the credential is refused."""
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from factory_platform.extract import rest
-from factory_platform.extract.rest_spec import (
+from factory_platform.rest_spec import (
     ApiKeyAuth,
     BasicAuth,
     BearerAuth,

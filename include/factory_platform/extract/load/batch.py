@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from factory_platform.extract import incidents
-from factory_platform.extract.fields import Field, RecordRejected, parse_record
 from factory_platform.extract.incidents import Incident, RefusedAnswer
 from factory_platform.extract.load.delivery import (
     Extraction,
@@ -31,6 +30,7 @@ from factory_platform.extract.load.delivery import (
     SetAsideFile,
     SourceRecord,
 )
+from factory_platform.fields import Field, RecordRejected, parse_record
 
 log = logging.getLogger(__name__)
 
