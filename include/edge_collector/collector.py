@@ -1,0 +1,240 @@
+"""Poll the PLCs' registers, publish each machine's reading to the unified namespace.
+
+Every `poll_interval_s` (on a fixed schedule: a late cycle skips ticks, it never bunches up) the
+collector reads each configured machine's block (one Modbus read per machine: its registers
+and the PLC's clock `plant_time` are one consistent snapshot), decodes it with the register map
+and publishes one message, QoS 1, to `<enterprise>/<site>/<area>/<line>/<machine>/plc`:
+
+    {"message_id": "<machine>-plc-<plant_time>", "event_time": "<plant_time, UTC, ms, Z>",
+     "machine_code": …, "kind": "plc", "device_id": …,
+     "registers": {"good_count": …, …, "speed_pph": …}, "poll_time": "<wall clock, UTC>"}
+
+The message id is a function of (machine, PLC instant): a reading of an instant already
+published (the PLC's clock has not moved since the last poll) is not published again, and if
+it were, the subscriber's message-id dedupe would drop it.
+
+Nothing the broker has not acknowledged is lost while the collector runs: the MQTT client has a
+persistent session (clean session off, a fixed client id) and keeps every unacknowledged QoS 1
+message in its outbound queue, resending it after a reconnect (a broker restart, a network
+cut). Up to `queue_limit` readings wait while the broker is away; beyond that a reading is
+refused and counted (`refused`). Readings are cumulative counters, so a missing reading loses
+time resolution, never pieces: the next reading's difference covers the gap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_collector.config import Device, GatewayConfig
+
+log = logging.getLogger("edge_collector")
+
+
+def iso_ms(epoch_s: float) -> str:
+    """UTC ISO 8601 with milliseconds and `Z`."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def message_id(machine: str, plant_time: int) -> str:
+    return f"{machine}-plc-{plant_time}"
+
+
+class Publisher:
+    """A paho MQTT client with a persistent session; counts what it published and what the
+    broker acknowledged (PUBACK)."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.published = 0  # accepted into the client's outbound queue
+        self.acked = 0  # PUBACKs from the broker
+        self.refused = 0  # outbound queue full (the broker away too long)
+        self.connects = 0
+        self.disconnects = 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        if cfg.mqtt_user:
+            self.client.username_pw_set(cfg.mqtt_user, cfg.mqtt_password)
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(cfg.queue_limit)
+        self.client.reconnect_delay_set(0.2, 5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker %s:%s refused the connection: %s", self.cfg.mqtt_host,
+                        self.cfg.mqtt_port, reason)
+            return
+        with self.lock:
+            self.connects += 1
+        log.info("connected to the broker %s:%s as %s", self.cfg.mqtt_host, self.cfg.mqtt_port,
+                 self.cfg.client_id)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        with self.lock:
+            self.disconnects += 1
+        log.warning("broker connection lost (%s); unacknowledged readings wait in the queue",
+                    reason)
+
+    def _on_publish(self, _c: Any, _u: Any, _mid: int, _reason: Any, _p: Any) -> None:
+        with self.lock:
+            self.acked += 1
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.mqtt_host, self.cfg.mqtt_port, keepalive=30)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS
+
+        info = self.client.publish(topic, payload, qos=1)
+        # NO_CONN: queued by the client, sent once it is connected again
+        if info.rc in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):
+            with self.lock:
+                self.published += 1
+            return True
+        with self.lock:
+            self.refused += 1
+        return False
+
+    def pending(self) -> int:
+        with self.lock:
+            return self.published - self.acked
+
+    def connected(self) -> bool:
+        return self.client.is_connected()
+
+    def stop(self, drain_s: float) -> None:
+        """Wait up to `drain_s` for the broker to acknowledge what is queued, then disconnect
+        (the session stays on the broker)."""
+        deadline = time.monotonic() + drain_s
+        while self.pending() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Collector:
+    """Polls every configured machine, publishes what changed instant."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        from pymodbus.client import ModbusTcpClient
+
+        self.cfg = cfg
+        self.publisher = Publisher(cfg)
+        self.modbus = ModbusTcpClient(cfg.plc_host, port=cfg.plc_port, timeout=cfg.plc_timeout_s,
+                                      retries=1)
+        self.stopping = threading.Event()
+        self.last_instant: dict[str, int] = {}  # machine → plant_time last published
+        self.published_ids: list[str] | None = None  # kept when asked (tests)
+        self.polls = 0  # cycles
+        self.readings = 0  # machine blocks read
+        self.repeats = 0  # readings of an instant already published
+        self.read_errors = 0
+        self._last_error = ""
+
+    # -- one cycle --------------------------------------------------------------------------
+    def read(self, device: Device, block: int) -> list[int] | None:
+        regmap = self.cfg.register_map
+        read = (self.modbus.read_input_registers if regmap.function == "input"
+                else self.modbus.read_holding_registers)
+        try:
+            if not self.modbus.connected:
+                self.modbus.connect()
+            answer = read(block * regmap.block_size, count=regmap.span,
+                          device_id=device.device_id)
+        except Exception as exc:  # pymodbus raises ModbusException/ConnectionException
+            self._error(f"PLC {self.cfg.plc_host}:{self.cfg.plc_port} device "
+                        f"{device.device_id}: {type(exc).__name__}: {exc}")
+            self.modbus.close()
+            return None
+        if answer.isError():
+            self._error(f"PLC device {device.device_id} block {block}: {answer}")
+            return None
+        return list(answer.registers)
+
+    def _error(self, text: str) -> None:
+        self.read_errors += 1
+        if text != self._last_error:  # a PLC that stays away is logged once, not every poll
+            log.warning("%s", text)
+            self._last_error = text
+
+    def poll_once(self) -> int:
+        """Read every machine once; publish each new instant. Returns the messages published."""
+        regmap = self.cfg.register_map
+        sent = 0
+        poll_time = iso_ms(time.time())
+        for device in self.cfg.devices:
+            for block, machine in enumerate(device.machines):
+                words = self.read(device, block)
+                if words is None:
+                    continue
+                self._last_error = ""
+                self.readings += 1
+                registers = regmap.decode(words)
+                instant = int(registers.pop(regmap.time_register))
+                if self.last_instant.get(machine) == instant:
+                    self.repeats += 1
+                    continue
+                mid = message_id(machine, instant)
+                payload = {
+                    "message_id": mid,
+                    "event_time": iso_ms(instant),
+                    "machine_code": machine,
+                    "kind": "plc",
+                    "device_id": device.device_id,
+                    "registers": registers,
+                    "poll_time": poll_time,
+                }
+                body = json.dumps(payload, separators=(",", ":")).encode()
+                if self.publisher.publish(self.cfg.topic(device, machine), body):
+                    self.last_instant[machine] = instant
+                    sent += 1
+                    if self.published_ids is not None:
+                        self.published_ids.append(mid)
+        self.polls += 1
+        return sent
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, report_every_s: float = 60.0) -> None:
+        """Poll on a fixed schedule until `stop()`; then drain the queue and disconnect."""
+        self.publisher.start()
+        interval = self.cfg.poll_interval_s
+        started = next_report = time.monotonic()
+        tick = 0
+        log.info("polling %d machines on %s:%s every %.3g s", sum(len(d.machines) for d in
+                 self.cfg.devices), self.cfg.plc_host, self.cfg.plc_port, interval)
+        try:
+            while not self.stopping.is_set():
+                self.poll_once()
+                now = time.monotonic()
+                if now >= next_report:
+                    log.info("status %s", json.dumps(self.status()))
+                    next_report = now + report_every_s
+                tick = max(tick + 1, int((now - started) / interval) + 1)
+                self.stopping.wait(max(0.0, started + tick * interval - time.monotonic()))
+        finally:
+            self.modbus.close()
+            self.publisher.stop(drain_s=10.0)
+            log.info("stopped %s", json.dumps(self.status()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def status(self) -> dict[str, int]:
+        p = self.publisher
+        with p.lock:
+            return {"polls": self.polls, "readings": self.readings, "repeats": self.repeats,
+                    "read_errors": self.read_errors, "published": p.published,
+                    "acked": p.acked, "refused": p.refused, "connects": p.connects,
+                    "disconnects": p.disconnects}
