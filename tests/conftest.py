@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -210,6 +211,7 @@ def plant(warehouse_dsn) -> Plant:
     server = subprocess.Popen(
         [python, "-m", "plant_sim", "serve", "--world", str(world), "--inbox", str(inbox),
          "--mes-port", str(INSTANCE.mes_port), "--qms-port", str(INSTANCE.qms_port),
+         "--opcua-port", str(INSTANCE.opcua_port),  # the shop floor's OPC UA server (#16)
          "--clock", "batch"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -223,6 +225,14 @@ def plant(warehouse_dsn) -> Plant:
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the simulated plant did not start")
+            time.sleep(0.3)
+    while True:  # the OPC UA server starts after the HTTP APIs
+        try:
+            socket.create_connection(("127.0.0.1", INSTANCE.opcua_port), timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the simulated plant's OPC UA server did not start")
             time.sleep(0.3)
     with open(world / "truth" / "shift_calendar.csv", encoding="utf-8") as fh:
         calendar = list(csv.DictReader(fh))
