@@ -83,6 +83,8 @@ class Publisher:
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
         with self.lock:
             self.disconnects += 1
+        if not reason.is_failure:  # our own disconnect at stop
+            return
         log.warning("broker connection lost (%s); unacknowledged readings wait in the queue",
                     reason)
 
@@ -145,6 +147,8 @@ class Collector:
 
     # -- one cycle --------------------------------------------------------------------------
     def read(self, device: Device, block: int) -> list[int] | None:
+        from pymodbus.exceptions import ModbusException
+
         regmap = self.cfg.register_map
         read = (self.modbus.read_input_registers if regmap.function == "input"
                 else self.modbus.read_holding_registers)
@@ -153,7 +157,7 @@ class Collector:
                 self.modbus.connect()
             answer = read(block * regmap.block_size, count=regmap.span,
                           device_id=device.device_id)
-        except Exception as exc:  # pymodbus raises ModbusException/ConnectionException
+        except (ModbusException, OSError) as exc:  # PLC away, timeout, connection reset
             self._error(f"PLC {self.cfg.plc_host}:{self.cfg.plc_port} device "
                         f"{device.device_id}: {type(exc).__name__}: {exc}")
             self.modbus.close()

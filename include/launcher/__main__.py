@@ -40,6 +40,7 @@ from launcher.settings import (
 VENV_BIN = Path(sys.executable).parent
 PLANT_BASE_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "default.toml"
 PLANT_MQTT_USER = "plant"
+EDGE_COLLECTOR_CONFIG = PROJECT_ROOT / "include" / "edge_collector" / "gateway.toml"
 LIVE_HISTORY_DAYS = 2
 MASTER_DATA_LEAD_DAYS = 30  # the history load starts this long before production
 
@@ -170,6 +171,30 @@ def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str])
     plant_env = {**{k: v for k, v in env.items()
                     if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))}, **plant_env}
     processes.start_service("plant", cmd, plant_env, instance.pid_dir, instance.log_dir,
+                            PROJECT_ROOT)
+
+
+def edge_collector_command(instance: Instance, secret: dict[str, str],
+                           config: Path = EDGE_COLLECTOR_CONFIG) -> tuple[list[str], dict[str, str]]:
+    """The Modbus edge collector (include/edge_collector): polls the plant's PLCs and publishes
+    their readings to the broker, as a gateway on the shop floor does. Its gateway.toml names
+    the default plant's PLCs and machines; the ports are this instance's. The broker's password
+    by EDGE_MQTT_PASSWORD, never on the command line."""
+    cmd = [
+        str(VENV_BIN / "python"), "-m", "edge_collector", "run", "--config", str(config),
+        "--plc-host", client_host(instance.bind_host), "--plc-port", str(instance.modbus_port),
+        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(instance.mqtt_port),
+        "--mqtt-user", PLANT_MQTT_USER, "--client-id", f"edge-collector-{instance.name}",
+    ]
+    return cmd, {"EDGE_MQTT_PASSWORD": secret["MQTT_PASSWORD"]}
+
+
+def start_edge_collector(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
+    cmd, edge_env = edge_collector_command(instance, secret)
+    # a gateway's environment: none of the platform's connections or passwords
+    edge_env = {**{k: v for k, v in env.items()
+                   if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))}, **edge_env}
+    processes.start_service("edge-collector", cmd, edge_env, instance.pid_dir, instance.log_dir,
                             PROJECT_ROOT)
 
 
@@ -367,6 +392,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     wait_for_plant(instance, cluster)
     log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}, "
         f"OPC UA on :{instance.opcua_port}, Modbus PLCs on :{instance.modbus_port}")
+    start_edge_collector(instance, full_env, secret)
+    log("Modbus edge collector polling the PLCs, publishing to the broker "
+        f"(log: {instance.log_dir.relative_to(PROJECT_ROOT)}/edge-collector.log)")
     if executor.celery:
         redis = redis_for(instance, secret)
         redis.start()
@@ -416,8 +444,8 @@ def cmd_stop(_: argparse.Namespace) -> None:
     executor_file(instance).unlink(missing_ok=True)
     if leftovers:
         raise SystemExit(f"still running after stop: {leftovers}")
-    log("stopped: Airflow (and its Celery workers and Redis, if any), the simulated plant, its "
-        "MQTT broker and the private PostgreSQL cluster")
+    log("stopped: Airflow (and its Celery workers and Redis, if any), the simulated plant, the "
+        "edge collector, the MQTT broker and the private PostgreSQL cluster")
 
 
 def cmd_status(_: argparse.Namespace) -> None:
@@ -425,7 +453,7 @@ def cmd_status(_: argparse.Namespace) -> None:
     path = executor_file(instance)
     executor = Executor(**json.loads(path.read_text())) if path.exists() else Executor()
     print(f"{'executor':14} {describe(executor)}")
-    for name in ("plant", *components(executor)):
+    for name in ("plant", "edge-collector", *components(executor)):
         state = "running" if processes.service_alive(name, instance.pid_dir) else "stopped"
         print(f"{name:14} {state}")
     if instance.secrets_file.exists():

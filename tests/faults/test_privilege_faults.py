@@ -456,13 +456,20 @@ def test_fixture_reprs_hold_no_secret(pg):
 
 
 def test_make_run_starts_nothing_with_a_secret_on_its_command_line():
-    from launcher.__main__ import AIRFLOW_COMPONENTS, plant_command
+    from launcher.__main__ import (
+        AIRFLOW_COMPONENTS,
+        edge_collector_command,
+        plant_command,
+    )
     from launcher.settings import platform_environment
 
     cmd, env = plant_command(INSTANCE, SECRET)
     assert leaks(" ".join(cmd), "the plant's command line") == []
     assert env == {"PLANT_API_KEY": SECRET["MES_API_KEY"],
                    "PLANT_MQTT_PASSWORD": SECRET["MQTT_PASSWORD"]}
+    cmd, env = edge_collector_command(INSTANCE, SECRET)
+    assert leaks(" ".join(cmd), "the edge collector's command line") == []
+    assert env == {"EDGE_MQTT_PASSWORD": SECRET["MQTT_PASSWORD"]}
     for args in AIRFLOW_COMPONENTS.values():
         assert leaks(" ".join(args), "an Airflow command line") == []
     assert "--skip-serve-logs" in AIRFLOW_COMPONENTS["scheduler"]

@@ -1,0 +1,271 @@
+"""The Modbus edge collector against the plant's truth: it polls the small plant's PLCs (the
+plant's real Modbus TCP server) and publishes to a private mosquitto; a durable subscriber
+receives what it published.
+
+- Stepped: the plant clock is moved through chosen instants (every shift boundary, every
+  hour, a second before and at every listed counter rollover); at each, the collector's polls
+  publish one reading per machine. The decoded registers equal the truth (counters = (preset +
+  the truth's cumulative pieces) mod 2^32 at every shift end; the state code is the MES
+  interval's), each instant is published once (re-polls of a stopped clock are not), and the
+  subscriber receives exactly what was published.
+- A broker restart mid-stream (running clock): every reading published is received, none
+  lost (the outbound queue and the persistent sessions).
+- The command `make run` starts: the password from the environment only, SIGTERM drains and
+  exits 0.
+The readings through the staging model's rollover rule: test_plc_counter_changes.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _edge_gateway import (
+    INCLUDE,
+    INSTANCE,
+    MACHINES,
+    RunningCollector,
+    Subscriber,
+    gateway_file,
+    plc_runtime,
+    truth,
+    wait,
+)
+
+ROLLOVER = 1 << 32
+STATE_CODES = {"running": 1, "idle": 2, "setup": 3, "planned_downtime": 4,
+               "unplanned_downtime": 5}
+
+
+def epoch(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def stepped_instants(world: Path) -> list[int]:
+    """Shift boundaries, every hour in between, and around every PLC counter rollover (the
+    second before the wrapping piece and the second that contains it)."""
+    shifts = truth(world, "machine_counter_shift")
+    first = min(int(epoch(r["shift_start_at"])) for r in shifts)
+    last = max(int(epoch(r["shift_end_at"])) for r in shifts)
+    instants = set(range(first, last + 1, 3600))
+    instants |= {int(epoch(r[k])) for r in shifts for k in ("shift_start_at", "shift_end_at")}
+    for r in truth(world, "plc_counters"):
+        if r["rollover_at"]:
+            at = epoch(r["rollover_at"])
+            after = int(at) if at == int(at) else int(at) + 1
+            instants |= {after - 1, after}
+    return sorted(instants)
+
+
+@pytest.fixture(scope="module")
+def stepped(small_world: Path, broker: Any, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, Any]:
+    """Step the plant clock through `stepped_instants`, the collector polling every 20 ms;
+    wait at each instant until every machine's reading of it is published."""
+    instants = stepped_instants(small_world)
+    rt = plc_runtime(small_world, float(instants[0]), speed=0.0)
+    sub = Subscriber(broker, "edge-test-stepped")
+    config = gateway_file(tmp_path_factory.mktemp("gw"), broker, 0.02, "edge-test-stepped-gw")
+    running = RunningCollector(config, broker.password)
+    c = running.collector
+    started = time.monotonic()
+    try:
+        for t in instants:
+            rt.clock.start = t
+            wait(lambda t=t: all(c.last_instant.get(m) == t for m in MACHINES), 10,
+                 f"a reading of every machine at {t}")
+        time.sleep(0.1)  # more polls of the last instant: repeats, not published
+    finally:
+        running.stop()
+        rt.stop()
+    elapsed = time.monotonic() - started
+    status = c.status()
+    wait(lambda: len({m["message_id"] for m in sub.messages()}) >= status["published"], 20,
+         "every published reading received")
+    msgs = sub.settle(0.3)
+    sub.close()
+    print(f"\nstepped: {len(instants)} instants, {status} in {elapsed:.1f} s")
+    return {"instants": instants, "messages": msgs, "published": list(c.published_ids),
+            "status": status}
+
+
+def by_machine(msgs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for m in msgs:
+        out[m["machine_code"]][int(epoch(m["event_time"]))] = m
+    return out
+
+
+def test_every_instant_published_once_and_received(stepped: dict[str, Any]) -> None:
+    instants, msgs, status = stepped["instants"], stepped["messages"], stepped["status"]
+    published = stepped["published"]
+    assert len(published) == len(set(published)) == len(instants) * len(MACHINES)
+    assert status["published"] == status["acked"] == len(published)
+    assert status["repeats"] > 0 and status["read_errors"] == 0 and status["refused"] == 0
+    received = Counter(m["message_id"] for m in msgs)
+    assert set(received) == set(published)
+    for m in msgs:
+        t = int(epoch(m["event_time"]))
+        assert m["message_id"] == f"{m['machine_code']}-plc-{t}"
+        assert m["event_time"].endswith(".000Z") and m["kind"] == "plc"
+        line = m["machine_code"][:6]
+        assert m["topic"] == f"ENT/ERF/ERF-MACH/{line}/{m['machine_code']}/plc"
+        assert m["device_id"] == int(line[-1])
+        assert set(m["registers"]) == {"good_count", "scrap_count", "rework_count",
+                                       "total_count", "state_code", "reason_code",
+                                       "temperature_c", "speed_pph"}
+
+
+def mes_states(world: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    with sqlite3.connect(world / "mes" / "mes.sqlite") as c:
+        for (body,) in c.execute("SELECT body FROM machine_states"):
+            r = json.loads(body)
+            out[r["machine_code"]][r["state_id"]] = r
+    return {m: sorted(v.values(), key=lambda r: r["start_at"]) for m, v in out.items()}
+
+
+def test_readings_decode_to_the_truth(stepped: dict[str, Any], small_world: Path) -> None:
+    """At every shift end the counters are (preset + the truth's cumulative pieces) mod 2^32;
+    at every instant inside an MES state interval the state code is the interval's, speed > 0
+    exactly while running, temperature a plausible °C."""
+    readings = by_machine(stepped["messages"])
+    presets = {(r["machine_code"], r["counter"]): int(r["preset"])
+               for r in truth(small_world, "plc_counters")}
+    cum: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    checked = 0
+    for r in sorted(truth(small_world, "machine_counter_shift"), key=lambda r: r["shift_end_at"]):
+        m = r["machine_code"]
+        c = cum[m]
+        for i, col in enumerate(("good_count", "scrap_count", "rework_count")):
+            c[i] += int(r[col])
+        got = readings[m][int(epoch(r["shift_end_at"]))]["registers"]
+        want = {
+            "good_count": (presets[(m, "GoodCount")] + c[0]) % ROLLOVER,
+            "scrap_count": (presets[(m, "ScrapCount")] + c[1]) % ROLLOVER,
+            "rework_count": (presets[(m, "ReworkCount")] + c[2]) % ROLLOVER,
+            "total_count": (presets[(m, "TotalCount")] + int(r["total_count_end"])) % ROLLOVER,
+        }
+        assert {k: got[k] for k in want} == want, (m, r["shift_end_at"])
+        checked += 1
+    assert checked == 4 * 3 * 3
+    states = mes_states(small_world)
+    in_state = 0
+    for m, at in readings.items():
+        for t, msg in at.items():
+            iv = next((s for s in states[m] if epoch(s["start_at"]) <= t < epoch(s["end_at"])),
+                      None)
+            if iv is None:
+                continue
+            regs = msg["registers"]
+            assert regs["state_code"] == STATE_CODES[iv["state"]], (m, t)
+            assert (regs["speed_pph"] > 0) == (iv["state"] == "running"), (m, t)
+            assert 25.0 <= regs["temperature_c"] <= 65.0, (m, t)
+            in_state += 1
+    assert in_state > 0.9 * len(stepped["messages"])
+
+
+def test_rollover_readings_wrap(stepped: dict[str, Any], small_world: Path) -> None:
+    """Each listed rollover shows in the readings: a counter near 2^32 the second before, a
+    small value at the second of the wrapping piece (the staging model's rule turns that into
+    the true increment)."""
+    readings = by_machine(stepped["messages"])
+    names = {"GoodCount": "good_count", "ScrapCount": "scrap_count",
+             "ReworkCount": "rework_count", "TotalCount": "total_count"}
+    rolls = [r for r in truth(small_world, "plc_counters") if r["rollover_at"]]
+    assert len(rolls) == 16
+    for r in rolls:
+        at = epoch(r["rollover_at"])
+        after = int(at) if at == int(at) else int(at) + 1
+        before = readings[r["machine_code"]][after - 1]["registers"][names[r["counter"]]]
+        now = readings[r["machine_code"]][after]["registers"][names[r["counter"]]]
+        assert before == ROLLOVER - 1 and now == 0, r
+
+
+def test_broker_restart_loses_nothing(small_world: Path, broker: Any, subscriber: Subscriber,
+                                      tmp_path: Path) -> None:
+    """The plant clock runs (120×), the collector polls every 50 ms; the broker stops and starts
+    again mid-stream. Every reading the collector published reaches the subscriber (its
+    persistent session; the collector's outbound queue held what it read while the broker was
+    away): message count = readings published, no loss."""
+    shifts = truth(small_world, "machine_counter_shift")
+    start = dt.datetime.fromtimestamp(int(epoch(shifts[0]["shift_start_at"])) + 3600, dt.UTC)
+    rt = plc_runtime(small_world, start.strftime("%Y-%m-%dT%H:%M:%SZ"), speed=120.0)
+    running = RunningCollector(gateway_file(tmp_path, broker, 0.05, "edge-test-restart"),
+                               broker.password)
+    c = running.collector
+    try:
+        wait(lambda: c.publisher.acked >= 40, 20, "readings acknowledged before the restart")
+        broker.stop()
+        during = c.status()["published"]
+        time.sleep(1.0)  # polls go on: readings wait in the outbound queue
+        queued = c.status()["published"] - during
+        broker.start()
+        wait(lambda: c.status()["connects"] >= 2, 30, "the collector reconnects")
+        time.sleep(1.0)
+    finally:
+        running.stop()
+        rt.stop()
+    status = c.status()
+    assert queued >= 20, status  # ~20 polls × 4 machines while the broker was down
+    assert status["disconnects"] >= 1 and status["refused"] == 0, status
+    assert status["published"] == status["acked"] == len(c.published_ids), status
+    wait(lambda: {m["message_id"] for m in subscriber.messages()} >= set(c.published_ids), 30,
+         "every published reading received")
+    msgs = subscriber.settle(0.3)
+    assert {m["message_id"] for m in msgs} == set(c.published_ids)
+    # and the counters it carries add up: per machine, the last reading's total - the first's
+    # = the pieces between, whatever came through the restart
+    for m, at in by_machine(msgs).items():
+        ts = sorted(at)
+        values = [at[t]["registers"]["total_count"] for t in ts]
+        steps = [(b - a) % ROLLOVER for a, b in itertools.pairwise(values)]
+        assert sum(steps) == (values[-1] - values[0]) % ROLLOVER, m
+        assert all(s < 1000 for s in steps), m
+    print(f"\nbroker restart: {status}, {queued} readings queued while it was down, "
+          f"{len(msgs)} deliveries of {len(c.published_ids)} readings")
+
+
+def test_launcher_command_reads_password_from_environment(small_world: Path, broker: Any,
+                                                          subscriber: Subscriber,
+                                                          tmp_path: Path) -> None:
+    """The command `make run` starts (launcher.edge_collector_command: this instance's Modbus and
+    MQTT ports, the small plant's gateway file): the password from EDGE_MQTT_PASSWORD (never
+    argv, never the log), readings arrive, SIGTERM drains and exits 0 with its counts logged."""
+    from launcher.__main__ import edge_collector_command
+
+    shifts = truth(small_world, "machine_counter_shift")
+    rt = plc_runtime(small_world, shifts[0]["shift_start_at"], speed=600.0)
+    config = gateway_file(tmp_path, broker, 0.1, "unused")
+    args, edge_env = edge_collector_command(INSTANCE, {"MQTT_PASSWORD": broker.password},
+                                            config=config)
+    assert broker.password not in " ".join(args)
+    assert args[args.index("--mqtt-port") + 1] == str(broker.port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AIRFLOW"))}
+    env.update(PYTHONPATH=str(INCLUDE), **edge_env)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        wait(lambda: len(subscriber.messages()) >= 20, 30, "readings arrive")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        rt.stop()
+    assert proc.returncode == 0, out
+    assert broker.password not in out
+    assert f"as edge-collector-{INSTANCE.name}" in out
+    final = json.loads(out.strip().splitlines()[-1].split("stopped ", 1)[1])
+    assert final["published"] == final["acked"] > 0 and final["read_errors"] == 0, out
+    msgs = subscriber.settle(0.3)
+    assert len({m["message_id"] for m in msgs}) == final["published"]
+    assert {m["machine_code"] for m in msgs} == set(MACHINES)
