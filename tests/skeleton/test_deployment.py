@@ -26,6 +26,10 @@ REQUIRED = {
     "REDIS_PASSWORD": "redis-4c4d",
     "FLOWER_BASIC_AUTH": "ops:flower-5e5f",
     "AIRFLOW_CONN_ERP_INBOUND": "postgres://inbound:erp-9a9b@erp.plant.example:5432/erp",
+    # the Modbus edge collector: the PLCs, the plant's broker and its password
+    "EDGE_PLC_HOST": "plc.plant.example",
+    "EDGE_MQTT_HOST": "mqtt.plant.example",
+    "EDGE_MQTT_PASSWORD": "edge-mqtt-7c7d",
     # the plant systems' accounts: one per API or database of the source registry
     **{f"AIRFLOW_CONN_{s.conn_id.upper()}":
        f"https://{s.system}:{s.system}-key-6a6b@{s.system}.plant.example:443"
