@@ -82,6 +82,7 @@ def load_files(dsn: str, batch: Batch) -> None:
         batch.finish(conn, sources=sources, set_aside=set_aside, settled=settled,
                      more_incidents=[Incident("file_rejected", name, reason)
                                      for name, reason in result.files_rejected.items()])
+        batch.commit_and_analyze(conn)
     batch.log_outcome()
 
 
@@ -152,6 +153,7 @@ def _insert_file_records(conn, batch: Batch, sources: list[str],
         batch.stamp,
     ).rowcount
     result.duplicates_skipped = (result.rows_read - len(quarantined)) - result.rows_loaded
+    batch.changed(target.table, result.rows_replaced + result.rows_loaded)
 
 
 def _file_table_ready(conn, target: LoadTarget) -> bool:

@@ -127,6 +127,7 @@ def copy_delimited_files(conn, batch: Batch, files: list[DelimitedFile], sources
             f"delete from {rows_table} where _file_id = any(%s::bigint[])",
             ([file_id for _, file_id in old],)).rowcount
     if not files:
+        batch.changed(files_table, len(old))
         return {}
     # A file loaded before keeps its id, so its rows go back to its partition (into the space
     # vacuum frees there) rather than leaving that partition half empty for good.
@@ -185,6 +186,11 @@ def copy_delimited_files(conn, batch: Batch, files: list[DelimitedFile], sources
         f"update {files_table} f set rows_loaded = v.n from unnest(%s::bigint[], %s::bigint[]) "
         "as v(id, n) where f.file_id = v.id",
         ([file_ids[f.name] for f in files], [loaded_by_copy[f.name] for f in files]))
+    # for the statistics after the commit: each partition written, the file table, the parent
+    batch.changed(files_table, len(old) + len(files))
+    batch.changed(rows_table, result.rows_replaced + sum(loaded_by_copy.values()))
+    for file in files:
+        batch.changed(tables[file_ids[file.name]], loaded_by_copy[file.name])
     return file_ids
 
 

@@ -3,8 +3,9 @@
 Records stream into a temporary table with COPY (constant memory); then, in one transaction,
 the target's rows whose replace column falls in [window start, interval end) are deleted, the
 distinct new rows inserted (one per natural key and version), and the batch's last steps run
-(`Batch.finish`). A batch over the source's reject threshold loads nothing but keeps its
-quarantined records (`LoadRejected`). For a source whose empty window is not a deletion (a
+(`Batch.finish`); after the commit the table is analysed when it needs it
+(`Batch.commit_and_analyze`). A batch over the source's reject threshold loads nothing but
+keeps its quarantined records (`LoadRejected`). For a source whose empty window is not a deletion (a
 change feed), an answer that is empty, or lacks versions raw holds for the window, is refused
 and replaces nothing (`EmptyAnswerRefused`, `IncompleteAnswerRefused`).
 """
@@ -93,7 +94,9 @@ def load_window(dsn: str, batch: Batch) -> None:
             f"select {all_columns}, %s, %s, %s, %s from _distinct",
             batch.stamp,
         ).rowcount
+        batch.changed(target.table, result.rows_replaced + result.rows_loaded)
         batch.finish(conn)
+        batch.commit_and_analyze(conn)
     batch.log_outcome()
 
 
