@@ -1,0 +1,310 @@
+"""extract_opcua: the shop floor's OPC UA history (the test plant's server, batch clock: its
+retention holds the world's last 48 plant hours) extracted through the registry's client into
+raw_opcua, then staged and conformed by dbt (fct_machine_signal_shift). Against the truth and
+the MES, per machine × shift: pieces (good, scrap, rework, total) and state seconds; state
+changes equal the MES's intervals; a backfill re-loads a window identically; a window the
+server's retention no longer holds is refused, not deleted; bad-quality temperature samples
+(BadSensorFailure) land flagged and stay out of the aggregates.
+
+The counter rule for bad status (quarantine) and Sign & Encrypt: test_opcua_security.py."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from _pipeline import dbt
+from factory_platform.extract.run import extract_interval
+
+SYSTEM, ENTITY = "opcua", "tag_values"
+# the test plant's batch clock (its MES health says so; asserted below): the server keeps the
+# 48 plant hours before it
+CLOCK = datetime(2026, 11, 2, 6, 5, tzinfo=UTC)
+LOAD_START = datetime(2026, 10, 31, 8, 0, tzinfo=UTC)  # > CLOCK - 48 h + the 30 min lookback
+LOAD_END = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+SLICE = timedelta(hours=2)  # a history load (catch-up) in slices; scheduled runs are 15 min
+TABLE = "raw_opcua.tag_values"
+MODELS = ["+fct_machine_signal_shift"]
+
+
+def rows(dsn: str, sql: str, *params) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def scalar(dsn: str, sql: str, *params):
+    return rows(dsn, sql, *params)[0][0]
+
+
+def slices(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    out = []
+    while start < end:
+        out.append((start, min(start + size, end)))
+        start += size
+    return out
+
+
+def content_hash(dsn: str, start: datetime, end: datetime, *, batch_columns: bool) -> tuple:
+    """Rows and an md5 of the ordered rows of raw_opcua in [start, end): every declared column,
+    and with `batch_columns` the batch's own (_batch_id, _source, interval) too — never
+    `_extracted_at`, the wall-clock load time."""
+    from factory_platform.sources import get_source
+
+    columns = [f'"{f.name}"' for f in get_source(SYSTEM).entity(ENTITY).fields] + ["_extra"]
+    if batch_columns:
+        columns += ["_batch_id", "_source", "_interval_start", "_interval_end"]
+    row = ", ".join(columns)
+    return tuple(rows(dsn, f"select count(*), md5(string_agg(({row})::text, '|' order by "
+                           f"machine_code, tag, source_at)) from {TABLE} "
+                           f"where source_at >= %s and source_at < %s", start, end)[0])
+
+
+@pytest.fixture(scope="module")
+def opcua_built(plant, warehouse_dsn):
+    """raw_opcua holds [LOAD_START - lookback, LOAD_END) of the plant's history (2-hour
+    slices), the MES's machine states and confirmations and the EAM's equipment around it are
+    loaded, and the opcua models are built."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{plant.mes_url}/api/v1/health", timeout=10) as response:
+        assert json.load(response)["clock"] == CLOCK.isoformat().replace("+00:00", "Z")
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        conn.execute(f"truncate {TABLE}")
+        for table in ("ops.quarantine", "ops.load_audit", "ops.extract_watermark"):
+            conn.execute(f"delete from {table} where system = %s", (SYSTEM,))
+    started = time.monotonic()
+    results = [extract_interval(SYSTEM, ENTITY, s, e, dsn=warehouse_dsn)
+               for s, e in slices(LOAD_START, LOAD_END, SLICE)]
+    seconds = time.monotonic() - started
+    loaded = sum(r["rows_loaded"] for r in results)
+    print(f"\nopcua history [{LOAD_START:%m-%d %H:%M}, {LOAD_END:%m-%d %H:%M}): {len(results)} "
+          f"batches, {loaded} rows in {seconds:.1f} s ({loaded / seconds:.0f} rows/s)")
+    mes_window = (LOAD_START - timedelta(days=1), CLOCK)
+    for entity in ("machine_states", "confirmations"):
+        extract_interval("mes", entity, *mes_window, dsn=warehouse_dsn)
+    extract_interval("eam", "equipment", *mes_window, dsn=warehouse_dsn)
+    dbt("build", "--select", *MODELS, "--indirect-selection", "cautious", "--threads", "2")
+    return results
+
+
+def compared_shifts(dsn: str) -> list[tuple]:
+    """Every machine × shift wholly inside the loaded history, an hour after its start (the
+    first reading of a counter has no increment) and before its last state change."""
+    return rows(dsn, "select machine_code, production_date::date, shift_code, "
+                     "shift_start_at::timestamptz, shift_end_at::timestamptz "
+                     "from truth.machine_counter_shift where shift_start_at::timestamptz >= %s "
+                     "and shift_end_at::timestamptz <= %s order by 4, 1",
+                LOAD_START + timedelta(hours=1), LOAD_END - timedelta(hours=2))
+
+
+def test_every_value_of_the_history_is_in_raw_or_quarantined(opcua_built, warehouse_dsn):
+    read = sum(r["rows_read"] for r in opcua_built)
+    loaded = sum(r["rows_loaded"] for r in opcua_built)
+    quarantined = sum(r["rows_quarantined"] for r in opcua_built)
+    assert read == loaded + quarantined and quarantined == 0  # the plant's bad values are analog
+    # the slices overlap by the lookback: each value is in raw once
+    assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") == scalar(
+        warehouse_dsn, f"select count(distinct (machine_code, tag, source_at)) from {TABLE}")
+    assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") > 100_000
+    audit = rows(warehouse_dsn, "select count(*), sum(rows_loaded), bool_and(status = 'loaded') "
+                                "from ops.load_audit where system = %s", SYSTEM)[0]
+    assert audit == (len(opcua_built), loaded, True)
+    # the ISA-95 tree of the browse: 12 machines × 9 tags, each under ENT/ERF/ERF-MACH/<line>
+    tree = rows(warehouse_dsn, f"select count(distinct machine_code), count(distinct tag), "
+                               f"bool_and(browse_path = 'ENT/' || site_code || '/' || area_code "
+                               f"|| '/' || line_code || '/' || machine_code || '/' || tag) "
+                               f"from {TABLE}")[0]
+    assert tree == (12, 9, True)
+
+
+def test_pieces_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_built, warehouse_dsn):
+    shifts = compared_shifts(warehouse_dsn)
+    assert len(shifts) >= 4 * 12
+    signal = {(m, d, s): v for m, d, s, *v in rows(
+        warehouse_dsn, "select machine_code, production_date, shift_code, good_count, "
+                       "scrap_count, rework_count, total_count from conformed."
+                       "fct_machine_signal_shift where signal_path = 'opcua'")}
+    counters = {(m, d, s): v for m, d, s, *v in rows(
+        warehouse_dsn, "select machine_code, production_date::date, shift_code, "
+                       "good_count::int, scrap_count::int, rework_count::int, "
+                       "total_count_end::int - total_count_start::int "
+                       "from truth.machine_counter_shift")}
+    oee = {(m, d, s): v for m, d, s, *v in rows(
+        warehouse_dsn, "select machine_code, production_date::date, shift_code, gq::int, "
+                       "sq::int, rq::int from truth.oee_machine_shift")}
+    mes = {(m, d, s): v for m, d, s, *v in rows(
+        warehouse_dsn, "select machine_code, production_date, shift_code, sum(good_qty), "
+                       "sum(scrap_qty), sum(rework_qty) from (select distinct on "
+                       "(confirmation_id) * from raw_mes.confirmations order by confirmation_id, "
+                       "updated_at desc) c group by 1, 2, 3")}
+    same_as_mes = 0
+    for machine, day, shift, _start, _end in shifts:
+        key = (machine, day, shift)
+        assert signal[key] == counters[key], key
+        if oee[key] == counters[key][:3]:  # the MES quarantined none of the shift's confirmations
+            assert tuple(signal[key][:3]) == tuple(mes[key]) == tuple(oee[key]), key
+            same_as_mes += 1
+    assert same_as_mes >= len(shifts) - 2
+    assert sum(v[3] for k, v in signal.items() if k in {s[:3] for s in shifts}) > 10_000
+
+
+def test_state_seconds_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_built,
+                                                                          warehouse_dsn):
+    shifts = compared_shifts(warehouse_dsn)
+    signal = {(m, d, s): v for m, d, s, *v in rows(
+        warehouse_dsn, "select machine_code, production_date, shift_code, running_seconds, "
+                       "idle_seconds, setup_seconds, planned_downtime_seconds, "
+                       "unplanned_downtime_seconds from conformed.fct_machine_signal_shift "
+                       "where signal_path = 'opcua'")}
+    truth = {(m, d, s): v for m, d, s, *v in rows(
+        warehouse_dsn, "select machine_code, production_date::date, shift_code, "
+                       "apt_seconds::int, idle_seconds::int, setup_seconds::int, "
+                       "planned_downtime_seconds::int, unplanned_downtime_seconds::int "
+                       "from truth.oee_machine_shift")}
+    mes = {}
+    for machine, day, shift, state, seconds in rows(
+            warehouse_dsn, "select machine_code, production_date, shift_code, state, "
+                           "sum(extract(epoch from end_at - start_at))::int from (select "
+                           "distinct on (state_id) * from raw_mes.machine_states order by "
+                           "state_id, updated_at desc) s group by 1, 2, 3, 4"):
+        mes.setdefault((machine, day, shift), {})[state] = seconds
+    order = ("running", "idle", "setup", "planned_downtime", "unplanned_downtime")
+    for machine, day, shift, start, end in shifts:
+        key = (machine, day, shift)
+        assert tuple(signal[key]) == tuple(truth[key]), key
+        assert tuple(signal[key]) == tuple(mes[key].get(s, 0) for s in order), key
+        assert sum(signal[key]) == (end - start).total_seconds()
+
+
+def test_state_changes_are_the_mes_intervals(opcua_built, warehouse_dsn):
+    """Every MES machine-state interval that starts in the loaded range is one state change
+    in OPC UA, at the same instant, with the same state, reason and operation."""
+    start, end = LOAD_START - timedelta(minutes=30), LOAD_END
+    opcua = rows(warehouse_dsn, "select machine_code, changed_at, state, reason_code, "
+                                "operation_id from staging.stg_opcua__machine_state_changes "
+                                "where changed_at >= %s and changed_at < %s order by 1, 2",
+                 start, end)
+    mes = rows(warehouse_dsn, "select machine_code, start_at, state, nullif(reason_code, ''), "
+                              "nullif(operation_id, '') from (select distinct on (state_id) * "
+                              "from raw_mes.machine_states order by state_id, updated_at desc) s "
+                              "where start_at >= %s and start_at < %s order by 1, 2", start, end)
+    assert len(opcua) > 300
+    assert opcua == mes
+
+
+def test_bad_quality_samples_land_flagged_and_stay_out_of_the_aggregates(opcua_built,
+                                                                         warehouse_dsn):
+    """The rule: an analog value whose status is not Good lands with its status, staging flags
+    it and nulls its value, the shift's average leaves it out and counts it."""
+    listed = [r for (r,) in rows(warehouse_dsn, "select record_id from truth.injected_defects "
+                                                "where kind = 'opcua_bad_quality'")]
+    in_range = []
+    for record in listed:
+        machine, tag, ts = record.split("|")
+        at = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        if LOAD_START <= at and at + timedelta(minutes=5) < LOAD_END:
+            in_range.append((machine, tag, at))
+    assert in_range, "the loaded history holds no injected bad-quality run"
+    for machine, tag, at in in_range:
+        got = rows(warehouse_dsn, f"select source_at, status, status_code from {TABLE} where "
+                                  "machine_code = %s and tag = %s and source_at >= %s and "
+                                  "source_at < %s order by 1", machine, tag,
+                   at - timedelta(minutes=1), at + timedelta(minutes=6))
+        assert [(s, c) for _, s, c in got] == [("Good", 0)] + [
+            ("BadSensorFailure", 0x808C0000)] * 5 + [("Good", 0)], (machine, at)
+        staged = rows(warehouse_dsn, "select is_good_quality, value is null, delivered_value "
+                                     "is not null from staging.stg_opcua__process_values where "
+                                     "machine_code = %s and tag_name = 'temperature' and "
+                                     "sampled_at >= %s and sampled_at < %s", machine, at,
+                      at + timedelta(minutes=5))
+        assert staged == [(False, True, True)] * 5
+    bad_total = scalar(warehouse_dsn, f"select count(*) from {TABLE} where tag = 'Temperature' "
+                                      "and status_code <> 0")
+    assert bad_total >= 5 * len(in_range)
+    # per shift: the good samples' average, the bad ones counted apart
+    for machine, day, shift, start, end in compared_shifts(warehouse_dsn):
+        expected = rows(warehouse_dsn, f"select count(*) filter (where status_code = 0), "
+                                       f"count(*) filter (where status_code <> 0), "
+                                       f"avg(value_numeric::double precision) filter "
+                                       f"(where status_code = 0) from {TABLE} where machine_code "
+                                       f"= %s and tag = 'Temperature' and source_at >= %s and "
+                                       f"source_at < %s", machine, start, end)[0]
+        got = rows(warehouse_dsn, "select temperature_sample_count, temperature_bad_sample_count,"
+                                  " temperature_avg_celsius from conformed.fct_machine_signal_"
+                                  "shift where signal_path = 'opcua' and machine_code = %s and "
+                                  "production_date = %s and shift_code = %s", machine, day,
+                   shift)[0]
+        assert got[:2] == expected[:2] and got[0] + got[1] == (end - start).total_seconds() / 60
+        assert got[2] == pytest.approx(expected[2], rel=1e-12)
+    assert scalar(warehouse_dsn, "select sum(temperature_bad_sample_count) from conformed."
+                                 "fct_machine_signal_shift") == bad_total
+
+
+def test_a_backfill_reloads_a_window_identically(opcua_built, warehouse_dsn):
+    """A re-run of a batch gives the same rows, batch columns included; a backfill of the same
+    time in the schedule's 15-minute runs (each with its 30-minute lookback) gives the same
+    values; the values are in raw once; re-running the history's slices restores every row."""
+    start, end = datetime(2026, 11, 1, 10, 0, tzinfo=UTC), datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    window = (start - timedelta(minutes=30), end)  # the 2-hour slice's window, lookback included
+    # what that batch owns after the history load: the next slice's lookback re-took its end
+    owned = (window[0], end - timedelta(minutes=30))
+    before = content_hash(warehouse_dsn, *owned, batch_columns=True)
+    values = content_hash(warehouse_dsn, *window, batch_columns=False)
+    assert before[0] > 5_000
+    total = scalar(warehouse_dsn, f"select count(*) from {TABLE}")
+    again = extract_interval(SYSTEM, ENTITY, start, end, dsn=warehouse_dsn)
+    assert again["rows_replaced"] == again["rows_loaded"] == values[0]
+    assert content_hash(warehouse_dsn, *owned, batch_columns=True) == before
+    assert content_hash(warehouse_dsn, *window, batch_columns=False) == values
+    for s, e in slices(start - timedelta(minutes=30), end, timedelta(minutes=15)):
+        extract_interval(SYSTEM, ENTITY, s, e, dsn=warehouse_dsn, watermark="keep")
+    assert content_hash(warehouse_dsn, *window, batch_columns=False) == values
+    assert content_hash(warehouse_dsn, *owned, batch_columns=True) != before  # new batches
+    assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") == total
+    # the history's two slices again: back to the very rows, batch columns included
+    extract_interval(SYSTEM, ENTITY, start, end, dsn=warehouse_dsn)
+    extract_interval(SYSTEM, ENTITY, end, end + SLICE, dsn=warehouse_dsn)
+    assert content_hash(warehouse_dsn, *owned, batch_columns=True) == before
+    assert content_hash(warehouse_dsn, *window, batch_columns=False) == values
+
+
+def test_a_window_the_server_no_longer_holds_is_refused_not_deleted(opcua_built,
+                                                                    warehouse_dsn):
+    """Beyond the server's retention HistoryRead answers nothing: a re-load of a window whose
+    values raw holds is refused (nothing replaced), and the rows stay."""
+    from factory_platform.extract.load import EmptyAnswerRefused
+
+    old = datetime(2026, 10, 25, 10, 0, tzinfo=UTC)
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute(
+            f"insert into {TABLE} (source_at, machine_code, tag, node_id, status_code, status, "
+            f"value_numeric, _batch_id, _extracted_at, _source, _interval_start, _interval_end) "
+            f"values (%s, 'ERF-L1-M01', 'GoodCount', 'nsu=urn:sfdp:plant-sim;s=ERF-L1-M01."
+            f"GoodCount', 0, 'Good', 42, 'earlier', now(), 'earlier', %s, %s)",
+            (old + timedelta(minutes=5), old, old + timedelta(minutes=15)))
+    try:
+        with pytest.raises(EmptyAnswerRefused, match="not applied as a deletion"):
+            extract_interval(SYSTEM, ENTITY, old, old + timedelta(minutes=15), dsn=warehouse_dsn,
+                             watermark="keep")
+        assert scalar(warehouse_dsn, f"select count(*) from {TABLE} where source_at = %s",
+                      old + timedelta(minutes=5)) == 1
+    finally:
+        with psycopg.connect(warehouse_dsn) as conn:
+            conn.execute(f"delete from {TABLE} where _batch_id = 'earlier'")
+            conn.execute("delete from ops.source_incident where system = %s", (SYSTEM,))
+            conn.execute("delete from ops.load_audit where system = %s and status = 'refused'",
+                         (SYSTEM,))
+
+
+def test_the_registry_declares_the_opcua_interface():
+    from factory_platform.extract.clients import client_for
+    from factory_platform.sources import get_source
+
+    source = get_source(SYSTEM)
+    assert (source.interface, source.connection_kind, source.pool_slots) == ("opcua", "opcua", 2)
+    assert client_for("opcua").__name__ == "factory_platform.extract.opcua"
+    assert "AIRFLOW_CONN_PLANT_OPCUA" in os.environ  # the embedded default's connection
