@@ -26,14 +26,6 @@ equipment as (
     select * from {{ ref('dim_equipment') }}
 ),
 
-sites as (
-    select * from {{ ref('plant_sites') }}
-),
-
-shifts as (
-    select * from {{ ref('dim_shift') }}
-),
-
 located as (
     select
         readings.*,
@@ -44,34 +36,20 @@ located as (
     left join equipment on equipment.equipment_code = readings.machine_code
 ),
 
-{# The shift containing the reading's start (the rule of assign_shift): candidates are the
-    local date ± 1 day, unnested per reading so that the join to dim_shift is an equality (hash)
-    join on site and date plus a range check, whatever the planner guesses about how many
-    readings an interval holds; the one candidate that matches is kept (none: shift columns
-    null, the reading is kept). -#}
-candidates as (
-    select
-        located.*,
-        unnest(array[-1, 0, 1]) + (located.reading_start_at at time zone sites.timezone)::date
-            as candidate_date
-    from located
-    left join sites on sites.site_code = located.site_code
+{# The shift containing the reading's start; a reading no shift contains (or of a machine the
+    EAM does not know) is kept with null shift columns. -#}
+placed_shifts as (
+    {{ assign_shift('located', 'meter_reading_id', 'reading_start_at') }}
 ),
 
 placed as (
-    select distinct on (candidates.meter_reading_id)
-        candidates.*,
-        shifts.shift_id,
-        shifts.production_date,
-        shifts.shift_code
-    from candidates
-    left join shifts
-        on
-            shifts.site_code = candidates.site_code
-            and shifts.production_date = candidates.candidate_date
-            and shifts.shift_start_at <= candidates.reading_start_at
-            and shifts.shift_end_at > candidates.reading_start_at
-    order by candidates.meter_reading_id, shifts.shift_id nulls last
+    select
+        located.*,
+        placed_shifts.shift_id,
+        placed_shifts.production_date,
+        placed_shifts.shift_code
+    from located
+    left join placed_shifts on placed_shifts.meter_reading_id = located.meter_reading_id
 ),
 
 final as (
