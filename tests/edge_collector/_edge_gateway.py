@@ -4,6 +4,7 @@ the test instance's Modbus port, a durable MQTT subscriber, the collector in a t
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import shutil
 import sys
@@ -164,3 +165,23 @@ class RunningCollector:
         self.collector.stop()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive()
+
+
+def epoch(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def stepped_instants(world: Path) -> list[int]:
+    """Shift boundaries, every hour in between, and around every PLC counter rollover (the
+    second before the wrapping piece and the second that contains it)."""
+    shifts = truth(world, "machine_counter_shift")
+    first = min(int(epoch(r["shift_start_at"])) for r in shifts)
+    last = max(int(epoch(r["shift_end_at"])) for r in shifts)
+    instants = set(range(first, last + 1, 3600))
+    instants |= {int(epoch(r[k])) for r in shifts for k in ("shift_start_at", "shift_end_at")}
+    for r in truth(world, "plc_counters"):
+        if r["rollover_at"]:
+            at = epoch(r["rollover_at"])
+            after = int(at) if at == int(at) else int(at) + 1
+            instants |= {after - 1, after}
+    return sorted(instants)

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _edge_gateway import INSTANCE, SEED, SMALL, Subscriber
+from _edge_gateway import (
+    INSTANCE,
+    MACHINES,
+    SEED,
+    SMALL,
+    RunningCollector,
+    Subscriber,
+    gateway_file,
+    plc_runtime,
+    stepped_instants,
+    wait,
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +60,35 @@ def subscriber(broker: Any) -> Iterator[Subscriber]:
         yield sub
     finally:
         sub.close()
+
+
+@pytest.fixture(scope="session")
+def stepped(small_world: Path, broker: Any, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, Any]:
+    """Step the plant clock through `stepped_instants`, the collector polling every 20 ms;
+    wait at each instant until every machine's reading of it is published."""
+    instants = stepped_instants(small_world)
+    rt = plc_runtime(small_world, float(instants[0]), speed=0.0)
+    sub = Subscriber(broker, "edge-test-stepped")
+    config = gateway_file(tmp_path_factory.mktemp("gw"), broker, 0.02, "edge-test-stepped-gw")
+    running = RunningCollector(config, broker.password)
+    c = running.collector
+    started = time.monotonic()
+    try:
+        for t in instants:
+            rt.clock.start = t
+            wait(lambda t=t: all(c.last_instant.get(m) == t for m in MACHINES), 10,
+                 f"a reading of every machine at {t}")
+        time.sleep(0.1)  # more polls of the last instant: repeats, not published
+    finally:
+        running.stop()
+        rt.stop()
+    elapsed = time.monotonic() - started
+    status = c.status()
+    wait(lambda: len({m["message_id"] for m in sub.messages()}) >= status["published"], 20,
+         "every published reading received")
+    msgs = sub.settle(0.3)
+    sub.close()
+    print(f"\nstepped: {len(instants)} instants, {status} in {elapsed:.1f} s")
+    return {"instants": instants, "messages": msgs, "published": list(c.published_ids),
+            "status": status}

@@ -29,13 +29,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import pytest
 from _edge_gateway import (
     INCLUDE,
     INSTANCE,
     MACHINES,
     RunningCollector,
     Subscriber,
+    epoch,
     gateway_file,
     plc_runtime,
     truth,
@@ -45,58 +45,6 @@ from _edge_gateway import (
 ROLLOVER = 1 << 32
 STATE_CODES = {"running": 1, "idle": 2, "setup": 3, "planned_downtime": 4,
                "unplanned_downtime": 5}
-
-
-def epoch(text: str) -> float:
-    return dt.datetime.fromisoformat(text).timestamp()
-
-
-def stepped_instants(world: Path) -> list[int]:
-    """Shift boundaries, every hour in between, and around every PLC counter rollover (the
-    second before the wrapping piece and the second that contains it)."""
-    shifts = truth(world, "machine_counter_shift")
-    first = min(int(epoch(r["shift_start_at"])) for r in shifts)
-    last = max(int(epoch(r["shift_end_at"])) for r in shifts)
-    instants = set(range(first, last + 1, 3600))
-    instants |= {int(epoch(r[k])) for r in shifts for k in ("shift_start_at", "shift_end_at")}
-    for r in truth(world, "plc_counters"):
-        if r["rollover_at"]:
-            at = epoch(r["rollover_at"])
-            after = int(at) if at == int(at) else int(at) + 1
-            instants |= {after - 1, after}
-    return sorted(instants)
-
-
-@pytest.fixture(scope="module")
-def stepped(small_world: Path, broker: Any, tmp_path_factory: pytest.TempPathFactory
-            ) -> dict[str, Any]:
-    """Step the plant clock through `stepped_instants`, the collector polling every 20 ms;
-    wait at each instant until every machine's reading of it is published."""
-    instants = stepped_instants(small_world)
-    rt = plc_runtime(small_world, float(instants[0]), speed=0.0)
-    sub = Subscriber(broker, "edge-test-stepped")
-    config = gateway_file(tmp_path_factory.mktemp("gw"), broker, 0.02, "edge-test-stepped-gw")
-    running = RunningCollector(config, broker.password)
-    c = running.collector
-    started = time.monotonic()
-    try:
-        for t in instants:
-            rt.clock.start = t
-            wait(lambda t=t: all(c.last_instant.get(m) == t for m in MACHINES), 10,
-                 f"a reading of every machine at {t}")
-        time.sleep(0.1)  # more polls of the last instant: repeats, not published
-    finally:
-        running.stop()
-        rt.stop()
-    elapsed = time.monotonic() - started
-    status = c.status()
-    wait(lambda: len({m["message_id"] for m in sub.messages()}) >= status["published"], 20,
-         "every published reading received")
-    msgs = sub.settle(0.3)
-    sub.close()
-    print(f"\nstepped: {len(instants)} instants, {status} in {elapsed:.1f} s")
-    return {"instants": instants, "messages": msgs, "published": list(c.published_ids),
-            "status": status}
 
 
 def by_machine(msgs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
