@@ -184,9 +184,9 @@ class History:
                 }
                 ref = f"{tag.machine_code}|{tag.tag}|{_iso(payload['source_at'])}"
                 if code & GOOD_MASK and vtype not in ANALOG_TYPES:
-                    rejected.append((label, ref, f"status {names[code]} (0x{code:08X}) on a "
-                                     f"{vtype} value: a discrete value (count, state) that is "
-                                     "not Good is not used", json.dumps(payload, default=str)))
+                    reason = (f"status {names[code]} (0x{code:08X}) on a {vtype} value: a "
+                              "discrete value (count, state) that is not Good is not used")
+                    rejected.append((label, ref, reason, json.dumps(payload, default=str)))
                     continue
                 yield SourceRecord(source=label, record_ref=ref, payload=payload)
 
