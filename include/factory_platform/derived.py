@@ -33,7 +33,7 @@ COMPOSE_FILE = Path("docker-compose.yml")
 ENV_EXAMPLE = Path(".env.example")
 BEGIN, END = ">>> plant connections", "<<< plant connections"
 DROPS_ROOT = "/data/plant/inbox"  # the plant-drops volume in every Airflow container
-SECRET_KINDS = ("http", "postgres")  # connections that carry an account: the operator's
+SECRET_KINDS = ("http", "postgres", "mqtt")  # connections that carry an account: the operator's
 
 
 def sources_yml_path(source: Source, dbt_project: Path) -> Path:

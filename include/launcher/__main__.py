@@ -174,6 +174,38 @@ def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str])
                             PROJECT_ROOT)
 
 
+def start_mqtt_ingest(instance: Instance, env: dict[str, str]) -> None:
+    """The platform's MQTT ingest (factory_platform.extract.mqtt_ingest): the durable
+    subscriber that lands the unified namespace in raw_mqtt. Started before the plant, so its
+    session exists before the first machine event; its broker account and the warehouse are
+    the environment's connections (plant_mqtt, warehouse_load), never on its command line."""
+    processes.start_service("mqtt-ingest", [str(VENV_BIN / "python"), "-m",
+                                            "factory_platform.extract.mqtt_ingest"],
+                            env, instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+
+
+def wait_for_mqtt_ingest(instance: Instance, cluster: Cluster, timeout_s: float = 120) -> None:
+    """Until the ingest reports itself connected (its heartbeat in raw_mqtt.ingest_session):
+    the plant's first events then find its session on the broker."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(cluster.dsn("warehouse")) as conn:
+                if conn.execute("select 1 from raw_mqtt.ingest_session where connected "
+                                "and beat_at > now() - interval '1 minute'").fetchone():
+                    return
+        except psycopg.Error:
+            pass
+        if not processes.service_alive("mqtt-ingest", instance.pid_dir):
+            raise SystemExit(f"the MQTT ingest exited — see {instance.log_dir / 'mqtt-ingest.log'}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the MQTT ingest did not connect within {timeout_s:.0f} s — see "
+                             f"{instance.log_dir / 'mqtt-ingest.log'}")
+        time.sleep(1)
+
+
 def edge_collector_command(instance: Instance, secret: dict[str, str],
                            config: Path = EDGE_COLLECTOR_CONFIG) -> tuple[list[str], dict[str, str]]:
     """The Modbus edge collector (include/edge_collector): polls the plant's PLCs and publishes
@@ -388,6 +420,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     build_dbt_manifest(full_env)
     broker_for(instance, secret).start()
     log(f"MQTT broker (the plant's machine events) is up on 127.0.0.1:{instance.mqtt_port}")
+    start_mqtt_ingest(instance, full_env)
+    wait_for_mqtt_ingest(instance, cluster)
+    log("MQTT ingest connected: the unified namespace lands in raw_mqtt "
+        f"(log: {instance.log_dir.relative_to(PROJECT_ROOT)}/mqtt-ingest.log)")
     start_plant(instance, full_env, secret)
     wait_for_plant(instance, cluster)
     log(f"simulated plant serving MES on :{instance.mes_port}, QMS on :{instance.qms_port}, "
@@ -445,7 +481,7 @@ def cmd_stop(_: argparse.Namespace) -> None:
     if leftovers:
         raise SystemExit(f"still running after stop: {leftovers}")
     log("stopped: Airflow (and its Celery workers and Redis, if any), the simulated plant, the "
-        "edge collector, the MQTT broker and the private PostgreSQL cluster")
+        "edge collector, the MQTT ingest, the MQTT broker and the private PostgreSQL cluster")
 
 
 def cmd_status(_: argparse.Namespace) -> None:
@@ -453,7 +489,7 @@ def cmd_status(_: argparse.Namespace) -> None:
     path = executor_file(instance)
     executor = Executor(**json.loads(path.read_text())) if path.exists() else Executor()
     print(f"{'executor':14} {describe(executor)}")
-    for name in ("plant", "edge-collector", *components(executor)):
+    for name in ("plant", "edge-collector", "mqtt-ingest", *components(executor)):
         state = "running" if processes.service_alive(name, instance.pid_dir) else "stopped"
         print(f"{name:14} {state}")
     if instance.secrets_file.exists():

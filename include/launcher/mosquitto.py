@@ -111,8 +111,14 @@ class Mosquitto:
             f"persistence_location {self.data_dir}/",
             "autosave_interval 2",
             "persistent_client_expiration 14d",
+            # A persistent session's queue while its subscriber is away (a consumer restart, an
+            # ingest that falls behind): mosquitto's default, 1000 messages, silently drops
+            # the rest — at 240 msg/s five seconds. 0: no limit (bounded by memory and disk):
+            # what the broker accepted reaches the platform (factory_platform.extract.mqtt).
             "max_queued_messages 0",
             "max_queued_bytes 0",
+            # QoS 1 messages in flight to an MQTT 3.1.1 client; an MQTT 5 client (the ingest)
+            # sets its own receive maximum
             "max_inflight_messages 100",
             f"pid_file {self.pid_file}",
             f"log_dest file {self.log_file}",

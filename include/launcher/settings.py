@@ -334,6 +334,12 @@ def plant_connections(instance: Instance, secret: dict[str, str],
             port = instance.plant_api_ports[source.system]
             connections[name] = (f"http://{source.system}:{secret['MES_API_KEY']}@127.0.0.1:"
                                  f"{port}")
+        elif kind == "mqtt":
+            # the plant's broker; the ingest's durable session is this environment's
+            connections[name] = json.dumps({
+                "conn_type": "mqtt", "host": "127.0.0.1", "port": instance.mqtt_port,
+                "login": "plant", "password": secret.get("MQTT_PASSWORD", ""),
+                "extra": {"client_id": f"sfdp-{instance.name}-ingest"}})
     return connections
 
 

@@ -18,6 +18,7 @@ CLIENTS = {
     "sql": "factory_platform.extract.sql",
     "csv_drop": "factory_platform.extract.files",
     "xml_drop": "factory_platform.extract.plm_xml",
+    "mqtt": "factory_platform.extract.mqtt",  # a stream: extract/mqtt_ingest.py lands it
 }
 
 

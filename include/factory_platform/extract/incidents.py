@@ -49,6 +49,9 @@ KINDS: dict[str, tuple[str, bool]] = {
     "batch_failed": (
         "an extraction batch failed; its window is retried by the next runs (high-water mark)",
         False),
+    "ingest_down": (
+        ("a streaming ingest (MQTT) has not reported for too long; the broker keeps the messages "
+         "for its session until it is back"), False),
 }
 # A file still waiting after this long is alerted as stuck (an exporter that never finishes).
 WAITING_ALERT_AFTER = "1 hour"

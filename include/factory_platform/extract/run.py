@@ -46,6 +46,13 @@ def is_snapshot(entity: Entity) -> bool:
     return entity.option("mode") == "snapshot"
 
 
+def is_stream(source: Source) -> bool:
+    """A stream (MQTT) is landed by its own long-running process, not read by the task: the
+    task closes its interval instead (the client's `close_interval`: is the process alive, what
+    landed), and there is no high-water mark to catch up from."""
+    return getattr(client_for(source.interface), "STREAMING", False)
+
+
 def extract_interval(system: str, entity_name: str, interval_start: datetime,
                      interval_end: datetime, run_id: str | None = None,
                      dsn: str | None = None, watermark: str = "advance") -> dict:
@@ -55,6 +62,13 @@ def extract_interval(system: str, entity_name: str, interval_start: datetime,
     dsn = dsn or warehouse_dsn()
     window = Window(start=interval_start - source.lookback, end=interval_end,
                     interval_start=interval_start, interval_end=interval_end)
+    if is_stream(source):
+        try:
+            return client_for(source.interface).close_interval(
+                source, entity, interval_start, interval_end, run_id=run_id, dsn=dsn)
+        except Exception as exc:
+            _record_failure(dsn, system, entity_name, window, exc)
+            raise
     try:
         extraction = client_for(source.interface).open_extraction(source, entity, window)
         result = load.load_batch(
@@ -132,7 +146,7 @@ def extract_scheduled(system: str, entity_name: str, interval_start: datetime,
     source = get_source(system)
     entity = source.entity(entity_name)
     dsn = dsn or warehouse_dsn()
-    if is_snapshot(entity):
+    if is_snapshot(entity) or is_stream(source):
         return extract_interval(system, entity_name, interval_start, interval_end, run_id, dsn)
     began = time.monotonic()
     budget = source.task_timeout.total_seconds() / 2

@@ -12,11 +12,17 @@
 with state_changes as (
     select machine_code, state, changed_at, signal_path
     from {{ ref('stg_opcua__machine_state_changes') }}
+    union all
+    select machine_code, state, changed_at, signal_path
+    from {{ ref('stg_mqtt__machine_state_changes') }}
 ),
 
 counter_changes as (
     select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
     from {{ ref('stg_opcua__counter_changes') }}
+    union all
+    select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
+    from {{ ref('stg_mqtt__counter_changes') }}
 ),
 
 temperature_samples as (

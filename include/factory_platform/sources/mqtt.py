@@ -1,0 +1,68 @@
+"""
+### extract_mqtt — machine events of the unified namespace (MQTT) in `raw_mqtt.messages`
+
+The plant's machines publish state changes, counter increments and alarms (and the Modbus edge
+collector its PLC readings) to the broker, topic
+`<enterprise>/<site>/<area>/<line>/<machine>/<kind>`, JSON payloads with `message_id` and
+`event_time`, QoS 1. A stream is not read by a scheduled task: the **MQTT ingest**
+(`python -m factory_platform.extract.mqtt_ingest`, started with the platform) holds a durable
+session (client id per environment, persistent session, QoS 1, connection `plant_mqtt`) and
+lands micro-batches of ≤ 200 ms in `raw_mqtt.messages`, one row per `message_id`, acknowledging
+each message to the broker only after its batch committed.
+
+* **Exactly once into raw:** `insert … on conflict (message_id) do nothing` — a redelivery after
+  a consumer crash or a broker restart, a message the plant published twice: counted as
+  duplicates in `ops.load_audit`, never landed twice. Nothing the broker accepted is lost.
+* **Bad messages:** not JSON, no `message_id`, a bad `event_time` → `ops.quarantine` with the
+  topic and the reason.
+* **This DAG** (every 15 minutes) is the safety net and the trigger: it fails when the ingest's
+  heartbeat is older than 2 minutes (incident `ingest_down`), sums what landed in its interval
+  from the load audit (one row per minute of ingest) and emits the raw table's asset, which
+  schedules `transform_dbt`. A reload or backfill re-reads nothing (the broker is no history):
+  it reports what raw holds for the window.
+
+Source registry: `include/factory_platform/sources/mqtt.py`; the client and the raw table:
+`include/factory_platform/extract/mqtt.py`.
+"""
+
+from datetime import timedelta
+
+from factory_platform.fields import Field as F
+from factory_platform.sources import Entity, Source
+
+SOURCE = Source(
+    system="mqtt",
+    title="Shop floor MQTT — machine states, counters, alarms and PLC readings (unified namespace)",
+    interface="mqtt",
+    conn_id="plant_mqtt",
+    schedule_cron="*/15 * * * *",
+    lookback=timedelta(0),
+    # one durable session per environment: two subscribers with one client id take the
+    # session from each other
+    max_connections=1,
+    task_timeout=timedelta(minutes=5),
+    entities=(
+        Entity(
+            name="messages", endpoint="ENT/#",
+            natural_key=("message_id",), cursor="event_time",
+            description="MQTT messages of the unified namespace, one per message_id (landed by "
+                        "the MQTT ingest, exactly once).",
+            options=(("load", "stream"),),
+            fields=(
+                F("message_id", required=True, description="The publisher's message id "
+                  "(primary key: the exactly-once dedupe)."),
+                F("topic", required=True, description="Topic, <enterprise>/<site>/<area>/"
+                  "<line>/<machine>/<kind>."),
+                F("kind", required=True, description="The topic's last level: state, counter, "
+                  "alarm (machines), plc (the Modbus edge collector)."),
+                F("machine_code", description="Machine (the payload's machine_code, else the "
+                  "topic's machine level)."),
+                F("event_time", "timestamptz", required=True, description="When the event "
+                  "happened (the payload's event_time, UTC)."),
+                F("payload", "json", required=True, description="The message's JSON payload."),
+                F("received_at", "timestamptz", required=True, description="When the ingest "
+                  "wrote the row (its micro-batch committed within milliseconds)."),
+            ),
+        ),
+    ),
+)

@@ -1,0 +1,328 @@
+"""The MQTT durable subscriber against the plant (#16): one shift of machine events published
+live by the simulated plant into a private mosquitto, landed by the ingest process
+(`python -m factory_platform.extract.mqtt_ingest`) while the broker restarts (planned in the
+truth) and the ingest is killed with SIGKILL mid-stream and started again.
+
+Checked against the plant: the message ids in raw are exactly the ones it published (its
+`published` count on the MES `/api/v1/health` minus its listed duplicate publishes), each once;
+counts per machine × counter and state changes per machine in the shift, through the staging
+models, equal the truth's and the MES's; malformed messages are quarantined once with topic and
+reason; extract_mqtt's task reports the ingest alive and fails once it is not."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from launcher import settings as launcher_settings
+from launcher.settings import load_or_create_secrets
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+INSTANCE = launcher_settings.test_instance()
+RUNTIME_MES_PORT = int(os.environ.get("SFDP_TEST_MQTT_MES_PORT", INSTANCE.mqtt_port + 1))
+SPEED = 2400.0  # a shift (8 plant hours) in 12 s: about 1,000 messages a second at its peak
+UTC = dt.UTC
+
+
+def _ms(text: str) -> int:
+    return round(dt.datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _truth(world: Path, table: str) -> list[dict[str, str]]:
+    with open(world / "truth" / f"{table}.csv", encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("select count(*) from raw_mqtt.messages").fetchone()[0]
+
+
+class IngestProcess:
+    """The ingest as the launcher starts it: its own process, the environment's connections."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "factory_platform.extract.mqtt_ingest"], env=env,
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no last commit — what a crash leaves."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A private mosquitto with the environment's plant_mqtt account (launcher's module)."""
+    from launcher.mosquitto import Mosquitto
+
+    secret = load_or_create_secrets(INSTANCE)
+    root = INSTANCE.var_dir / "mosquitto-mqtt-ingest"
+    Mosquitto(root, INSTANCE.mqtt_port, "plant", "").stop()
+    shutil.rmtree(root, ignore_errors=True)  # no sessions of earlier runs
+    b = Mosquitto(root, INSTANCE.mqtt_port, "plant", secret["MQTT_PASSWORD"])
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def landed(plant, warehouse_dsn, broker, tmp_path_factory) -> dict[str, Any]:
+    """One shift (the one with the planned broker restart) published live and landed, the
+    ingest killed (SIGKILL) and restarted mid-stream; what the plant reported at the end."""
+    from factory_platform.bootstrap import bootstrap_warehouse
+    from plant_sim.protocols.runner import MqttTarget
+    from plant_sim.runtime import Runtime
+
+    bootstrap_warehouse(warehouse_dsn)
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("truncate raw_mqtt.messages, raw_mqtt.ingest_session")
+        conn.execute("delete from ops.load_audit where system = 'mqtt'")
+        conn.execute("delete from ops.quarantine where system = 'mqtt'")
+    world = plant.world
+    restart = next(r for r in _truth(world, "injected_defects")
+                   if r["kind"] == "mqtt_broker_restart")
+    at = _ms(restart["record_id"].split("|")[1])
+    shift = next(r for r in _truth(world, "shift_calendar")
+                 if _ms(r["shift_start_at"]) <= at < _ms(r["shift_end_at"]))
+    a, b = _ms(shift["shift_start_at"]), _ms(shift["shift_end_at"])
+    ingest = IngestProcess(tmp_path_factory.mktemp("mqtt") / "ingest.log")
+    ingest.start()
+    try:
+        def subscribed() -> bool:
+            with psycopg.connect(warehouse_dsn) as conn:
+                row = conn.execute("select connected from raw_mqtt.ingest_session").fetchone()
+            return bool(row and row[0])
+
+        _wait(subscribed, 60, f"the ingest subscribes ({ingest.log.read_text()[-2000:]})")
+        time.sleep(0.5)  # the SUBACK
+        rt = Runtime(world, mes_port=RUNTIME_MES_PORT, qms_port=None, clock_mode="live",
+                     speed=SPEED, start=dt.datetime.fromtimestamp(a / 1000, UTC).strftime(
+                         "%Y-%m-%dT%H:%M:%SZ"), inbox=tmp_path_factory.mktemp("inbox"),
+                     mqtt=MqttTarget("127.0.0.1", broker.port, broker.user, broker.password,
+                                     "plant-sim-mqtt-ingest-test"),
+                     broker_restart=broker.restart)
+        rt.start()
+        try:
+            expected = len(_plan(world, a, b))
+            _wait(lambda: _count(warehouse_dsn) > expected // 3, 60,
+                  f"messages land ({ingest.log.read_text()[-3000:]})")
+            ingest.kill()
+            at_kill = _count(warehouse_dsn)
+            time.sleep(1.0)  # the plant publishes on; the broker queues for the session
+            ingest.start()
+            pub = rt.shopfloor.mqtt
+
+            def done() -> bool:
+                """The clock 15 plant minutes past the shift, everything due published (the
+                plan may end inside the shift) and acknowledged."""
+                now = rt.clock.now_ms()
+                st = pub.status()
+                return (now > b + 15 * 60_000 and st["acked"] >= st["published"]
+                        and st["published"] == len(_plan(world, a, now - 5000)))
+
+            _wait(done, 120, "the plant publishes the shift and 15 minutes more, acknowledged")
+            rt.shopfloor.mqtt.stop()  # nothing more is published: what it reports is final
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{RUNTIME_MES_PORT}/api/v1/health", timeout=10) as r:
+                health = json.load(r)
+        finally:
+            rt.stop()
+        status = health["shopfloor"]["mqtt"]
+        n = -1
+        while n != _count(warehouse_dsn):  # the queued messages drain into raw
+            n = _count(warehouse_dsn)
+            time.sleep(1.5)
+    finally:
+        ingest.stop()
+    return {"a": a, "b": b, "status": status, "at_kill": at_kill, "log": ingest.log,
+            "published_upto": _ms(status["position"]), "first": a}
+
+
+def _plan(world: Path, first_ms: int, upto_ms: int) -> list[tuple[str, str, str]]:
+    """(message_id, kind, machine) of every publish the plant's plan makes in the run."""
+    with sqlite3.connect(world / "shopfloor" / "shopfloor.sqlite") as c:
+        return c.execute("select message_id, kind, machine_code from mqtt where publish_ms >= ? "
+                         "and publish_ms <= ? order by publish_ms, seq",
+                         (first_ms, upto_ms)).fetchall()
+
+
+def test_raw_holds_each_published_message_once(landed, plant, warehouse_dsn) -> None:
+    """Broker restart and SIGKILL of the ingest mid-stream: raw's message ids are exactly the
+    plant's published ones; its `published` count = raw rows + its listed duplicate publishes."""
+    status = landed["status"]
+    assert [(x["action"], x["done"]) for x in status["actions"]
+            if landed["a"] <= _ms(x["at"]) < landed["b"]].count(("broker_restart", True)) == 1
+    plan = _plan(plant.world, landed["first"], landed["published_upto"])
+    assert len(plan) == status["published"] == status["acked"]
+    published_ids = Counter(mid for mid, _, _ in plan)
+    with psycopg.connect(warehouse_dsn) as conn:
+        raw = Counter(mid for (mid,) in conn.execute("select message_id from raw_mqtt.messages"))
+        audit = conn.execute(
+            "select sum(rows_read), sum(rows_loaded), sum(duplicates_skipped), "
+            "sum(rows_quarantined) from ops.load_audit where system = 'mqtt'").fetchone()
+    assert 0 < landed["at_kill"] < len(raw), "the ingest was killed mid-stream"
+    assert set(raw) == set(published_ids)
+    assert max(raw.values()) == 1
+    plant_duplicates = {r["record_id"] for r in _truth(plant.world, "injected_defects")
+                        if r["kind"] == "mqtt_duplicate"} & set(published_ids)
+    assert {m for m, n in published_ids.items() if n > 1} == plant_duplicates
+    assert plant_duplicates, "the shift has listed duplicate publishes"
+    assert status["published"] == len(raw) + len(plant_duplicates)
+    read, loaded, duplicates, quarantined = audit
+    assert loaded == len(raw) and quarantined == 0
+    # every delivery is counted: landed once, or a duplicate (the plant's, and redeliveries
+    # after the kill and the restart)
+    assert read == loaded + duplicates and duplicates >= len(plant_duplicates)
+
+
+def test_counts_and_states_equal_the_truth(landed, plant, warehouse_dsn) -> None:
+    """Through the staging models: pieces per machine × counter in the shift (ms instants in
+    (start, end]) = the truth's; state changes per machine in [start, end) = the MES's
+    machine-state interval starts."""
+    from _pipeline import dbt
+
+    dbt("build", "--select", "stg_mqtt__counter_changes", "stg_mqtt__machine_state_changes",
+        "stg_mqtt__alarms")
+    a = dt.datetime.fromtimestamp(landed["a"] / 1000, UTC)
+    b = dt.datetime.fromtimestamp(landed["b"] / 1000, UTC)
+    with psycopg.connect(warehouse_dsn) as conn:
+        counts = {(m, c): n for m, c, n in conn.execute(
+            "select machine_code, counter, sum(increment) from staging.stg_mqtt__counter_changes "
+            "where changed_at > %s and changed_at <= %s group by 1, 2", (a, b))}
+        states = defaultdict(list)
+        for m, t, s in conn.execute(
+                "select machine_code, changed_at, state from staging.stg_mqtt__machine_state_changes "
+                "where changed_at >= %s and changed_at < %s order by 1, 2", (a, b)):
+            states[m].append((t, s))
+    shifts = [r for r in _truth(plant.world, "machine_counter_shift")
+              if _ms(r["shift_start_at"]) == landed["a"]]
+    assert shifts and sum(int(s["good_count"]) for s in shifts) > 0
+    with sqlite3.connect(plant.world / "mes" / "mes.sqlite") as c:
+        mes = defaultdict(dict)
+        for (body,) in c.execute("select body from machine_states"):
+            r = json.loads(body)
+            mes[r["machine_code"]][r["state_id"]] = r
+    for s in shifts:
+        machine = s["machine_code"]
+        for kind in ("good", "scrap", "rework"):
+            assert counts.get((machine, kind), 0) == int(s[f"{kind}_count"]), (machine, kind)
+        want = sorted((_ms(r["start_at"]), r["state"]) for r in mes[machine].values()
+                      if landed["a"] <= _ms(r["start_at"]) < landed["b"])
+        got = [(round(t.timestamp() * 1000), state) for t, state in states[machine]]
+        assert got == want, machine
+
+
+def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) -> None:
+    """Not JSON, no message_id, a bad event_time: each in ops.quarantine once with its topic
+    and reason, also when published twice; nothing of them in raw."""
+    import paho.mqtt.client as mqtt
+
+    ingest = IngestProcess(landed["log"])
+    ingest.start()
+    try:
+        topic = "ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01/counter"
+        bad = [b"{not json", json.dumps({"event_time": "2026-10-24T04:00:00.000Z"}).encode(),
+               json.dumps({"message_id": "bad-time-1", "event_time": "yesterday"}).encode()]
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h4-bad-publisher")
+        c.username_pw_set(broker.user, broker.password)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        for payload in bad * 2:
+            c.publish(topic, payload, qos=1).wait_for_publish(10)
+        c.disconnect()
+        c.loop_stop()
+
+        def quarantined() -> list[tuple[str, str]]:
+            with psycopg.connect(warehouse_dsn) as conn:
+                return conn.execute(
+                    "select source, reason from ops.quarantine where system = 'mqtt' "
+                    "order by reason").fetchall()
+
+        def settled() -> bool:
+            with psycopg.connect(warehouse_dsn) as conn:
+                read = conn.execute("select sum(rows_quarantined) + sum(duplicates_skipped) "
+                                    "from ops.load_audit where system = 'mqtt' and "
+                                    "finished_at > now() - interval '1 minute'").fetchone()[0]
+            return len(quarantined()) == 3 and (read or 0) >= 6
+
+        _wait(settled, 30, f"three quarantined: {quarantined()}")
+        time.sleep(1)
+        rows = quarantined()
+    finally:
+        ingest.stop()
+    assert {topic} == {s for s, _ in rows}
+    reasons = [r for _, r in rows]
+    assert reasons[0].startswith("event_time 'yesterday'")
+    assert reasons[1] == "no message_id"
+    assert reasons[2].startswith("payload is not JSON")
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert conn.execute("select count(*) from raw_mqtt.messages "
+                            "where message_id = 'bad-time-1'").fetchone()[0] == 0
+
+
+def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
+    """extract_mqtt's task: sums the interval's audit and succeeds while the heartbeat is
+    fresh; fails (incident ingest_down) once it is older than two minutes, and the next run that
+    finds it alive resolves the incident."""
+    from factory_platform.extract.mqtt import IngestNotAlive
+    from factory_platform.extract.run import extract_scheduled
+
+    with psycopg.connect(warehouse_dsn) as conn:
+        first, last, loaded = conn.execute(
+            "select min(started_at), max(started_at), sum(rows_loaded) from ops.load_audit "
+            "where system = 'mqtt'").fetchone()
+        conn.execute("update raw_mqtt.ingest_session set beat_at = clock_timestamp()")
+    start = first.replace(second=0, microsecond=0)
+    end = last + dt.timedelta(minutes=1)
+    summary = extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    assert summary["rows_loaded"] == loaded > 0
+    assert summary["ingest_age_s"] < 60
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("update raw_mqtt.ingest_session "
+                     "set beat_at = clock_timestamp() - interval '10 minutes'")
+    with pytest.raises(IngestNotAlive):
+        extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    with psycopg.connect(warehouse_dsn) as conn:
+        kinds = [k for (k,) in conn.execute(
+            "select kind from ops.source_incident where system = 'mqtt' and resolved_at is null")]
+    assert kinds == ["ingest_down"]
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("update raw_mqtt.ingest_session set beat_at = clock_timestamp()")
+    extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert conn.execute("select count(*) from ops.source_incident where system = 'mqtt' "
+                            "and resolved_at is null").fetchone()[0] == 0
