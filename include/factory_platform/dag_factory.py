@@ -1,6 +1,11 @@
 """Builds the Airflow DAGs from the source registry: `dags/extract_sources.py` makes every
 `extract_<system>` DAG with `build_extract_dags()`, so a new system needs no DAG file.
 
+A source that declares a `change_feed` is scheduled on its cron *or* its change-feed asset
+(`AssetOrTimeSchedule`; the asset's watcher is a trigger of `change_triggers`): a change starts
+an asset-triggered run at once, the cron stays as the safety net. Such a run has no data
+interval; `run_window` gives it a short window ending at its `run_after` (`event_window`).
+
 Nothing here touches a database or the network at import or build time: tasks do their work
 when they run.
 """
@@ -46,7 +51,6 @@ def build_extract_dag(system: str, doc_md: str | None = None):
     """`extract_<system>`: one task per entity, each an interval load with its raw table as
     outlet; documented by `doc_md`, else by its registry module's docstring."""
     from airflow.sdk import Param, dag, task
-    from airflow.timetables.interval import CronDataIntervalTimetable
 
     source = get_source(system)
     doc_md = doc_md or source.doc_md or None
@@ -61,7 +65,7 @@ def build_extract_dag(system: str, doc_md: str | None = None):
 
     @dag(
         dag_id=source.dag_id,
-        schedule=CronDataIntervalTimetable(source.schedule_cron, timezone="UTC"),
+        schedule=extract_schedule(source),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=2,
@@ -85,7 +89,7 @@ def build_extract_dag(system: str, doc_md: str | None = None):
                     release_plant_connections,
                 )
 
-                start, end = run_window(context)
+                start, end = run_window(context, source.schedule_cron)
                 # A backfill or a reload loads exactly its window; any other run first loads
                 # what is missing since the entity's high-water mark (extract.run).
                 exact = reload_requested(context) or "backfill" in str(
@@ -111,8 +115,25 @@ def reload_requested(context) -> bool:
     return bool(params.get("reload_start") and params.get("reload_end"))
 
 
-def run_window(context) -> tuple[datetime, datetime]:
-    """The run's data interval, or the reload window a manual run asked for in its params."""
+def extract_schedule(source):
+    """The source's cron as data intervals (a plain cron string gives zero-width intervals in
+    Airflow 3) — or that cron *or* its change-feed asset, when the source declares one."""
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from factory_platform.change_triggers import change_feed_asset
+
+    cron = CronDataIntervalTimetable(source.schedule_cron, timezone="UTC")
+    changes = change_feed_asset(source)
+    if changes is None:
+        return cron
+    return AssetOrTimeSchedule(timetable=cron, assets=changes)
+
+
+def run_window(context, schedule_cron: str) -> tuple[datetime, datetime]:
+    """The run's data interval, or the reload window a manual run asked for in its params, or
+    — for a run without a data interval (asset-triggered by a change signal, or triggered by
+    hand without a logical date) — the short window ending at its `run_after`."""
     params = context.get("params") or {}
     if reload_requested(context):
         start = datetime.fromisoformat(str(params["reload_start"]))
@@ -120,4 +141,19 @@ def run_window(context) -> tuple[datetime, datetime]:
         if start.tzinfo is None or end.tzinfo is None or start >= end:
             raise ValueError(f"reload window must be UTC timestamps with start < end: {params}")
         return start, end
-    return context["data_interval_start"], context["data_interval_end"]
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return start, end
+    return event_window(schedule_cron, context["dag_run"].run_after)
+
+
+def event_window(schedule_cron: str, ends_at: datetime) -> tuple[datetime, datetime]:
+    """[the start of the schedule interval that holds `ends_at`, `ends_at`): what has passed of
+    the current interval. The run loads it like a scheduled run — first what is missing since
+    the high-water mark, with the source's lookback — and its end is the run's own (a retry
+    reloads the same batch), so the next scheduled run of the interval overlaps it and
+    replaces its rows, never duplicating them."""
+    from croniter import croniter
+
+    ends_at = ends_at.astimezone(UTC)
+    return croniter(schedule_cron, ends_at).get_prev(datetime), ends_at

@@ -59,6 +59,9 @@ INTERFACE_CONNECTION_KIND = {"rest": "http", "sql": "postgres", "csv_drop": "fs"
                              "xml_drop": "fs"}
 INTERFACE_CONNECTION_KIND["mqtt"] = "mqtt"  # broker host, port, login, password (extract/mqtt.py)
 
+# The change signals a source may declare (`Source.change_feed`), by the interfaces they fit.
+CHANGE_FEEDS = {"api": ("rest",), "inbox": ("csv_drop", "xml_drop")}
+
 
 @dataclass(frozen=True)
 class Source:
@@ -102,8 +105,19 @@ class Source:
     max_connections: int | None = None
     # REST: the window's query parameters, the paginator and the auth (rest_spec.py)
     rest: RestApi = field(default_factory=RestApi)
+    # The change signal the system offers (factory_platform.change_triggers): "api" — its REST
+    # API is asked every few seconds for records newer than each entity's high-water mark;
+    # "inbox" — a settled file landing in its inbox. A change starts `extract_<system>` at
+    # once; the schedule stays as the safety net. None: the schedule only.
+    change_feed: str | None = None
     # The extract DAG's documentation: the source module's docstring unless given.
     doc_md: str = ""
+
+    def __post_init__(self) -> None:
+        if self.change_feed is not None and self.interface not in CHANGE_FEEDS.get(
+                self.change_feed, ()):
+            raise ValueError(f"{self.system}: change_feed {self.change_feed!r} does not fit "
+                             f"interface {self.interface!r}; known: {CHANGE_FEEDS}")
 
     @property
     def pool(self) -> str:

@@ -33,6 +33,7 @@ SOURCE = Source(
     interface="csv_drop",
     conn_id="ems_drops",
     schedule_cron="0 * * * *",
+    change_feed="inbox",  # a settled file in the inbox starts a run (change_triggers)
     lookback=timedelta(hours=3),
     entities=(
         Entity(

@@ -41,6 +41,7 @@ SOURCE = Source(
         auth=ApiKeyAuth(name="X-API-Key"),
     ),
     schedule_cron="*/15 * * * *",
+    change_feed="api",  # a record newer than the high-water mark starts a run (change_triggers)
     lookback=timedelta(hours=2),
     max_reject_share=0.10,
     entities=(

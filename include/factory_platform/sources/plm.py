@@ -40,6 +40,7 @@ SOURCE = Source(
     interface="xml_drop",
     conn_id="plm_drops",
     schedule_cron="0 6 * * *",
+    change_feed="inbox",  # a settled file in the inbox starts a run (change_triggers)
     lookback=timedelta(days=2),
     entities=(
         Entity(

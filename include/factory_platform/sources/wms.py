@@ -38,6 +38,7 @@ SOURCE = Source(
     interface="csv_drop",
     conn_id="wms_drops",
     schedule_cron="0 * * * *",
+    change_feed="inbox",  # a settled file in the inbox starts a run (change_triggers)
     lookback=timedelta(hours=36),
     encoding="gb18030",
     entities=(

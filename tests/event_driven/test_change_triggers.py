@@ -1,0 +1,220 @@
+"""Event-driven extraction (#15 item 2), without a scheduler: the change-feed triggers against
+the served test plant's MES and a real inbox folder, the DAGs' schedules, and the window an
+asset-triggered run loads. The scheduler's path (a new MES record starts `extract_mes`) is
+tests/event_driven/test_event_driven_run.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import psycopg
+import pytest
+from factory_platform.change_triggers import (
+    ApiChangeTrigger,
+    InboxWatch,
+    change_feed_uri,
+)
+from factory_platform.dag_factory import build_extract_dags, event_window, run_window
+from factory_platform.sources import Source, all_sources, get_source
+
+# --- the window of a run without a data interval -------------------------------------------
+
+
+def test_an_asset_triggered_run_loads_the_elapsed_part_of_its_schedule_interval():
+    run_after = datetime(2026, 12, 3, 10, 22, 37, 123456, tzinfo=UTC)
+    context = {"params": {}, "dag_run": SimpleNamespace(run_after=run_after)}  # no interval
+    assert run_window(context, "*/15 * * * *") == (datetime(2026, 12, 3, 10, 15, tzinfo=UTC),
+                                                   run_after)
+    assert event_window("0 * * * *", run_after)[0] == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    on_the_tick = datetime(2026, 12, 3, 10, 15, tzinfo=UTC)  # never an empty window
+    assert event_window("*/15 * * * *", on_the_tick) == (on_the_tick - timedelta(minutes=15),
+                                                         on_the_tick)
+    scheduled = {**context, "data_interval_start": on_the_tick - timedelta(minutes=15),
+                 "data_interval_end": on_the_tick}
+    assert run_window(scheduled, "*/15 * * * *") == (on_the_tick - timedelta(minutes=15),
+                                                     on_the_tick)
+    reload = {**context, "params": {"reload_start": "2026-10-20T00:00:00+00:00",
+                                    "reload_end": "2026-10-21T00:00:00+00:00"}}
+    assert run_window(reload, "*/15 * * * *") == (datetime(2026, 10, 20, tzinfo=UTC),
+                                                  datetime(2026, 10, 21, tzinfo=UTC))
+
+
+# --- the DAGs' schedules ------------------------------------------------------------------------
+
+
+def test_sources_with_a_change_feed_run_on_their_cron_or_its_asset():
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    declared = {system: source.change_feed for system, source in all_sources().items()}
+    assert {s: declared[s] for s in ("mes", "qms", "wms", "scada", "ems", "plm", "erp", "eam")} \
+        == {"mes": "api", "qms": "api", "wms": "inbox", "scada": "inbox", "ems": "inbox",
+            "plm": "inbox", "erp": None, "eam": None}
+    outlets = set()
+    for dag_id, dag in build_extract_dags().items():
+        source = get_source(dag_id.removeprefix("extract_"))
+        outlets |= {outlet.uri for task in dag.tasks for outlet in task.outlets}
+        if source.change_feed is None:
+            assert type(dag.timetable) is CronDataIntervalTimetable, dag_id
+            continue
+        timetable = dag.timetable
+        assert isinstance(timetable, AssetOrTimeSchedule), dag_id
+        assert timetable.timetable.serialize()["expression"] == source.schedule_cron
+        (asset,) = [asset for _, asset in timetable.asset_condition.iter_assets()]
+        assert asset.uri == change_feed_uri(source.system)
+        (watcher,) = asset.watchers
+        classpath = watcher.trigger["classpath"]
+        assert classpath == ("factory_platform.change_triggers."
+                             + ("ApiChangeTrigger" if source.change_feed == "api"
+                                else "InboxChangeTrigger"))
+        # no secret in what Airflow stores and logs of a trigger
+        assert set(watcher.trigger["kwargs"]) == {"system", "poll_seconds", "rearm_seconds"}
+    # the DAGs never emit their own change-feed asset: a run cannot start itself
+    assert not any(uri.startswith("x-change-feed://") for uri in outlets)
+
+
+def test_a_change_feed_must_fit_the_interface():
+    source = get_source("erp")
+    with pytest.raises(ValueError, match="change_feed 'api' does not fit interface 'sql'"):
+        Source(**{**source.__dict__, "change_feed": "api"})
+
+
+# --- the inbox trigger --------------------------------------------------------------------------
+
+
+def test_a_settled_file_landing_in_the_inbox_is_signalled_once(tmp_path: Path):
+    source = Source(**{**get_source("wms").__dict__, "settle_time": timedelta(seconds=30),
+                       "completion_marker": "{name}.done"})
+    watch = InboxWatch(source, tmp_path)
+    poll = lambda: asyncio.run(watch.poll())
+    name = "WMS_MOVEMENTS_ERF_20261020T0600Z.csv"
+    landed = tmp_path / name
+    landed.write_bytes(b"header\n")
+    (tmp_path / "notes.txt").write_bytes(b"fits no entity")
+    old = time.time() - 60
+    os.utime(tmp_path / "notes.txt", (old, old))
+    assert poll() is None  # still being written (changed just now)
+    os.utime(landed, (old, old))
+    change = poll()
+    assert (change["files"], change["file_count"]) == ([name], 1)
+    assert poll() is None  # signalled once
+    landed.write_bytes(b"header\nrow\n")  # written again: a new delivery, once settled
+    os.utime(landed, (old + 1, old + 1))
+    assert poll()["files"] == [name]
+    fresh = tmp_path / "WMS_CYCLECOUNT_ERF_20261020.csv"
+    fresh.write_bytes(b"header\n")
+    assert poll() is None
+    (tmp_path / f"{fresh.name}.done").write_bytes(b"")  # its completion marker: at once
+    assert poll()["files"] == [fresh.name]
+    (tmp_path / "WMS_MOVEMENTS_ERF_20261020T0700Z.csv").symlink_to("/etc/passwd")
+    assert poll()["files"] == ["WMS_MOVEMENTS_ERF_20261020T0700Z.csv"]  # set aside at once
+    landed.unlink()
+    assert poll() is None
+
+
+# --- the API trigger against the served plant ---------------------------------------------------
+
+
+@pytest.fixture()
+def mes_marks(warehouse_dsn):
+    """Set the MES high-water marks for a test; the session's marks come back after it."""
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        saved = conn.execute("select entity, loaded_upto, batch_id from ops.extract_watermark "
+                             "where system = 'mes'").fetchall()
+
+    def set_marks(marks: dict[str, datetime]) -> None:
+        with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+            for entity, upto in marks.items():
+                conn.execute(
+                    "insert into ops.extract_watermark (system, entity, loaded_upto, batch_id) "
+                    "values ('mes', %s, %s, 'test_change_triggers') on conflict (system, entity) "
+                    "do update set loaded_upto = excluded.loaded_upto", (entity, upto))
+
+    yield set_marks
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        conn.execute("delete from ops.extract_watermark where system = 'mes'")
+        for entity, upto, batch_id in saved:
+            conn.execute("insert into ops.extract_watermark (system, entity, loaded_upto, "
+                         "batch_id) values ('mes', %s, %s, %s)", (entity, upto, batch_id))
+
+
+class Events:
+    """A trigger's `run()` in the background, collecting what it yields."""
+
+    def __init__(self, trigger) -> None:
+        self.trigger = trigger
+        self.seen: list[tuple[float, dict]] = []
+
+    async def _consume(self) -> None:
+        async for event in self.trigger.run():
+            self.seen.append((time.monotonic(), event.payload))
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self._consume())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def until(self, count: int, timeout_s: float = 20) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.seen) < count:
+            assert time.monotonic() < deadline, f"{len(self.seen)} events, waited for {count}"
+            await asyncio.sleep(0.05)
+
+
+def test_a_mes_record_past_the_high_water_mark_is_signalled_once_per_change(
+        plant, mes_marks, capfd):
+    """One signal per change: after it, the MES is not asked again until the marks passed the
+    signal (the run it started loaded), or the rearm time went by (that run failed)."""
+    entities = [e.name for e in get_source("mes").entities]
+    beyond = plant.end + timedelta(days=1)  # the served world ends before: nothing newer
+    mes_marks(dict.fromkeys(entities, beyond))
+    trigger = ApiChangeTrigger(system="mes", poll_seconds=0.2, rearm_seconds=3)
+
+    async def scenario():
+        async with Events(trigger) as events:
+            await asyncio.sleep(1.5)
+            assert events.seen == []
+            mes_marks({"confirmations": plant.end - timedelta(hours=6)})  # not loaded yet
+            await events.until(1)
+            first_at, first = events.seen[0]
+            assert first["system"] == "mes" and first["entities"] == ["confirmations"]
+            await asyncio.sleep(1)  # pending: the run it started has not loaded yet
+            assert len(events.seen) == 1
+            await events.until(2)  # no load after the rearm time: signalled again
+            assert events.seen[1][0] - first_at >= 3 - 0.5
+            mes_marks(dict.fromkeys(entities, datetime.now(UTC) + timedelta(minutes=1)))
+            settled = len(events.seen)
+            await asyncio.sleep(1.5)  # loaded past the signal, nothing newer: quiet
+            assert len(events.seen) == settled
+            return events.seen
+
+    seen = asyncio.run(scenario())
+    logged = capfd.readouterr()
+    assert plant.api_key not in logged.out + logged.err + repr(seen) + repr(trigger.serialize())
+
+
+def test_an_unanswering_api_is_logged_once_without_its_key(plant, mes_marks, monkeypatch,
+                                                           capfd):
+    mes_marks({"confirmations": plant.end - timedelta(hours=6)})
+    closed = f"http://mes:{plant.api_key}@127.0.0.1:18617"  # nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_MES_API", closed)
+    trigger = ApiChangeTrigger(system="mes", poll_seconds=0.1)
+
+    async def scenario():
+        async with Events(trigger) as events:
+            await asyncio.sleep(1.5)
+            assert events.seen == []
+
+    asyncio.run(scenario())  # ~15 polls
+    logged = capfd.readouterr()
+    warnings = [line for line in logged.out.splitlines() if "no answer" in line]
+    assert len(warnings) == 1 and "ConnectError" in warnings[0], warnings
+    assert plant.api_key not in logged.out + logged.err
