@@ -7,9 +7,11 @@ import csv
 import datetime as dt
 import json
 import shutil
+import sqlite3
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,19 @@ def stepped_instants(world: Path) -> list[int]:
             after = int(at) if at == int(at) else int(at) + 1
             instants |= {after - 1, after}
     return sorted(instants)
+
+
+def by_machine(msgs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for m in msgs:
+        out[m["machine_code"]][int(epoch(m["event_time"]))] = m
+    return out
+
+
+def mes_states(world: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    with sqlite3.connect(world / "mes" / "mes.sqlite") as c:
+        for (body,) in c.execute("SELECT body FROM machine_states"):
+            r = json.loads(body)
+            out[r["machine_code"]][r["state_id"]] = r
+    return {m: sorted(v.values(), key=lambda r: r["start_at"]) for m, v in out.items()}

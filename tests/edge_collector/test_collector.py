@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -35,8 +34,10 @@ from _edge_gateway import (
     MACHINES,
     RunningCollector,
     Subscriber,
+    by_machine,
     epoch,
     gateway_file,
+    mes_states,
     plc_runtime,
     truth,
     wait,
@@ -45,13 +46,6 @@ from _edge_gateway import (
 ROLLOVER = 1 << 32
 STATE_CODES = {"running": 1, "idle": 2, "setup": 3, "planned_downtime": 4,
                "unplanned_downtime": 5}
-
-
-def by_machine(msgs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
-    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for m in msgs:
-        out[m["machine_code"]][int(epoch(m["event_time"]))] = m
-    return out
 
 
 def test_every_instant_published_once_and_received(stepped: dict[str, Any]) -> None:
@@ -72,15 +66,6 @@ def test_every_instant_published_once_and_received(stepped: dict[str, Any]) -> N
         assert set(m["registers"]) == {"good_count", "scrap_count", "rework_count",
                                        "total_count", "state_code", "reason_code",
                                        "temperature_c", "speed_pph"}
-
-
-def mes_states(world: Path) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    with sqlite3.connect(world / "mes" / "mes.sqlite") as c:
-        for (body,) in c.execute("SELECT body FROM machine_states"):
-            r = json.loads(body)
-            out[r["machine_code"]][r["state_id"]] = r
-    return {m: sorted(v.values(), key=lambda r: r["start_at"]) for m, v in out.items()}
 
 
 def test_readings_decode_to_the_truth(stepped: dict[str, Any], small_world: Path) -> None:

@@ -1,9 +1,9 @@
-"""The Modbus path's staging model against the truth: the readings the collector published (the
+"""The Modbus path's staging models against the truth: the readings the collector published (the
 stepped fixture: every shift boundary, every hour, both sides of each listed rollover) land in
 raw_mqtt.messages as the MQTT ingest lands them (one row per message_id), and
 stg_mqtt__plc_counter_changes, built by dbt with its tests and its rollover unit test, gives per
 machine × shift the pieces the truth lists — across all 16 counter rollovers of the small plant,
-which the rule corrects, none flagged."""
+which the rule corrects, none flagged; the state changes are the MES states at their readings."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from _edge_gateway import epoch, truth
+from _edge_gateway import by_machine, epoch, mes_states, truth
 from _pipeline import dbt_build_selected
 from psycopg.rows import dict_row
 
 MODEL = "stg_mqtt__plc_counter_changes"
+STATES = "stg_mqtt__plc_state_changes"
 BATCH = "edge-collector-test"
 
 # the contract's table (factory_platform.extract.mqtt creates it; here only if it is missing)
@@ -54,22 +55,23 @@ def landed(stepped: dict[str, Any], warehouse_dsn: str) -> dict[str, Any]:
         landed = conn.execute("select count(*) from raw_mqtt.messages where kind = 'plc'"
                               ).fetchone()[0]
     try:
-        result = dbt_build_selected([MODEL])
+        result = dbt_build_selected([MODEL, STATES])
         yield {"raw_rows": landed, "dbt": result.stdout}
     finally:
         with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
             conn.execute("delete from raw_mqtt.messages where _batch_id = %s", (BATCH,))
 
 
-def changes(dsn: str) -> list[dict[str, Any]]:
+def changes(dsn: str, model: str = MODEL) -> list[dict[str, Any]]:
     with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(f"select * from staging.{MODEL} order by machine_code, counter, "
-                           "changed_at").fetchall()
+        return cur.execute(f"select * from staging.{model} order by machine_code, changed_at"
+                           ).fetchall()
 
 
 def test_raw_holds_each_reading_once(landed: dict[str, Any], stepped: dict[str, Any]) -> None:
     assert landed["raw_rows"] == len(stepped["published"])
-    assert "unit_test" in landed["dbt"] or "plc_counter_rollover_rule" in landed["dbt"]
+    for unit_test in ("plc_counter_rollover_rule", "plc_state_changes_from_readings"):
+        assert unit_test in landed["dbt"]
 
 
 def test_increments_per_shift_equal_the_truth(landed: dict[str, Any], warehouse_dsn: str,
@@ -113,3 +115,28 @@ def test_every_rollover_is_corrected_none_flagged(landed: dict[str, Any], wareho
     assert not [r for r in rows if r["status"] != "good" or r["is_counter_reset"]]
     first = [r for r in rows if r["increment"] is None]
     assert len(first) == 4 * 4  # each counter's first reading: no increment
+
+
+def test_state_changes_are_the_mes_states_at_their_readings(
+        landed: dict[str, Any], warehouse_dsn: str, small_world, stepped: dict[str, Any]) -> None:
+    """Each state change the PLC readings show is the MES interval's state at that reading;
+    between two changes every reading has the same state (nothing dropped, no change invented)."""
+    rows = changes(warehouse_dsn, STATES)
+    assert rows and {r["signal_path"] for r in rows} == {"modbus"}
+    assert all(r["state"] is not None for r in rows)
+    states = mes_states(small_world)
+    readings = by_machine(stepped["messages"])
+    for r in rows:
+        t = r["changed_at"].timestamp()
+        iv = next((s for s in states[r["machine_code"]]
+                   if epoch(s["start_at"]) <= t < epoch(s["end_at"])), None)
+        if iv is not None:
+            assert r["state"] == iv["state"], (r["machine_code"], r["changed_at"])
+    codes = {"running": 1, "idle": 2, "setup": 3, "planned_downtime": 4,
+             "unplanned_downtime": 5}
+    for machine, at in readings.items():
+        mine = sorted((r["changed_at"].timestamp(), r["state"]) for r in rows
+                      if r["machine_code"] == machine)
+        for t, msg in at.items():
+            current = [state for since, state in mine if since <= t][-1]
+            assert msg["registers"]["state_code"] == codes[current], (machine, t)
