@@ -334,6 +334,13 @@ def plant_connections(instance: Instance, secret: dict[str, str],
             port = instance.plant_api_ports[source.system]
             connections[name] = (f"http://{source.system}:{secret['MES_API_KEY']}@127.0.0.1:"
                                  f"{port}")
+        elif kind == "opcua" and source.system == "opcua":
+            # the plant's OPC UA server: security None, anonymous (extract/opcua.py)
+            connections[name] = json.dumps({
+                "conn_type": "opcua", "host": "127.0.0.1", "port": instance.opcua_port,
+                "schema": "plant", "extra": {"namespace_uri": "urn:sfdp:plant-sim",
+                                             "root": "ENT", "security_policy": "None",
+                                             "security_mode": "None"}})
         elif kind == "mqtt":
             # the plant's broker; the ingest's durable session is this environment's
             connections[name] = json.dumps({

@@ -30,12 +30,14 @@ REQUIRED = {
     "EDGE_PLC_HOST": "plc.plant.example",
     "EDGE_MQTT_HOST": "mqtt.plant.example",
     "EDGE_MQTT_PASSWORD": "edge-mqtt-7c7d",
-    # the plant systems' accounts: one per API or database of the source registry
-    **{f"AIRFLOW_CONN_{s.conn_id.upper()}":
-       f"https://{s.system}:{s.system}-key-6a6b@{s.system}.plant.example:443"
-       if s.connection_kind == "http" else
-       f"postgres://reader:{s.system}-8e8f@{s.system}.plant.example:5432/{s.system}"
-       for s in all_sources().values() if s.connection_kind in ("http", "postgres")},
+    # the plant systems' accounts: one per API, database, OPC UA server or broker of the registry
+    **{f"AIRFLOW_CONN_{s.conn_id.upper()}": {
+        "http": f"https://{s.system}:{s.system}-key-6a6b@{s.system}.plant.example:443",
+        "postgres": f"postgres://reader:{s.system}-8e8f@{s.system}.plant.example:5432/{s.system}",
+        "opcua": f"opcua://reader:{s.system}-5f5f@{s.system}.plant.example:4840/plant",
+        "mqtt": f"mqtt://reader:{s.system}-4e4e@{s.system}.plant.example:8883",
+    }[s.connection_kind] for s in all_sources().values()
+       if s.connection_kind in ("http", "postgres", "opcua", "mqtt")},
 }
 SECRETS = [v.split(":", 1)[-1] if k == "FLOWER_BASIC_AUTH" else v
            for k, v in REQUIRED.items() if not k.startswith("AIRFLOW_CONN_")]

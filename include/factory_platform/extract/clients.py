@@ -19,6 +19,7 @@ CLIENTS = {
     "csv_drop": "factory_platform.extract.files",
     "xml_drop": "factory_platform.extract.plm_xml",
     "mqtt": "factory_platform.extract.mqtt",  # a stream: extract/mqtt_ingest.py lands it
+    "opcua": "factory_platform.extract.opcua",
 }
 
 

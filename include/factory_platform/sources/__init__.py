@@ -52,12 +52,14 @@ class Entity:
 # plant API little more; a file drop is our own folder and costs the plant nothing.
 INTERFACE_MAX_CONNECTIONS = {"sql": 3, "rest": 4, "csv_drop": 8, "xml_drop": 8}
 INTERFACE_MAX_CONNECTIONS["mqtt"] = 1  # one durable session per environment (client id)
+INTERFACE_MAX_CONNECTIONS["opcua"] = 2  # an OPC UA server: sessions are its scarcest resource
 
 # The kind of Airflow connection each interface reads: an HTTP API (host, port, login and the
 # secret as password), a database (a postgres URI) or a folder (`fs`, `extra.path` the inbox).
 INTERFACE_CONNECTION_KIND = {"rest": "http", "sql": "postgres", "csv_drop": "fs",
                              "xml_drop": "fs"}
 INTERFACE_CONNECTION_KIND["mqtt"] = "mqtt"  # broker host, port, login, password (extract/mqtt.py)
+INTERFACE_CONNECTION_KIND["opcua"] = "opcua"  # endpoint, user, certificates (extract/opcua.py)
 
 # The change signals a source may declare (`Source.change_feed`), by the interfaces they fit.
 CHANGE_FEEDS = {"api": ("rest",), "inbox": ("csv_drop", "xml_drop")}
