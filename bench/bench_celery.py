@@ -68,7 +68,7 @@ from launcher.settings import (
 )
 
 INSTANCE = Instance(name="bench-celery", pg_port=55481, api_port=18880, mes_port=18881,
-                    qms_port=18882, redis_port=56490)
+                    qms_port=18882, redis_port=56490, opcua_port=48481)
 RELAY = {"mes": 28881, "qms": 28882, "pg": 25481}
 PLANT_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
 VENV_BIN = Path(sys.executable).parent
@@ -148,7 +148,7 @@ def start_plant(world: Path, secret: dict[str, str], latency_ms: float) -> list[
     server = subprocess.Popen(
         [sys.executable, "-m", "plant_sim", "serve", "--world", str(world), "--inbox",
          str(inbox), "--mes-port", str(INSTANCE.mes_port), "--qms-port",
-         str(INSTANCE.qms_port), "--clock", "batch"],
+         str(INSTANCE.qms_port), "--opcua-port", str(INSTANCE.opcua_port), "--clock", "batch"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     relay = subprocess.Popen(
         [sys.executable, "-m", "plant_sim.latency", "--delay-ms", str(latency_ms),

@@ -55,7 +55,7 @@ from launcher.settings import (
 )
 
 INSTANCE = Instance(name="bench-incremental", pg_port=55452, api_port=18390, mes_port=18391,
-                    qms_port=18392)
+                    qms_port=18392, opcua_port=48452)
 BASE_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "default.toml"
 DBT = str(ROOT / ".venv" / "bin" / "dbt")
 DBT_DIR = ROOT / "dbt_project"
@@ -92,7 +92,7 @@ def serve_plant(days: int, cluster: Cluster, api_key: str) -> tuple[subprocess.P
     server = subprocess.Popen(
         [python, "-m", "plant_sim", "serve", "--world", str(world), "--inbox", str(inbox),
          "--mes-port", str(INSTANCE.mes_port), "--qms-port", str(INSTANCE.qms_port),
-         "--clock", "batch"],
+         "--opcua-port", str(INSTANCE.opcua_port), "--clock", "batch"],
         env=dict(env, PLANT_API_KEY=api_key),  # never on a command line
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
