@@ -15,6 +15,9 @@ with state_changes as (
     union all
     select machine_code, state, changed_at, signal_path
     from {{ ref('stg_mqtt__machine_state_changes') }}
+    union all
+    select machine_code, state, changed_at, signal_path
+    from {{ ref('stg_mqtt__plc_state_changes') }}
 ),
 
 counter_changes as (
@@ -23,6 +26,9 @@ counter_changes as (
     union all
     select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
     from {{ ref('stg_mqtt__counter_changes') }}
+    union all
+    select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
+    from {{ ref('stg_mqtt__plc_counter_changes') }}
 ),
 
 temperature_samples as (
