@@ -22,7 +22,7 @@ values are kept as compact tuples; a 15-minute window of a plant is a few thousa
 | extra `certificate`, `private_key` | paths (PEM or DER) of the client's application instance certificate and its key (the key file 0600, unencrypted) |
 | extra `server_certificate` | path of the server's certificate to trust (pinned); without it the certificate the server presents in its endpoint list is used |
 | extra `application_uri` | the client's application URI (must be the certificate's SubjectAltName URI) |
-| extra `timeout_s`, `nodes_per_request` | request timeout (default 60 s), nodes per HistoryRead request (default 32) |
+| extra `timeout_s`, `nodes_per_request` | request timeout (default 60 s), nodes per HistoryRead request (default 16) |
 
 **Bad quality** (the rule; see the source's docstring): a value whose status is not Good is
 kept with its status when it is analog (float/double), and quarantined with its status as the
@@ -73,7 +73,7 @@ class OpcUaEndpoint:
     login: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 60.0
-    nodes_per_request: int = 32
+    nodes_per_request: int = 16
 
     def __post_init__(self) -> None:
         if self.security_policy not in SECURITY_POLICIES:
@@ -128,7 +128,7 @@ def endpoint_for(conn_id: str) -> OpcUaEndpoint:
         application_uri=extra.get("application_uri"),
         login=conn.login or None, password=conn.password or None,
         timeout_s=float(extra.get("timeout_s", 60)),
-        nodes_per_request=int(extra.get("nodes_per_request", 32)),
+        nodes_per_request=int(extra.get("nodes_per_request", 16)),
     )
 
 
@@ -215,7 +215,10 @@ async def _connect(endpoint: OpcUaEndpoint):
     from asyncua import Client, ua
     from asyncua.crypto import security_policies
 
-    client = Client(endpoint.url, timeout=endpoint.timeout_s)
+    # the watchdog probes the server every `watchdog_intervall` and gives up after as long: a
+    # server busy answering a large HistoryRead must not count as gone after asyncua's 1 s
+    client = Client(endpoint.url, timeout=endpoint.timeout_s,
+                    watchdog_intervall=endpoint.timeout_s)
     client.session_timeout = 600_000  # ms: a run's session is short; servers cap it about here
     if endpoint.application_uri:
         client.application_uri = endpoint.application_uri
