@@ -82,7 +82,19 @@ from launcher.settings import (
 
 INSTANCE = Instance(name="chaos", pg_port=55462, api_port=18590, mes_port=18591, qms_port=18592)
 BASE_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "default.toml"
-SYSTEMS = ("erp", "eam", "plm", "mes", "qms", "wms", "ems", "scada")
+# The registry's systems whose interface the plant's delivery faults reach (databases, APIs,
+# file drops); the shop-floor protocols have their own fault tests.
+FAULTED_INTERFACES = ("sql", "rest", "csv_drop", "xml_drop")
+
+
+def faulted_systems() -> tuple[str, ...]:
+    from factory_platform.sources import all_sources
+
+    return tuple(system for system, source in all_sources().items()
+                 if source.interface in FAULTED_INTERFACES)
+
+
+SYSTEMS = faulted_systems()
 HISTORY_DAYS = 30  # launcher.MASTER_DATA_LEAD_DAYS: the history load starts this long before
 
 # Every delivery fault on, for every system, at rates that hit each kind several times in a
@@ -505,7 +517,7 @@ def publish_tables(chaos: Chaos, dsn: str, erp_admin_dsn: str) -> tuple[list[str
 
 def fault_table(inbox: Path, chaos: Chaos, outage_hours: float) -> tuple[list[str], int]:
     rows = journal(inbox)
-    systems = ("wms", "scada", "ems", "plm", "mes", "qms")
+    systems = tuple(s for s in SYSTEMS if s not in ("erp", "eam"))  # the journal's (files, APIs)
     counts = Counter((r["kind"], r["system"]) for r in rows)
     kinds = sorted({k for k, _ in counts})
     lines = [f"{'fault injected':<30}" + "".join(f"{s:>7}" for s in systems) + f"{'total':>8}"]

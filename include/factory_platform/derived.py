@@ -12,7 +12,9 @@
 * **The deployment's plant connections**: the block between the `>>> plant connections` and
   `<<< plant connections` lines of `docker-compose.yml` (each system's `AIRFLOW_CONN_*`: a
   required variable for an API or a database, the inbox folder on the shared volume for a
-  file drop) and of `.env.example` (the variables an operator fills in).
+  file drop), of `.env.example` (the variables an operator fills in) and of
+  `deploy/helm-values.yaml` (the file drops' connections in the chart's `env`; the accounts
+  are keys of the `sfdp-connections` Secret, checked by tests/deploy/test_helm_values.py).
 
 tests/skeleton/test_registry_derived.py runs `check`: a system added to the registry and
 not derived fails there, naming this command.
@@ -31,9 +33,10 @@ from factory_platform.sources import Source, all_sources
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = Path("docker-compose.yml")
 ENV_EXAMPLE = Path(".env.example")
+HELM_VALUES = Path("deploy/helm-values.yaml")
 BEGIN, END = ">>> plant connections", "<<< plant connections"
 DROPS_ROOT = "/data/plant/inbox"  # the plant-drops volume in every Airflow container
-SECRET_KINDS = ("http", "postgres", "mqtt")  # connections that carry an account: the operator's
+SECRET_KINDS = ("http", "postgres", "opcua", "mqtt")  # connections with an account: the operator's
 
 
 def sources_yml_path(source: Source, dbt_project: Path) -> Path:
@@ -172,6 +175,17 @@ def env_example_block(sources: list[Source]) -> list[str]:
     return lines
 
 
+def helm_block(sources: list[Source]) -> list[str]:
+    lines = [f"  # {BEGIN} (from the source registry: python -m factory_platform.derived write)"]
+    for source in sources:
+        if source.connection_kind == "fs":
+            value = json.dumps({"conn_type": "fs",
+                                "extra": {"path": f"{DROPS_ROOT}/{source.system}"}})
+            lines += [f"  - name: {connection_variable(source)}", f"    value: '{value}'"]
+    lines.append(f"  # {END}")
+    return lines
+
+
 def with_block(text: str, block: list[str], name: str) -> str:
     """`text` with the lines from the BEGIN marker to the END marker replaced by `block`."""
     lines = text.splitlines()
@@ -188,6 +202,8 @@ def _blocks(root: Path, sources: list[Source]) -> dict[Path, str]:
                                         compose_block(sources), str(COMPOSE_FILE)),
         root / ENV_EXAMPLE: with_block((root / ENV_EXAMPLE).read_text(),
                                        env_example_block(sources), str(ENV_EXAMPLE)),
+        root / HELM_VALUES: with_block((root / HELM_VALUES).read_text(),
+                                       helm_block(sources), str(HELM_VALUES)),
     }
 
 

@@ -39,15 +39,18 @@ def test_the_dbt_source_check_names_a_missing_a_mistyped_and_an_undeclared_colum
 
 
 def test_a_connection_block_edited_by_hand_is_reported(project_root, tmp_path):
-    for name in ("docker-compose.yml", ".env.example"):
+    for name in ("docker-compose.yml", ".env.example", "deploy/helm-values.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(project_root / name, tmp_path / name)
     assert derived.check(tmp_path, project_root / "dbt_project") == []
-    compose = tmp_path / "docker-compose.yml"
+    compose, helm = tmp_path / "docker-compose.yml", tmp_path / "deploy" / "helm-values.yaml"
     compose.write_text(compose.read_text().replace(
         "    AIRFLOW_CONN_QMS_API: ${AIRFLOW_CONN_QMS_API:?see .env.example}\n", ""))
+    helm.write_text(helm.read_text().replace("/data/plant/inbox/wms", "/data/wms"))
     assert derived.check(tmp_path, project_root / "dbt_project") == [
-        "docker-compose.yml: its plant connections are not the registry's"]
-    assert derived.write(tmp_path, project_root / "dbt_project") == [compose]
+        "docker-compose.yml: its plant connections are not the registry's",
+        "helm-values.yaml: its plant connections are not the registry's"]
+    assert derived.write(tmp_path, project_root / "dbt_project") == [compose, helm]
     assert derived.check(tmp_path, project_root / "dbt_project") == []
 
 
