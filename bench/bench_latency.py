@@ -1,0 +1,676 @@
+"""Benchmark the platform's end-to-end latency: how long after a shop-floor event happened it
+reached raw, its conformed fact and mart, the ERP's inbound table and the reporting views, with
+Airflow's own scheduling delays inside the figure (issue #15, item 1).
+
+The platform runs as `make run` starts it (`python -m launcher run`, LocalExecutor), on its own
+instance: var/bench-latency, PostgreSQL 127.0.0.1:55491, API :18690, MES :18691, QMS :18692,
+Redis :56691, MQTT :18693, OPC UA :48691, Modbus :15691. The only difference is the plant's
+configuration: bench/latency_plant.toml (two sites of 21 machines, no defects; see its header)
+instead of the default plant, with each site's time zone chosen when the bench starts so that a
+shift change — when an MES emits most of its confirmations — falls inside the measured window
+(ERF: the MES burst; NGB: ~45 min earlier, so its lots' usage decisions, 45.5 min after the
+segment, land in the window too). The instance is wiped first and stopped at the end, also on
+Ctrl-C or a failure. The bench starts nothing else and tells the platform nothing: it reads the
+plant's own world folder (what the plant emits, and when), the warehouse, the ERP's
+`erp.inbound_postings` and Airflow's metadata database, as the cluster's superuser.
+
+Warm-up: `make run` loads the plant's last two days once (a manual run of every extraction DAG,
+then transform, gate, publishing). The window starts when that is done (no extraction run
+queued or running, and a `publish_erp` run that started after them succeeded), so the history's
+backlog is not in the figures; it lasts `--minutes` (default 30). Every event whose plant
+instant falls in the window is followed until it reached every stage, or `--drain-minutes`
+(default 45) after the window closed.
+
+Events (their plant instant: the moment the plant makes them visible on its live clock, UTC,
+speed 1 = wall clock; include/plant_sim: a record appears when the clock passes its updated_at,
+a file when it passes its drop time):
+
+- `mes`: an operation confirmation (MES `confirmations`), at its `updated_at` — when the MES
+  recorded it, 5-180 s after the segment's `end_at`. Stages: raw (`raw_mes.confirmations`), fact
+  (`conformed.fct_operation_confirmation`), mart (`marts.mart_production_line_day`: the line-day's
+  confirmation_count counts it), erp (accepted `production_confirmation` in
+  `erp.inbound_postings`), reporting (`reporting.rpt_production_line_day` counts it).
+- `mes_state`: a machine state interval (MES `machine_states`), at its `updated_at` (recorded
+  after the interval ended). Stages: raw, fact (`fct_machine_state_interval`), mart
+  (`mart_oee_loss_shift`: the machine-shift's interval_count for its state and reason counts it),
+  reporting (`rpt_downtime_pareto`'s stop_count of its line and reason counts it — idle, setup
+  and unplanned stops only; the pareto has no running or planned time).
+- `qms`: a quality result — the QMS usage decision of an inspection lot, at its `updated_at`: the
+  ERP's `quality_result` message is per inspection lot and needs the decision. Stages: raw
+  (`raw_qms.usage_decisions`), publish (`publish.pub_erp__quality_result`), erp (accepted).
+- `wms`: a movement row of a WMS movements file, at the row's event_time (site-local, converted
+  with the site's zone): the file's hourly cadence is inside this figure. Stages: raw
+  (`raw_wms.movements`), fact (`conformed.fct_material_movement`).
+- `wms_file`: the movements file itself, at its drop time (`drops/index.csv` available_at);
+  raw = when its last row was committed.
+
+When a stage was reached: raw = the commit time of the batch that holds the row
+(`ops.load_audit.finished_at` of its `_batch_id`); erp = the ERP's `received_at`; fact, mart,
+publish and reporting = the first poll (every `--poll-s`, 5 s) that saw it. Latency = reached
+- plant instant, in seconds.
+
+Figures merged into bench/results.json: `latency_<kind>_to_<stage>_p50_s` and `_p95_s` for every
+kind and stage above (e.g. `latency_mes_to_erp_p95_s`, `latency_qms_to_erp_p95_s`,
+`latency_mes_to_reporting_p95_s`, `latency_wms_file_to_raw_p95_s`, `latency_wms_to_raw_p95_s`),
+`latency_<kind>_events` (events followed) and `latency_<kind>_to_<stage>_reached` (how many
+reached the stage in time: a percentile over fewer than all events is over those that did),
+`latency_commit` (the git commit measured) and `latency_window_minutes`. A smoke run
+(`--smoke`) merges nothing.
+
+Where the time goes (printed, medians per kind): from Airflow's metadata and the platform's
+bookkeeping, for each event that reached the ERP (or raw, for the others): `extract wait` (plant
+instant → the extraction run that loaded it was queued: the schedule or the change trigger),
+`extract run` (queued → its batch committed), `transform wait` (→ the first `transform_dbt` run
+that processed the batch was queued; ops.transform_run), `transform pre-dbt` (queued → the
+first dbt task started: data_interval and the hand-over), `dbt` (first dbt task start → last
+dbt task end: dbt's start-up and the models with their tests), `gate` (→ quality_gate ended),
+`publish wait` (→ the `publish_erp` run that posted it was queued; ops.erp_outbox
+answered_in_run), `publish` (→ the ERP received it).
+
+Usage: .venv/bin/python bench/bench_latency.py [--minutes 30] [--drain-minutes 45]
+       [--warmup-estimate-minutes 15] [--smoke]
+`--smoke`: a 5-minute window, 10 minutes of drain, no minimum of events, nothing merged.
+Expect warm-up (5-15 min) + window + drain: about 1.5 h by default on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, available_timezones
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _results import merge_results
+
+PORTS = {
+    "SFDP_RUN_INSTANCE": "bench-latency",
+    "SFDP_PG_PORT": "55491", "SFDP_API_PORT": "18690", "SFDP_MES_PORT": "18691",
+    "SFDP_QMS_PORT": "18692", "SFDP_REDIS_PORT": "56691", "SFDP_MQTT_PORT": "18693",
+    "SFDP_OPCUA_PORT": "48691", "SFDP_MODBUS_PORT": "15691",
+}
+PLANT_CONFIG = ROOT / "bench" / "latency_plant.toml"
+BURST_SITE, QMS_SITE = "ERF", "NGB"
+SHIFT_END_HOURS = (14, 22)  # local ends of S1 and S2: the bursts (S3 ends with few open orders)
+QMS_DECISION_LAG = timedelta(seconds=2730)  # plant_sim qms: decision 45.5 min after segment end
+STAGES = {
+    "mes": ("raw", "fact", "mart", "erp", "reporting"),
+    "mes_state": ("raw", "fact", "mart", "reporting"),
+    "qms": ("raw", "publish", "erp"),
+    "wms": ("raw", "fact"),
+    "wms_file": ("raw",),
+}
+LOSS_STATES = ("idle", "setup", "unplanned_downtime")  # what rpt_downtime_pareto counts
+MIN_EVENTS = 20
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+# ---- the plant's time zones -------------------------------------------------------------------
+
+def shift_ends(zone: str, around: datetime) -> list[datetime]:
+    """The S1/S2 shift ends (local 14:00, 22:00) of `zone` within a day of `around`, in UTC."""
+    tz = ZoneInfo(zone)
+    ends = []
+    for offset in range(-2, 3):
+        day = (around + timedelta(days=offset)).date()
+        for hour in SHIFT_END_HOURS:
+            at = datetime(day.year, day.month, day.day, hour, tzinfo=tz).astimezone(UTC)
+            if abs(at - around) <= timedelta(days=1):
+                ends.append(at)
+    return ends
+
+
+def _zones() -> list[str]:
+    return sorted(z for z in available_timezones()
+                  if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/", "right/", "US/",
+                                                    "Canada/", "Brazil/", "Chile/", "Mexico/")))
+
+
+def choose_zones(window_start: datetime, minutes: float) -> dict[str, tuple[str, datetime]]:
+    """Site → (time zone, its burst instant): ERF's shift end a few minutes into the window
+    (the earliest after 5 min; some zone has one every 15-30 min), NGB's about QMS_DECISION_LAG before it (its lots' usage
+    decisions then arrive in the window too). Deterministic for a given start."""
+    lead = timedelta(minutes=min(5.0, minutes / 4))
+    candidates = sorted((at, zone) for zone in _zones() for at in shift_ends(zone, window_start)
+                        if at >= window_start + lead)
+    burst_at, burst_zone = candidates[0]
+    target = burst_at - QMS_DECISION_LAG
+    qms_at, qms_zone = min(((at, zone) for zone in _zones() for at in shift_ends(zone, target)
+                            if at + QMS_DECISION_LAG >= window_start),
+                           key=lambda c: (abs(c[0] - target), c[1]))
+    return {BURST_SITE: (burst_zone, burst_at), QMS_SITE: (qms_zone, qms_at)}
+
+
+def plant_config_text(zones: dict[str, tuple[str, datetime]]) -> str:
+    """bench/latency_plant.toml with each site's `timezone` set to its chosen zone."""
+    out, in_site, site = [], False, None
+    for line in PLANT_CONFIG.read_text(encoding="utf-8").splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_site, site = stripped == "[[sites]]", None
+        elif in_site and stripped.startswith("code = "):
+            site = stripped.split('"')[1]
+        elif in_site and stripped.startswith("timezone = ") and site in zones:
+            line = f'timezone = "{zones[site][0]}"\n'
+        out.append(line)
+    return "".join(out)
+
+
+# ---- the platform, as make run starts it --------------------------------------------------------
+
+class Platform:
+    """`python -m launcher run` on the bench's instance with the bench's plant config; `stop`
+    stops everything it started (launcher stop), whatever happened."""
+
+    def __init__(self) -> None:
+        os.environ.update(PORTS)
+        self.launcher = importlib.import_module("launcher.__main__")
+        from launcher.settings import load_or_create_secrets, run_instance
+
+        self.instance = run_instance()
+        self._secrets = load_or_create_secrets
+        self.secret: dict[str, str] = {}
+
+    def wipe(self) -> None:
+        """Stop what a previous bench left running and delete its instance: a fresh start."""
+        if self.instance.var_dir.exists():
+            self.stop()
+            shutil.rmtree(self.instance.var_dir)
+
+    def start(self, config_text: str) -> None:
+        config = self.instance.var_dir / "bench-plant.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(config_text, encoding="utf-8")
+        self.launcher.PLANT_BASE_CONFIG = config  # live_plant_config re-dates it as make run does
+        self.launcher.cmd_run(argparse.Namespace(executor="local", workers=2, concurrency=4))
+        self.secret = self._secrets(self.instance)
+
+    def stop(self) -> None:
+        try:
+            self.launcher.cmd_stop(argparse.Namespace())
+        except SystemExit as exc:  # leftovers: say so, the bench still reports
+            log(f"launcher stop: {exc}")
+
+    def dsn(self, dbname: str) -> str:
+        return self.launcher.cluster_for(self.instance, self.secret).dsn(dbname)
+
+    @property
+    def world(self) -> Path:
+        return self.instance.plant_dir
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+@dataclass
+class Event:
+    kind: str
+    key: str
+    at: datetime  # the plant instant, UTC
+    scope: dict = field(default_factory=dict)
+    reached: dict[str, datetime] = field(default_factory=dict)
+
+    def pending(self) -> list[str]:
+        stages = STAGES[self.kind]
+        if self.kind == "mes_state" and self.scope["state"] not in LOSS_STATES:
+            stages = tuple(s for s in stages if s != "reporting")
+        return [s for s in stages if s not in self.reached]
+
+
+def _epoch(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _iso(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+class Observer:
+    """Finds the events the plant emitted in the window and when each reached each stage."""
+
+    def __init__(self, platform: Platform, start: datetime, end: datetime,
+                 zones: dict[str, str]) -> None:
+        import psycopg
+
+        self.platform, self.start, self.end, self.zones = platform, start, end, zones
+        self.events: dict[tuple[str, str], Event] = {}
+        self.wh = psycopg.connect(platform.dsn("warehouse"), autocommit=True)
+        self.erp = psycopg.connect(platform.dsn("erp"), autocommit=True)
+        self.world = platform.world
+        self.all_confirmations: list[dict] = []
+        self.all_states: list[dict] = []
+
+    def close(self) -> None:
+        self.wh.close()
+        self.erp.close()
+
+    # what the plant emitted ------------------------------------------------------------------
+    def _feed(self, db: str, table: str, upto: datetime) -> list[dict]:
+        with sqlite3.connect(f"file:{self.world / db}?mode=ro", uri=True) as conn:
+            rows = conn.execute(f"select body from {table} where updated_at <= ? "
+                                "order by updated_at, id", (int(upto.timestamp()),)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def discover(self, now: datetime) -> None:
+        upto = min(now, self.end)
+        self.all_confirmations = self._feed("mes/mes.sqlite", "confirmations", now)
+        self.all_states = self._feed("mes/mes.sqlite", "machine_states", now)
+        first_seen: dict[tuple[str, str], tuple[datetime, dict]] = {}
+        for kind, rows, key in (("mes", self.all_confirmations, "confirmation_id"),
+                                ("mes_state", self.all_states, "state_id"),
+                                ("qms", self._feed("qms/qms.sqlite", "usage_decisions", now),
+                                 "usage_decision_id")):
+            for row in rows:
+                first_seen.setdefault((kind, row[key]), (_iso(row["updated_at"]), row))
+        for (kind, key), (at, row) in first_seen.items():
+            if self.start <= at <= upto and (kind, key) not in self.events:
+                self.events[(kind, key)] = Event(kind, key, at, self._scope(kind, row))
+        self._discover_wms(upto)
+
+    def _scope(self, kind: str, row: dict) -> dict:
+        if kind == "mes":
+            return {"line": row["line_code"], "date": row["production_date"],
+                    "updated_at": row["updated_at"]}
+        if kind == "mes_state":
+            return {"line": row["line_code"], "machine": row["machine_code"],
+                    "date": row["production_date"], "shift": row["shift_code"],
+                    "state": row["state"], "reason": row["reason_code"] or "-",
+                    "updated_at": row["updated_at"]}
+        return {"lot": row["inspection_lot_id"]}
+
+    def _discover_wms(self, upto: datetime) -> None:
+        with open(self.world / "drops" / "index.csv", encoding="utf-8") as fh:
+            for drop in csv.DictReader(fh):
+                name = drop["file_name"]
+                dropped = _iso(drop["available_at"])
+                if (drop["system"] != "wms" or not name.startswith("WMS_MOVEMENTS_")
+                        or not self.start <= dropped <= upto
+                        or ("wms_file", name) in self.events):
+                    continue
+                path = self.world / "drops" / "wms" / name
+                with open(path, encoding="gb18030", newline="") as fh_file:
+                    rows = list(csv.DictReader(fh_file, delimiter=";"))
+                ids = [r["movement_id"] for r in rows]
+                self.events[("wms_file", name)] = Event("wms_file", name, dropped, {"rows": ids})
+                for r in rows:
+                    tz = ZoneInfo(self.zones[r["site"]])
+                    at = datetime.fromisoformat(r["event_time"]).replace(tzinfo=tz).astimezone(UTC)
+                    self.events.setdefault(("wms", r["movement_id"]),
+                                           Event("wms", r["movement_id"], at, {"file": name}))
+
+    # when it reached each stage --------------------------------------------------------------
+    def _pending(self, kind: str, stage: str) -> list[Event]:
+        return [e for (k, _), e in self.events.items() if k == kind and stage in e.pending()]
+
+    def poll(self, now: datetime) -> None:
+        self._raw("mes", "raw_mes.confirmations", "confirmation_id")
+        self._raw("mes_state", "raw_mes.machine_states", "state_id")
+        self._raw("qms", "raw_qms.usage_decisions", "usage_decision_id")
+        self._raw("wms", "raw_wms.movements", "movement_id")
+        self._seen("mes", "fact", "conformed.fct_operation_confirmation", "confirmation_id", now)
+        self._seen("mes_state", "fact", "conformed.fct_machine_state_interval", "state_id", now)
+        self._seen("wms", "fact", "conformed.fct_material_movement", "movement_id", now)
+        self._seen("qms", "publish", "publish.pub_erp__quality_result", "inspection_lot_id", now,
+                   scope_key="lot")
+        self._erp("mes", "production_confirmation", "confirmation_id", key_of=lambda e: e.key)
+        self._erp("qms", "quality_result", "inspection_lot_id", key_of=lambda e: e.scope["lot"])
+        self._counted_confirmations("mart", "marts.mart_production_line_day", now)
+        self._counted_confirmations("reporting", "reporting.rpt_production_line_day", now)
+        self._counted_states_mart(now)
+        self._counted_states_pareto(now)
+        for event in self._pending("wms_file", "raw"):
+            rows = [self.events.get(("wms", i)) for i in event.scope["rows"]]
+            if rows and all(r is not None and "raw" in r.reached for r in rows):
+                event.reached["raw"] = max(r.reached["raw"] for r in rows)
+
+    def _query(self, conn, sql: str, params=()) -> list[tuple]:
+        import psycopg
+
+        try:
+            return conn.execute(sql, params).fetchall()
+        except psycopg.errors.UndefinedTable:  # dbt has not built it yet
+            return []
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            return []
+
+    def _raw(self, kind: str, table: str, key: str) -> None:
+        pending = {e.key: e for e in self._pending(kind, "raw")}
+        if not pending:
+            return
+        for k, finished in self._query(
+                self.wh, f"select r.{key}, min(a.finished_at) from {table} r "
+                f"join ops.load_audit a on a.batch_id = r._batch_id where r.{key} = any(%s) "
+                f"group by r.{key}", (list(pending),)):
+            pending[k].reached["raw"] = finished
+
+    def _seen(self, kind: str, stage: str, table: str, key: str, now: datetime,
+              scope_key: str | None = None) -> None:
+        pending: dict[str, list[Event]] = {}
+        for e in self._pending(kind, stage):
+            pending.setdefault(e.scope[scope_key] if scope_key else e.key, []).append(e)
+        if not pending:
+            return
+        for (k,) in self._query(self.wh, f"select distinct {key} from {table} "
+                                f"where {key} = any(%s)", (list(pending),)):
+            for e in pending[k]:
+                e.reached[stage] = now
+
+    def _erp(self, kind: str, message_type: str, field_name: str, key_of) -> None:
+        pending: dict[str, list[Event]] = {}
+        for e in self._pending(kind, "erp"):
+            pending.setdefault(key_of(e), []).append(e)
+        if not pending:
+            return
+        for k, received in self._query(
+                self.erp, "select payload->>%s, min(received_at) from erp.inbound_postings "
+                "where message_type = %s and status = 'accepted' and reversal_of is null "
+                "and payload->>%s = any(%s) group by 1",
+                (field_name, message_type, field_name, list(pending))):
+            for e in pending[k]:
+                e.reached["erp"] = received
+
+    def _counted_confirmations(self, stage: str, table: str, now: datetime) -> None:
+        """The line-day's confirmation_count includes the event: it is at least the number of
+        that line-day's confirmations the MES recorded up to the event."""
+        pending = self._pending("mes", stage)
+        if not pending:
+            return
+        figures = {(line, str(day)): count for line, day, count in self._query(
+            self.wh, f"select line_code, production_date, confirmation_count from {table}")}
+        for e in pending:
+            need = sum(1 for c in self.all_confirmations
+                       if c["line_code"] == e.scope["line"]
+                       and c["production_date"] == e.scope["date"]
+                       and c["updated_at"] <= e.scope["updated_at"])
+            if figures.get((e.scope["line"], e.scope["date"]), 0) >= need:
+                e.reached[stage] = now
+
+    def _counted_states_mart(self, now: datetime) -> None:
+        pending = self._pending("mes_state", "mart")
+        if not pending:
+            return
+        figures = {tuple(map(str, r[:5])): r[5] for r in self._query(
+            self.wh, "select machine_code, production_date, shift_code, machine_state, "
+            "reason_code, interval_count from marts.mart_oee_loss_shift where "
+            "machine_code = any(%s)", (sorted({e.scope["machine"] for e in pending}),))}
+        for e in pending:
+            s = e.scope
+            need = sum(1 for x in self.all_states
+                       if (x["machine_code"], x["production_date"], x["shift_code"], x["state"],
+                           x["reason_code"] or "-")
+                       == (s["machine"], s["date"], s["shift"], s["state"], s["reason"])
+                       and x["updated_at"] <= s["updated_at"])
+            if figures.get((s["machine"], s["date"], s["shift"], s["state"], s["reason"]),
+                           0) >= need:
+                e.reached["mart"] = now
+
+    def _counted_states_pareto(self, now: datetime) -> None:
+        pending = self._pending("mes_state", "reporting")
+        if not pending:
+            return
+        figures: dict[tuple[str, str], int] = {}
+        for line, reason, stops in self._query(
+                self.wh, "select line_code, reason_code, stop_count "
+                "from reporting.rpt_downtime_pareto"):
+            figures[(line, reason or "-")] = figures.get((line, reason or "-"), 0) + stops
+        for e in pending:
+            s = e.scope
+            need = sum(1 for x in self.all_states
+                       if x["line_code"] == s["line"] and (x["reason_code"] or "-") == s["reason"]
+                       and x["state"] in LOSS_STATES and x["updated_at"] <= s["updated_at"])
+            if figures.get((s["line"], s["reason"]), 0) >= need:
+                e.reached["reporting"] = now
+
+
+# ---- warm-up and Airflow's metadata -------------------------------------------------------------
+
+def history_loaded(airflow) -> bool:
+    """No extraction run queued or running, and a publish_erp run that started after the last
+    extraction run ended has succeeded: make run's history load is through."""
+    row = airflow.execute(
+        "select count(*) filter (where state in ('queued', 'running')), max(end_date) "
+        "from dag_run where dag_id like 'extract\\_%%' and run_type = 'manual'").fetchone()
+    if row[0] or row[1] is None:
+        return False
+    done = airflow.execute(
+        "select 1 from dag_run where dag_id = 'publish_erp' and state = 'success' "
+        "and start_date > %s limit 1", (row[1],)).fetchone()
+    return done is not None
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The p-th percentile (nearest rank)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+BREAKDOWN = ("extract wait", "extract run", "transform wait", "transform pre-dbt", "dbt", "gate",
+             "publish wait", "publish")
+SYSTEM_OF = {"mes": ("mes", "confirmations"), "mes_state": ("mes", "machine_states"),
+             "qms": ("qms", "usage_decisions"), "wms": ("wms", "movements")}
+RAW_KEY = {"mes": "confirmation_id", "mes_state": "state_id", "qms": "usage_decision_id",
+           "wms": "movement_id"}
+
+
+def breakdown(events: list[Event], wh, airflow, erp_type: str | None) -> dict[str, list[float]]:
+    """Per event, the seconds of each step of BREAKDOWN it went through (missing steps left out)."""
+    parts: dict[str, list[float]] = {name: [] for name in BREAKDOWN}
+    if not events:
+        return parts
+    kind = events[0].kind
+    system, entity = SYSTEM_OF[kind]
+    key = RAW_KEY[kind]
+    batches = {k: (finished, run_id) for k, finished, run_id in wh.execute(
+        f"select distinct on (r.{key}) r.{key}, a.finished_at, a.run_id "
+        f"from raw_{system}.{entity} r join ops.load_audit a on a.batch_id = r._batch_id "
+        f"where r.{key} = any(%s) order by r.{key}, a.finished_at",
+        ([e.key for e in events],)).fetchall()}
+    transforms = wh.execute("select run_id, audit_upto from ops.transform_run "
+                            "where succeeded_at is not null order by audit_upto").fetchall()
+
+    def dag_run(dag_id: str, run_id: str):
+        return airflow.execute("select queued_at, start_date, end_date from dag_run "
+                               "where dag_id = %s and run_id = %s", (dag_id, run_id)).fetchone()
+
+    def task_span(dag_id: str, run_id: str, prefix: str):
+        return airflow.execute(
+            "select min(start_date), max(end_date) from task_instance where dag_id = %s "
+            "and run_id = %s and task_id like %s and start_date is not null",
+            (dag_id, run_id, prefix + "%")).fetchone()
+
+    for e in events:
+        batch = batches.get(e.key)
+        if batch is None or batch[1] is None:
+            continue
+        finished, extract_run_id = batch
+        run = dag_run(f"extract_{system}", extract_run_id)
+        if run is None or run[0] is None:
+            continue
+        parts["extract wait"].append((run[0] - e.at).total_seconds())
+        parts["extract run"].append((finished - run[0]).total_seconds())
+        transform_id = next((r for r, upto in transforms if upto >= finished), None)
+        if transform_id is None:
+            continue
+        t_run = dag_run("transform_dbt", transform_id)
+        dbt_start, dbt_end = task_span("transform_dbt", transform_id, "dbt.")
+        _, gate_end = task_span("transform_dbt", transform_id, "quality_gate")
+        if t_run is None or dbt_start is None or gate_end is None:
+            continue
+        parts["transform wait"].append((t_run[0] - finished).total_seconds())
+        parts["transform pre-dbt"].append((dbt_start - t_run[0]).total_seconds())
+        parts["dbt"].append((dbt_end - dbt_start).total_seconds())
+        parts["gate"].append((gate_end - dbt_end).total_seconds())
+        if erp_type is None or "erp" not in e.reached:
+            continue
+        business_key = e.key if kind == "mes" else e.scope["lot"]
+        answered = wh.execute(
+            "select answered_in_run from ops.erp_outbox where message_type = %s and "
+            "business_key = %s and kind = 'posting' and state = 'accepted' "
+            "order by outbox_id limit 1", (erp_type, business_key)).fetchone()
+        p_run = dag_run("publish_erp", answered[0]) if answered and answered[0] else None
+        if p_run is None:
+            continue
+        parts["publish wait"].append((p_run[0] - gate_end).total_seconds())
+        parts["publish"].append((e.reached["erp"] - p_run[0]).total_seconds())
+    return parts
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+def git_commit() -> str:
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return f"{head}{'+dirty' if dirty else ''}" if head else "unknown"
+
+
+def measure(args: argparse.Namespace) -> dict:
+    platform = Platform()
+    platform.wipe()
+    started = datetime.now(UTC)
+    estimate = started + timedelta(minutes=args.warmup_estimate_minutes)
+    chosen = choose_zones(estimate, args.minutes)
+    for site, (zone, burst) in chosen.items():
+        log(f"site {site}: time zone {zone}, shift end at {burst:%H:%M} UTC")
+    zones = {site: zone for site, (zone, _) in chosen.items()}
+    import psycopg
+
+    try:
+        platform.start(plant_config_text(chosen))
+        log("platform up (make run's launcher); waiting for the history load to be published")
+        with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
+            deadline = time.monotonic() + args.warmup_timeout_minutes * 60
+            while not history_loaded(airflow):
+                if time.monotonic() > deadline:
+                    log("history load not through within the warm-up timeout: measuring anyway")
+                    break
+                time.sleep(args.poll_s)
+        window_start = datetime.now(UTC).replace(microsecond=0)
+        window_end = window_start + timedelta(minutes=args.minutes)
+        log(f"warm-up {(window_start - started).total_seconds() / 60:.1f} min; window "
+            f"{window_start:%H:%M:%S} → {window_end:%H:%M:%S} UTC "
+            f"(bursts planned: {', '.join(f'{s} {b:%H:%M}' for s, (_, b) in chosen.items())})")
+        observer = Observer(platform, window_start, window_end, zones)
+        drain_end = window_end + timedelta(minutes=args.drain_minutes)
+        last_report = 0.0
+        while True:
+            now = datetime.now(UTC)
+            observer.discover(now)
+            observer.poll(now)
+            pending = sum(1 for e in observer.events.values() if e.pending())
+            if time.monotonic() - last_report > 60:
+                counts = {k: sum(1 for (kk, _) in observer.events if kk == k) for k in STAGES}
+                log(f"events {counts}; {pending} not through every stage")
+                last_report = time.monotonic()
+            if now >= window_end and (pending == 0 or now >= drain_end):
+                break
+            time.sleep(args.poll_s)
+        with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
+            parts = {kind: breakdown([e for e in observer.events.values() if e.kind == kind],
+                                     observer.wh, airflow,
+                                     {"mes": "production_confirmation",
+                                      "qms": "quality_result"}.get(kind))
+                     for kind in SYSTEM_OF}
+        events = list(observer.events.values())
+        observer.close()
+        return {"events": events, "parts": parts, "zones": chosen, "window": (window_start,
+                                                                              window_end),
+                "warmup_s": (window_start - started).total_seconds()}
+    finally:
+        log("stopping the bench's platform")
+        platform.stop()
+
+
+def report(result: dict, args: argparse.Namespace) -> dict:
+    events: list[Event] = result["events"]
+    figures: dict = {}
+    print(f"\nlatency from the plant instant (s), window {args.minutes:g} min "
+          f"{result['window'][0]:%H:%M}–{result['window'][1]:%H:%M} UTC, warm-up "
+          f"{result['warmup_s'] / 60:.1f} min")
+    print(f"{'kind':10} {'stage':10} {'events':>6} {'reached':>7} {'p50':>8} {'p95':>8} {'max':>8}")
+    short = []
+    for kind, stages in STAGES.items():
+        of_kind = [e for e in events if e.kind == kind]
+        figures[f"latency_{kind}_events"] = len(of_kind)
+        if len(of_kind) < MIN_EVENTS:
+            short.append(f"{kind}: {len(of_kind)}")
+        for stage in stages:
+            eligible = [e for e in of_kind if stage in stages and (
+                stage != "reporting" or kind != "mes_state" or e.scope["state"] in LOSS_STATES)]
+            values = [(e.reached[stage] - e.at).total_seconds() for e in eligible
+                      if stage in e.reached]
+            p50, p95 = percentile(values, 50), percentile(values, 95)
+            name = f"latency_{kind}_to_{stage}"
+            figures[f"{name}_reached"] = len(values)
+            if values:
+                figures[f"{name}_p50_s"] = round(p50, 1)
+                figures[f"{name}_p95_s"] = round(p95, 1)
+            cells = [f"{v:8.0f}" if v is not None else f"{'-':>8}"
+                     for v in (p50, p95, max(values) if values else None)]
+            print(f"{kind:10} {stage:10} {len(eligible):6d} {len(values):7d} {' '.join(cells)}")
+    print("\nwhere the time goes (median s per event; n = events with that step)")
+    print(f"{'kind':10} " + " ".join(f"{name:>14}" for name in BREAKDOWN))
+    for kind, parts in result["parts"].items():
+        cells = [f"{statistics.median(v):9.0f} n={len(v):<3d}" if v else f"{'-':>14}"
+                 for v in (parts[name] for name in BREAKDOWN)]
+        print(f"{kind:10} " + " ".join(cells))
+    if short:
+        print(f"\nfewer than {MIN_EVENTS} events: {', '.join(short)}")
+    figures["latency_window_minutes"] = args.minutes
+    figures["latency_commit"] = git_commit()
+    figures["latency_zones"] = {s: z for s, (z, _) in result["zones"].items()}
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30,
+                    help="the window whose events are followed (default 30)")
+    ap.add_argument("--drain-minutes", type=float, default=45,
+                    help="after the window, how long to wait for its events' last stages (45)")
+    ap.add_argument("--warmup-estimate-minutes", type=float, default=15,
+                    help="expected warm-up, to place the plant's shift changes (default 15)")
+    ap.add_argument("--warmup-timeout-minutes", type=float, default=45)
+    ap.add_argument("--poll-s", type=float, default=5.0)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a 5-minute window and 10 minutes of drain; nothing merged")
+    args = ap.parse_args()
+    if args.smoke:
+        args.minutes, args.drain_minutes = 5, 10
+
+    def terminate(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    result = measure(args)
+    figures = report(result, args)
+    if args.smoke:
+        print("\nsmoke run: nothing merged into bench/results.json")
+        return 0
+    merge_results(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
