@@ -152,11 +152,12 @@ class Subscriber:
 class RunningCollector:
     """The collector in a thread of this process (its counters readable), stopped on close."""
 
-    def __init__(self, config_path: Path, password: str) -> None:
+    def __init__(self, config_path: Path, password: str,
+                 overrides: dict[str, Any] | None = None) -> None:
         from edge_collector.collector import Collector
         from edge_collector.config import load_config
 
-        cfg = load_config(config_path, environ={"EDGE_MQTT_PASSWORD": password})
+        cfg = load_config(config_path, overrides, environ={"EDGE_MQTT_PASSWORD": password})
         self.collector = Collector(cfg)
         self.collector.published_ids = []
         self.thread = threading.Thread(target=self.collector.run, kwargs={"report_every_s": 3600},
