@@ -216,7 +216,7 @@ def test_bad_quality_samples_land_flagged_and_stay_out_of_the_aggregates(opcua_b
                    at - timedelta(minutes=1), at + timedelta(minutes=6))
         assert [(s, c) for _, s, c in got] == [("Good", 0)] + [
             ("BadSensorFailure", 0x808C0000)] * 5 + [("Good", 0)], (machine, at)
-        staged = rows(warehouse_dsn, "select is_good_quality, value is null, delivered_value "
+        staged = rows(warehouse_dsn, "select is_good_quality, sample_value is null, delivered_value "
                                      "is not null from staging.stg_opcua__process_values where "
                                      "machine_code = %s and tag_name = 'temperature' and "
                                      "sampled_at >= %s and sampled_at < %s", machine, at,

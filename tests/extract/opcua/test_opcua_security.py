@@ -244,7 +244,7 @@ def test_sign_and_encrypt_with_a_user_and_the_rule_for_bad_discrete_values(
     counters = rows(warehouse_dsn, "select value, increment from staging.stg_opcua__counter_"
                                    "changes where machine_code = 'SEC-M01' order by changed_at")
     assert counters == [(100, None), (101, 1), (104, 3), (105, 1)]
-    temperatures = rows(warehouse_dsn, "select value, is_good_quality, status from staging."
+    temperatures = rows(warehouse_dsn, "select sample_value, is_good_quality, status from staging."
                                        "stg_opcua__process_values where machine_code = 'SEC-M01'"
                                        " and sampled_at >= %s order by sampled_at limit 3",
                         _at(1.75))

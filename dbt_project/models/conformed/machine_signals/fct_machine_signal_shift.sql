@@ -10,35 +10,73 @@
     the equipment register (dim_equipment): a signal of a machine the register does not know
     is not placed (the staging models' relationships tests warn about it). -#}
 with state_changes as (
-    select machine_code, state, changed_at, signal_path
+    select
+        machine_code,
+        state,
+        changed_at,
+        signal_path
     from {{ ref('stg_opcua__machine_state_changes') }}
     union all
-    select machine_code, state, changed_at, signal_path
+    select
+        machine_code,
+        state,
+        changed_at,
+        signal_path
     from {{ ref('stg_mqtt__machine_state_changes') }}
     union all
-    select machine_code, state, changed_at, signal_path
+    select
+        machine_code,
+        state,
+        changed_at,
+        signal_path
     from {{ ref('stg_mqtt__plc_state_changes') }}
 ),
 
 counter_changes as (
-    select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
+    select
+        machine_code,
+        counter,
+        increment,
+        is_counter_reset,
+        changed_at,
+        signal_path
     from {{ ref('stg_opcua__counter_changes') }}
     union all
-    select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
+    select
+        machine_code,
+        counter,
+        increment,
+        is_counter_reset,
+        changed_at,
+        signal_path
     from {{ ref('stg_mqtt__counter_changes') }}
     union all
-    select machine_code, counter, increment, is_counter_reset, changed_at, signal_path
+    select
+        machine_code,
+        counter,
+        increment,
+        is_counter_reset,
+        changed_at,
+        signal_path
     from {{ ref('stg_mqtt__plc_counter_changes') }}
 ),
 
 temperature_samples as (
-    select machine_code, value, is_good_quality, sampled_at, signal_path
+    select
+        machine_code,
+        sample_value,
+        is_good_quality,
+        sampled_at,
+        signal_path
     from {{ ref('stg_opcua__process_values') }}
     where tag_name = 'temperature'
 ),
 
 machines as (
-    select machine_code, site_code, line_code
+    select
+        machine_code,
+        site_code,
+        line_code
     from {{ ref('dim_equipment') }}
     where hierarchy_level = 'machine'
 ),
@@ -101,17 +139,19 @@ state_in_shifts as (
         state_intervals.machine_code,
         shifts.shift_id,
         state_intervals.state,
-        extract(epoch from
+        extract(
+            epoch from
             least(state_intervals.ended_at, shifts.shift_end_at)
             - greatest(state_intervals.changed_at, shifts.shift_start_at)
         ) as state_seconds
     from state_intervals
     inner join sites on sites.site_code = state_intervals.site_code
-    cross join lateral generate_series(
-        (state_intervals.changed_at at time zone sites.timezone)::date - 1,
-        (state_intervals.ended_at at time zone sites.timezone)::date,
-        interval '1 day'
-    ) as candidate_dates (candidate_date)
+    cross join
+        lateral generate_series(
+            (state_intervals.changed_at at time zone sites.timezone)::date - 1,
+            (state_intervals.ended_at at time zone sites.timezone)::date,
+            interval '1 day'
+        ) as candidate_dates (candidate_date)
     inner join shifts
         on
             shifts.site_code = state_intervals.site_code
@@ -158,18 +198,30 @@ temperatures as (
         samples_placed.shift_id,
         count(*) filter (where sample_rows.is_good_quality) as temperature_sample_count,
         count(*) filter (where not sample_rows.is_good_quality) as temperature_bad_sample_count,
-        avg(sample_rows.value) filter (where sample_rows.is_good_quality) as temperature_avg_celsius
+        avg(sample_rows.sample_value) filter (where sample_rows.is_good_quality) as temperature_avg_celsius
     from sample_rows
     inner join samples_placed on samples_placed.sample_row_id = sample_rows.sample_row_id
     group by sample_rows.signal_path, sample_rows.machine_code, samples_placed.shift_id
 ),
 
 keys as (
-    select signal_path, machine_code, shift_id from pieces
+    select
+        signal_path,
+        machine_code,
+        shift_id
+    from pieces
     union
-    select signal_path, machine_code, shift_id from state_time
+    select
+        signal_path,
+        machine_code,
+        shift_id
+    from state_time
     union
-    select signal_path, machine_code, shift_id from temperatures
+    select
+        signal_path,
+        machine_code,
+        shift_id
+    from temperatures
 ),
 
 final as (

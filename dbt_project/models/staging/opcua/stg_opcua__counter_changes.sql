@@ -44,12 +44,13 @@ renamed as (
         line_code,
         machine_code,
         counter,
-        counter_value as value,
+        -- `value` and `increment`: the column names every path's counter changes share
+        counter_value as value,  -- noqa: RF04
         case
             when previous_value is null then null
             when counter_value < previous_value then counter_value
             else counter_value - previous_value
-        end as increment,
+        end as increment,  -- noqa: RF04
         coalesce(counter_value < previous_value, false) as is_counter_reset,
         source_at as changed_at,
         status,
