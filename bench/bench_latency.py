@@ -5,7 +5,7 @@ Airflow's own scheduling delays inside the figure (issue #15, item 1).
 The platform runs as `make run` starts it (`python -m launcher run`, LocalExecutor), on its own
 instance: var/bench-latency, PostgreSQL 127.0.0.1:55491, API :18690, MES :18691, QMS :18692,
 Redis :56691, MQTT :18693, OPC UA :48691, Modbus :15691. The only difference is the plant's
-configuration: bench/latency_plant.toml (two sites of 21 machines, no defects; see its header)
+configuration: bench/latency_plant.toml (two sites of 21 machines, no defects; its header says why)
 instead of the default plant, with each site's time zone chosen when the bench starts so that a
 shift change — when an MES emits most of its confirmations — falls inside the measured window
 (ERF: the MES burst; NGB: ~45 min earlier, so its lots' usage decisions, 45.5 min after the
@@ -147,8 +147,9 @@ def _zones() -> list[str]:
 
 def choose_zones(window_start: datetime, minutes: float) -> dict[str, tuple[str, datetime]]:
     """Site → (time zone, its burst instant): ERF's shift end a few minutes into the window
-    (the earliest after 5 min; some zone has one every 15-30 min), NGB's about QMS_DECISION_LAG before it (its lots' usage
-    decisions then arrive in the window too). Deterministic for a given start."""
+    (the earliest after 5 min; some zone has one every 15-30 min), NGB's about
+    QMS_DECISION_LAG before it (its lots' usage decisions then arrive in the window too).
+    Deterministic for a given start."""
     lead = timedelta(minutes=min(5.0, minutes / 4))
     candidates = sorted((at, zone) for zone in _zones() for at in shift_ends(zone, window_start)
                         if at >= window_start + lead)
