@@ -45,6 +45,11 @@ def message_id(machine: str, plant_time: int) -> str:
     return f"{machine}-plc-{plant_time}"
 
 
+class PlcAway(Exception):
+    """The Modbus server did not answer (connection refused, timeout): the rest of the cycle's
+    reads would wait for the same timeout, so the cycle ends."""
+
+
 class Publisher:
     """A paho MQTT client with a persistent session; counts what it published and what the
     broker acknowledged (PUBACK)."""
@@ -136,6 +141,8 @@ class Collector:
         self.publisher = Publisher(cfg)
         self.modbus = ModbusTcpClient(cfg.plc_host, port=cfg.plc_port, timeout=cfg.plc_timeout_s,
                                       retries=1)
+        self.blocks = [(device, block, machine) for device in cfg.devices
+                       for block, machine in enumerate(device.machines)]
         self.stopping = threading.Event()
         self.last_instant: dict[str, int] = {}  # machine → plant_time last published
         self.published_ids: list[str] | None = None  # kept when asked (tests)
@@ -143,13 +150,14 @@ class Collector:
         self.readings = 0  # machine blocks read
         self.repeats = 0  # readings of an instant already published
         self.read_errors = 0
-        self._last_error = ""
+        self._errors: dict[str, str] = {}  # what failed, by server / device block: its last error
 
     # -- one cycle --------------------------------------------------------------------------
     def read(self, device: Device, block: int) -> list[int] | None:
         from pymodbus.exceptions import ModbusException
 
         regmap = self.cfg.register_map
+        block_key = f"device {device.device_id} block {block}"
         read = (self.modbus.read_input_registers if regmap.function == "input"
                 else self.modbus.read_holding_registers)
         try:
@@ -158,54 +166,63 @@ class Collector:
             answer = read(block * regmap.block_size, count=regmap.span,
                           device_id=device.device_id)
         except (ModbusException, OSError) as exc:  # PLC away, timeout, connection reset
-            self._error(f"PLC {self.cfg.plc_host}:{self.cfg.plc_port} device "
-                        f"{device.device_id}: {type(exc).__name__}: {exc}")
+            self._error("server", f"PLC {self.cfg.plc_host}:{self.cfg.plc_port} does not "
+                        f"answer: {type(exc).__name__}: {exc}")
             self.modbus.close()
-            return None
+            raise PlcAway from exc
         if answer.isError():
-            self._error(f"PLC device {device.device_id} block {block}: {answer}")
+            self._error(block_key, f"PLC device {device.device_id} block {block}: {answer}")
             return None
+        self._answered("server")
+        self._answered(block_key)
         return list(answer.registers)
 
-    def _error(self, text: str) -> None:
+    def _error(self, key: str, text: str) -> None:
+        """Count a failed read; log it when it is new for `key` (a PLC that stays away is
+        logged once, not every poll)."""
         self.read_errors += 1
-        if text != self._last_error:  # a PLC that stays away is logged once, not every poll
+        if self._errors.get(key) != text:
             log.warning("%s", text)
-            self._last_error = text
+            self._errors[key] = text
+
+    def _answered(self, key: str) -> None:
+        if self._errors.pop(key, None) is not None:
+            log.info("%s answers again", "the PLC server" if key == "server" else key)
 
     def poll_once(self) -> int:
         """Read every machine once; publish each new instant. Returns the messages published."""
         regmap = self.cfg.register_map
         sent = 0
         poll_time = iso_ms(time.time())
-        for device in self.cfg.devices:
-            for block, machine in enumerate(device.machines):
+        for device, block, machine in self.blocks:
+            try:
                 words = self.read(device, block)
-                if words is None:
-                    continue
-                self._last_error = ""
-                self.readings += 1
-                registers = regmap.decode(words)
-                instant = int(registers.pop(regmap.time_register))
-                if self.last_instant.get(machine) == instant:
-                    self.repeats += 1
-                    continue
-                mid = message_id(machine, instant)
-                payload = {
-                    "message_id": mid,
-                    "event_time": iso_ms(instant),
-                    "machine_code": machine,
-                    "kind": "plc",
-                    "device_id": device.device_id,
-                    "registers": registers,
-                    "poll_time": poll_time,
-                }
-                body = json.dumps(payload, separators=(",", ":")).encode()
-                if self.publisher.publish(self.cfg.topic(device, machine), body):
-                    self.last_instant[machine] = instant
-                    sent += 1
-                    if self.published_ids is not None:
-                        self.published_ids.append(mid)
+            except PlcAway:  # the server is away: the next cycle tries again
+                break
+            if words is None:  # an exception response: this block only
+                continue
+            self.readings += 1
+            registers = regmap.decode(words)
+            instant = int(registers.pop(regmap.time_register))
+            if self.last_instant.get(machine) == instant:
+                self.repeats += 1
+                continue
+            mid = message_id(machine, instant)
+            payload = {
+                "message_id": mid,
+                "event_time": iso_ms(instant),
+                "machine_code": machine,
+                "kind": "plc",
+                "device_id": device.device_id,
+                "registers": registers,
+                "poll_time": poll_time,
+            }
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            if self.publisher.publish(self.cfg.topic(device, machine), body):
+                self.last_instant[machine] = instant
+                sent += 1
+                if self.published_ids is not None:
+                    self.published_ids.append(mid)
         self.polls += 1
         return sent
 

@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _edge_gateway import (
     INCLUDE,
     INSTANCE,
@@ -202,3 +203,43 @@ def test_launcher_command_reads_password_from_environment(small_world: Path, bro
     msgs = subscriber.settle(0.3)
     assert len({m["message_id"] for m in msgs}) == final["published"]
     assert {m["machine_code"] for m in msgs} == set(MACHINES)
+
+
+def test_a_plc_away_or_refusing_costs_readings_not_the_collector(
+        small_world: Path, broker: Any, subscriber: Subscriber, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The collector starts before the PLCs' server (connection refused: each cycle ends at the
+    first failed read, logged once) and keeps polling; once the server answers, every machine
+    is read; a configured device the server does not have (an exception response) is counted
+    and logged once, the other devices' readings flow."""
+    config = gateway_file(tmp_path, broker, 0.05, "edge-test-away")
+    config.write_text(config.read_text() + '\n[[devices]]\ndevice_id = 7\nsite = "ERF"\n'
+                      'area = "ERF-MACH"\nline = "ERF-L7"\nmachines = ["ERF-L7-M01"]\n')
+    running = RunningCollector(config, broker.password)
+    c = running.collector
+    rt = None
+    try:
+        with caplog.at_level("INFO", logger="edge_collector"):
+            wait(lambda: c.polls >= 10, 10, "polls while the PLCs are away")
+            away = c.status()
+            assert away["readings"] == 0 and away["read_errors"] == away["polls"]
+            start = truth(small_world, "machine_counter_shift")[0]["shift_start_at"]
+            rt = plc_runtime(small_world, start, speed=600.0)
+            wait(lambda: all(m in c.last_instant for m in MACHINES), 20, "every machine read")
+            polls = c.polls
+            wait(lambda: c.polls >= polls + 5, 10, "more polls")
+    finally:
+        running.stop()
+        if rt is not None:
+            rt.stop()
+    status = c.status()
+    assert "ERF-L7-M01" not in c.last_instant
+    # after the server came up: one error per cycle, the unknown device's
+    assert status["read_errors"] - away["read_errors"] >= 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("does not answer" in w for w in warnings) == 1, warnings
+    assert sum("device 7 block 0" in w for w in warnings) == 1, warnings
+    assert any("the PLC server answers again" in r.getMessage() for r in caplog.records)
+    msgs = subscriber.settle(0.3)
+    assert {m["machine_code"] for m in msgs} == set(MACHINES)
+    assert len({m["message_id"] for m in msgs}) == status["published"] == status["acked"]
