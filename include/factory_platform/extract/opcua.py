@@ -201,6 +201,8 @@ def _status_name(code: int, get_name_and_doc) -> str:
 async def read_history(endpoint: OpcUaEndpoint, start: datetime, end: datetime,
                        tags: set[str] | None = None) -> History:
     """Browse once, then HistoryRead raw of every tag (or of the tags named) in [start, end)."""
+    # Airflow's intervals are pendulum's; asyncua packs only the standard library's datetimes
+    start, end = _plain(start), _plain(end)
     async with await _connect(endpoint) as client:
         found = await browse(client, endpoint)
         if tags is not None:
@@ -317,6 +319,12 @@ async def _read_raw(client, endpoint: OpcUaEndpoint, history: History, start: da
                 pending[index] = cont
             else:
                 pending.pop(index)
+
+
+def _plain(t: datetime) -> datetime:
+    """`t` as the standard library's UTC datetime."""
+    t = t.astimezone(UTC)
+    return datetime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, tzinfo=UTC)
 
 
 def _ms(t: datetime) -> int:

@@ -308,3 +308,27 @@ def test_the_registry_declares_the_opcua_interface():
     assert (source.interface, source.connection_kind, source.pool_slots) == ("opcua", "opcua", 2)
     assert client_for("opcua").__name__ == "factory_platform.extract.opcua"
     assert "AIRFLOW_CONN_PLANT_OPCUA" in os.environ  # the embedded default's connection
+
+
+@pytest.mark.slow
+def test_the_extract_opcua_dag_runs_one_interval(opcua_built, project_root, warehouse_dsn):
+    """One scheduled run of the registry's DAG through Airflow (`dag.test`): its task reads
+    the 15-minute interval (and the lookback) from the plant's server and audits its batch."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState
+
+    dag = DagBag(dag_folder=str(project_root / "dags" / "extract_sources.py")).get_dag(
+        "extract_opcua")
+    for task in dag.tasks:  # fail fast: a retry would only wait out its delay
+        task.retries = 0
+    values = content_hash(warehouse_dsn, LOAD_START, LOAD_END, batch_columns=False)
+    run = dag.test(logical_date=datetime(2026, 11, 1, 15, 0, tzinfo=UTC))
+    assert run.state == DagRunState.SUCCESS
+    start, end = run.data_interval_start, run.data_interval_end
+    assert end - start == timedelta(minutes=15)
+    audit = rows(warehouse_dsn, "select status, window_start, rows_loaded from ops.load_audit "
+                                "where system = 'opcua' and run_id = %s and interval_start = %s "
+                                "and interval_end = %s", run.run_id, start, end)
+    assert [a[:2] for a in audit] == [("loaded", start - timedelta(minutes=30))]
+    assert audit[0][2] > 1_000
+    assert content_hash(warehouse_dsn, LOAD_START, LOAD_END, batch_columns=False) == values
