@@ -15,9 +15,9 @@ plant's own world folder (what the plant emits, and when), the warehouse, the ER
 `erp.inbound_postings` and Airflow's metadata database, as the cluster's superuser.
 
 Warm-up: `make run` loads the plant's last two days once (a manual run of every extraction DAG,
-then transform, gate, publishing). The window starts when that is done (no extraction run
-queued or running, and a `publish_erp` run that started after them succeeded), so the history's
-backlog is not in the figures; it lasts `--minutes` (default 30). Every event whose plant
+then transform, gate, publishing). The window starts when that is done for ERP, MES, QMS and
+WMS (none of their manual runs queued or running, and a `publish_erp` run that started after
+them succeeded), so the history's backlog is not in the figures; it lasts `--minutes` (default 30). Every event whose plant
 instant falls in the window is followed until it reached every stage, or `--drain-minutes`
 (default 45) after the window closed.
 
@@ -54,7 +54,9 @@ kind and stage above (e.g. `latency_mes_to_erp_p95_s`, `latency_qms_to_erp_p95_s
 `latency_mes_to_reporting_p95_s`, `latency_wms_file_to_raw_p95_s`, `latency_wms_to_raw_p95_s`),
 `latency_<kind>_events` (events followed) and `latency_<kind>_to_<stage>_reached` (how many
 reached the stage in time: a percentile over fewer than all events is over those that did),
-`latency_commit` (the git commit measured) and `latency_window_minutes`. A smoke run
+`latency_complete` (every event through every stage), `latency_commit` (the git commit
+measured), `latency_zones` and `latency_window_minutes`. Ctrl-C (or SIGTERM) while following
+stops following and reports what was seen, then stops the platform. A smoke run
 (`--smoke`) merges nothing.
 
 Where the time goes (printed, medians per kind): from Airflow's metadata and the platform's
@@ -76,8 +78,10 @@ Expect warm-up (5-15 min) + window + drain: about 1.5 h by default on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
+import io
 import json
 import math
 import os
@@ -178,6 +182,20 @@ def plant_config_text(zones: dict[str, tuple[str, datetime]]) -> str:
 
 # ---- the platform, as make run starts it --------------------------------------------------------
 
+class _WithoutLogin(io.TextIOBase):
+    """A stdout that drops the line with the UI password (the launcher's banner)."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        kept = "".join(line for line in text.splitlines(keepends=True)
+                       if not line.lstrip().startswith("login "))
+        self.out.write(kept)
+        self.out.flush()
+        return len(text)
+
+
 class Platform:
     """`python -m launcher run` on the bench's instance with the bench's plant config; `stop`
     stops everything it started (launcher stop), whatever happened."""
@@ -202,7 +220,9 @@ class Platform:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(config_text, encoding="utf-8")
         self.launcher.PLANT_BASE_CONFIG = config  # live_plant_config re-dates it as make run does
-        self.launcher.cmd_run(argparse.Namespace(executor="local", workers=2, concurrency=4))
+        # make run's banner prints the UI login: not into the bench's output
+        with contextlib.redirect_stdout(_WithoutLogin(sys.stdout)):
+            self.launcher.cmd_run(argparse.Namespace(executor="local", workers=2, concurrency=4))
         self.secret = self._secrets(self.instance)
 
     def stop(self) -> None:
@@ -443,12 +463,17 @@ class Observer:
 
 # ---- warm-up and Airflow's metadata -------------------------------------------------------------
 
+HISTORY_DAGS = ["extract_erp", "extract_mes", "extract_qms", "extract_wms"]
+
+
 def history_loaded(airflow) -> bool:
-    """No extraction run queued or running, and a publish_erp run that started after the last
-    extraction run ended has succeeded: make run's history load is through."""
+    """The history load of the systems the events come from (and the ERP's orders, which the
+    postings need) is through: none of their manual runs queued or running, and a publish_erp
+    run that started after the last of them ended has succeeded. (The shop-floor history —
+    OPC UA's 48 h HistoryRead — may still be loading; it feeds none of the followed stages.)"""
     row = airflow.execute(
         "select count(*) filter (where state in ('queued', 'running')), max(end_date) "
-        "from dag_run where dag_id like 'extract\\_%%' and run_type = 'manual'").fetchone()
+        "from dag_run where dag_id = any(%s) and run_type = 'manual'", (HISTORY_DAGS,)).fetchone()
     if row[0] or row[1] is None:
         return False
     done = airflow.execute(
@@ -546,6 +571,24 @@ def git_commit() -> str:
     return f"{head}{'+dirty' if dirty else ''}" if head else "unknown"
 
 
+def follow(observer: Observer, window_end: datetime, drain_end: datetime, poll_s: float) -> None:
+    """Poll until the window closed and every event went through every stage (or the drain
+    ran out)."""
+    last_report = 0.0
+    while True:
+        now = datetime.now(UTC)
+        observer.discover(now)
+        observer.poll(now)
+        pending = sum(1 for e in observer.events.values() if e.pending())
+        if time.monotonic() - last_report > 60:
+            counts = {k: sum(1 for (kk, _) in observer.events if kk == k) for k in STAGES}
+            log(f"events {counts}; {pending} not through every stage")
+            last_report = time.monotonic()
+        if now >= window_end and (pending == 0 or now >= drain_end):
+            return
+        time.sleep(poll_s)
+
+
 def measure(args: argparse.Namespace) -> dict:
     platform = Platform()
     platform.wipe()
@@ -574,19 +617,12 @@ def measure(args: argparse.Namespace) -> dict:
             f"(bursts planned: {', '.join(f'{s} {b:%H:%M}' for s, (_, b) in chosen.items())})")
         observer = Observer(platform, window_start, window_end, zones)
         drain_end = window_end + timedelta(minutes=args.drain_minutes)
-        last_report = 0.0
-        while True:
-            now = datetime.now(UTC)
-            observer.discover(now)
-            observer.poll(now)
-            pending = sum(1 for e in observer.events.values() if e.pending())
-            if time.monotonic() - last_report > 60:
-                counts = {k: sum(1 for (kk, _) in observer.events if kk == k) for k in STAGES}
-                log(f"events {counts}; {pending} not through every stage")
-                last_report = time.monotonic()
-            if now >= window_end and (pending == 0 or now >= drain_end):
-                break
-            time.sleep(args.poll_s)
+        interrupted = False
+        try:
+            follow(observer, window_end, drain_end, args.poll_s)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while following: report what was seen
+            interrupted = True
+            log("interrupted: reporting the events as far as they got")
         with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
             parts = {kind: breakdown([e for e in observer.events.values() if e.kind == kind],
                                      observer.wh, airflow,
@@ -595,8 +631,8 @@ def measure(args: argparse.Namespace) -> dict:
                      for kind in SYSTEM_OF}
         events = list(observer.events.values())
         observer.close()
-        return {"events": events, "parts": parts, "zones": chosen, "window": (window_start,
-                                                                              window_end),
+        return {"events": events, "parts": parts, "zones": chosen,
+                "window": (window_start, window_end), "interrupted": interrupted,
                 "warmup_s": (window_start - started).total_seconds()}
     finally:
         log("stopping the bench's platform")
@@ -638,6 +674,12 @@ def report(result: dict, args: argparse.Namespace) -> dict:
         print(f"{kind:10} " + " ".join(cells))
     if short:
         print(f"\nfewer than {MIN_EVENTS} events: {', '.join(short)}")
+    complete = not result["interrupted"] and not any(e.pending() for e in events)
+    if not complete:
+        print(f"\nnot complete: {sum(1 for e in events if e.pending())} events missed a stage "
+              f"({'interrupted' if result['interrupted'] else 'drain ran out'}); the "
+              "percentiles are over the events that reached it")
+    figures["latency_complete"] = complete
     figures["latency_window_minutes"] = args.minutes
     figures["latency_commit"] = git_commit()
     figures["latency_zones"] = {s: z for s, (z, _) in result["zones"].items()}
