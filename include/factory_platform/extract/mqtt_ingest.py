@@ -50,6 +50,7 @@ log = logging.getLogger("factory_platform.mqtt_ingest")
 # flight to us. Our acknowledgements wait for the commit, so this bounds a micro-batch from
 # above and must exceed what arrives while one commits (5,000 msg/s × 0.5 s).
 RECEIVE_MAXIMUM = 20_000
+REPORT_EVERY_S = 60  # a log line: connected?, counts since start, messages waiting
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Ingest:
             ensure_tables(conn)
             conn.commit()
             writer = MicroBatchWriter(conn, self.settings)
-            last_beat = 0.0
+            last_beat = last_report = 0.0
             pending: list[Incoming] = []
             while True:
                 if not pending:
@@ -176,6 +177,10 @@ class Ingest:
                 elif time.monotonic() - last_beat >= HEARTBEAT_EVERY.total_seconds():
                     writer.heartbeat(self.client.is_connected())
                     last_beat = time.monotonic()
+                if time.monotonic() - last_report >= REPORT_EVERY_S:
+                    log.info("connected %s; since start %s; waiting %d",
+                             self.client.is_connected(), writer.totals, self.inbox.qsize())
+                    last_report = time.monotonic()
             log.info("stopped: %s", writer.totals)
         finally:
             self.client.disconnect()
@@ -217,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = broker_settings(source.conn_id, source.entities[0].endpoint)
     ingest = Ingest(settings, warehouse_dsn(args.warehouse_conn), args.batch_ms,
                     args.batch_max)
+    # Airflow's import (the connections) replaced the root logger's handlers: ours again
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, ingest.stop)
     signal.signal(signal.SIGINT, ingest.stop)
     log.info("subscribing to %s (QoS 1, persistent session, acknowledged after commit)",
