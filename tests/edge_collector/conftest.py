@@ -36,15 +36,19 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker() -> Iterator[Any]:
-    """A private mosquitto (the launcher's module) on the test instance's MQTT port."""
+    """A private mosquitto (the launcher's module) on the test instance's MQTT port, per module
+    (other modules start their own on that port), with the account of the environment's
+    `plant_mqtt` connection (the MQTT ingest logs in with it)."""
     from launcher.mosquitto import Mosquitto
+    from launcher.settings import load_or_create_secrets
 
     root = INSTANCE.var_dir / "mosquitto-edge"
     Mosquitto(root, INSTANCE.mqtt_port, "plant", "").stop()
     shutil.rmtree(root, ignore_errors=True)  # no sessions of earlier runs
-    b = Mosquitto(root, INSTANCE.mqtt_port, "plant", secrets.token_urlsafe(12))
+    b = Mosquitto(root, INSTANCE.mqtt_port, "plant",
+                  load_or_create_secrets(INSTANCE)["MQTT_PASSWORD"])
     b.start()
     try:
         yield b
@@ -62,7 +66,7 @@ def subscriber(broker: Any) -> Iterator[Subscriber]:
         sub.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stepped(small_world: Path, broker: Any, tmp_path_factory: pytest.TempPathFactory
             ) -> dict[str, Any]:
     """Step the plant clock through `stepped_instants`, the collector polling every 20 ms;

@@ -1,24 +1,27 @@
 """The Modbus path end to end into the conformed layer, on the acceptance plant (default.toml,
 seed 42: 12 machines, 3 PLCs) with the collector's shipped gateway.toml: a production day's
 readings (every shift boundary, every hour; the day of the DST change, with PLC counter
-rollovers in it) land in raw_mqtt.messages as the ingest lands them, and
+rollovers in it) go through the broker to the platform's MQTT ingest (its own process, the
+environment's `plant_mqtt` connection), which lands each once in raw_mqtt.messages, and
 fct_machine_signal_shift (signal_path modbus) counts per machine × shift the pieces the truth
 lists — good, scrap, rework and total, the rollovers corrected by the staging rule."""
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from _edge_gateway import INCLUDE, INSTANCE, RunningCollector, Subscriber, wait
+from _edge_gateway import INCLUDE, INSTANCE, RunningCollector, wait
 from _pipeline import dbt_build_selected
 
 DAY = "2026-10-25"  # the DST change: S3 lasts 9 h; 7 PLC counters roll over that day
-BATCH = "edge-collector-conformed-test"
 
 
 def rows(dsn: str, sql: str, *params: Any) -> list[tuple]:
@@ -26,35 +29,32 @@ def rows(dsn: str, sql: str, *params: Any) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
-@pytest.fixture(scope="module")
-def modbus_built(plant: Any, broker: Any, warehouse_dsn: str, tmp_path_factory) -> dict:
-    """The plant's PLCs (its world, a stopped live clock stepped through the day) polled by the
-    collector with the package's gateway.toml (ports of this test instance); the readings in
-    raw, the EAM's equipment extracted, +fct_machine_signal_shift built."""
-    from factory_platform.extract.run import extract_interval
+def plc_ids(dsn: str) -> set[str]:
+    return {r[0] for r in rows(dsn, "select message_id from raw_mqtt.messages "
+                                    "where kind = 'plc'")}
+
+
+def collect(world: Path, broker: Any, folder: Path, instants: list[int]) -> list[str]:
+    """Step the plant's PLCs (its world on a stopped live clock) through `instants`, the
+    collector polling every 20 ms with the package's gateway.toml (this instance's ports).
+    Returns the message ids it published (every one acknowledged by the broker)."""
     from plant_sim.runtime import Runtime
 
-    shifts = rows(warehouse_dsn, "select shift_start_at::timestamptz, shift_end_at::timestamptz "
-                                 "from truth.shift_calendar where production_date::date = %s "
-                                 "order by 1", DAY)
-    first, last = int(shifts[0][0].timestamp()), int(shifts[-1][1].timestamp())
-    instants = sorted(set(range(first, last + 1, 3600))
-                      | {int(t.timestamp()) for s in shifts for t in s})
-    rt = Runtime(plant.world, mes_port=0, qms_port=None, clock_mode="live", speed=0.0,
-                 modbus_port=INSTANCE.modbus_port)
-    rt.start()
-    rt.clock.start = first
-    sub = Subscriber(broker, "edge-test-conformed")
-    gateway = tmp_path_factory.mktemp("gw") / "gateway.toml"
+    gateway = folder / "gateway.toml"
     text = (INCLUDE / "edge_collector" / "gateway.toml").read_text()
     gateway.write_text(text.replace("poll_interval_s = 1.0", "poll_interval_s = 0.02"))
-    (gateway.parent / "register_map.toml").write_text(
+    (folder / "register_map.toml").write_text(
         (INCLUDE / "edge_collector" / "register_map.toml").read_text())
+    rt = Runtime(world, mes_port=0, qms_port=None, clock_mode="live", speed=0.0,
+                 modbus_port=INSTANCE.modbus_port)
+    rt.start()
+    rt.clock.start = instants[0]
     running = RunningCollector(gateway, broker.password,
                                {"plc_port": INSTANCE.modbus_port, "mqtt_port": broker.port,
                                 "client_id": "edge-test-conformed-gw"})
     c = running.collector
     machines = [m for d in c.cfg.devices for m in d.machines]
+    assert len(machines) == 12
     try:
         for t in instants:
             rt.clock.start = t
@@ -63,40 +63,70 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str, tmp_path_factory) 
     finally:
         running.stop()
         rt.stop()
-    wait(lambda: {m["message_id"] for m in sub.messages()} >= set(c.published_ids), 20,
-         "every reading received")
-    msgs = sub.settle(0.3)
-    sub.close()
+    status = c.status()
+    assert status["published"] == status["acked"] == len(instants) * 12, status
+    return list(c.published_ids)
+
+
+@pytest.fixture(scope="module")
+def modbus_built(plant: Any, broker: Any, warehouse_dsn: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The day's readings published, landed by the MQTT ingest, the EAM's equipment
+    extracted, +fct_machine_signal_shift built."""
+    from factory_platform.extract.run import extract_interval
+
+    shifts = rows(warehouse_dsn, "select shift_start_at::timestamptz, shift_end_at::timestamptz "
+                                 "from truth.shift_calendar where production_date::date = %s "
+                                 "order by 1", DAY)
+    first, last = int(shifts[0][0].timestamp()), int(shifts[-1][1].timestamp())
+    instants = sorted(set(range(first, last + 1, 3600))
+                      | {int(t.timestamp()) for s in shifts for t in s})
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
         conn.execute("delete from raw_mqtt.messages where kind = 'plc'")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "insert into raw_mqtt.messages (message_id, topic, kind, machine_code, "
-                "event_time, payload, _batch_id) values (%s, %s, 'plc', %s, %s, %s, %s) "
-                "on conflict (message_id) do nothing",
-                [(m["message_id"], m["topic"], m["machine_code"], m["event_time"],
-                  json.dumps({k: v for k, v in m.items() if k != "topic"}), BATCH)
-                 for m in msgs])
-    start = datetime.fromtimestamp(first, UTC)
-    extract_interval("eam", "equipment", start - timedelta(days=60), plant.end,
-                     dsn=warehouse_dsn)
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "factory_platform.extract.mqtt_ingest"],
+        env={**os.environ, "PYTHONPATH": str(INCLUDE)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    started = time.monotonic()
+    try:
+        # this ingest's session (an earlier one's row may still say connected)
+        wait(lambda: rows(warehouse_dsn, "select coalesce(bool_or(connected), false) from "
+                                         "raw_mqtt.ingest_session where pid = %s",
+                          ingest.pid)[0][0], 60, "the MQTT ingest subscribes")
+        time.sleep(0.5)  # its SUBACK
+        published = collect(plant.world, broker, tmp_path_factory.mktemp("gw"), instants)
+        wait(lambda: len(plc_ids(warehouse_dsn)) >= len(published), 60,
+             "the ingest lands every reading")
+        time.sleep(1.0)  # nothing more arrives
+    finally:
+        ingest.terminate()
+        ingest.wait(timeout=30)
+    landed = plc_ids(warehouse_dsn)
+    collected = time.monotonic() - started
+    extract_interval("eam", "equipment", datetime.fromtimestamp(first, UTC) - timedelta(days=60),
+                     plant.end, dsn=warehouse_dsn)
     started = time.monotonic()
     # models only: the staging models' tests run in test_plc_counter_changes.py
     dbt_build_selected(["+fct_machine_signal_shift"], "--exclude", "test_type:data")
-    print(f"\nmodbus → conformed: {len(instants)} instants × {len(machines)} machines, "
-          f"{c.status()}, dbt {time.monotonic() - started:.0f} s")
+    print(f"\nmodbus → ingest → conformed: {len(instants)} instants × 12 machines = "
+          f"{len(published)} readings, {len(landed)} landed in {collected:.0f} s; "
+          f"dbt {time.monotonic() - started:.0f} s")
     try:
-        yield {"shifts": shifts, "machines": machines, "instants": len(instants),
-               "published": len(c.published_ids)}
+        yield {"shifts": shifts, "published": published, "landed": landed}
     finally:
         with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-            conn.execute("delete from raw_mqtt.messages where _batch_id = %s", (BATCH,))
+            conn.execute("delete from raw_mqtt.messages where kind = 'plc'")
+
+
+@pytest.mark.slow
+def test_every_reading_landed_once(modbus_built: dict) -> None:
+    assert modbus_built["landed"] == set(modbus_built["published"])
+    assert len(modbus_built["published"]) == len(set(modbus_built["published"]))
 
 
 @pytest.mark.slow
 def test_pieces_per_machine_and_shift_equal_the_truth(modbus_built: dict,
                                                       warehouse_dsn: str) -> None:
-    assert modbus_built["published"] == len(modbus_built["machines"]) * modbus_built["instants"]
     signal = {(m, s): v for m, s, *v in rows(
         warehouse_dsn, "select machine_code, shift_code, good_count, scrap_count, rework_count, "
                        "total_count from conformed.fct_machine_signal_shift "
