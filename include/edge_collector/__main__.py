@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pymodbus logs every failed connect as an error, each poll; the collector logs a PLC that
+    # stays away once (and when it answers again)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         cfg = load_config(args.config, vars(args))
     except (ConfigError, OSError, KeyError) as exc:
