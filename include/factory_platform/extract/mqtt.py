@@ -264,6 +264,11 @@ class MicroBatchWriter:
         self.host = socket.gethostname()
         self._temp_ready = False
 
+    def use_connection(self, conn) -> None:
+        """Go on on a new connection (the old one broke): its temporary table is made anew."""
+        self.conn = conn
+        self._temp_ready = False
+
     def _temp_table(self) -> None:
         if not self._temp_ready:
             self.conn.execute(

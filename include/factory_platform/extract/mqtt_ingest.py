@@ -164,8 +164,7 @@ class Ingest:
                                   type(exc).__name__)
                         time.sleep(2)
                         conn = self._reconnect_db(conn)
-                        writer.conn = conn
-                        writer._temp_ready = False
+                        writer.use_connection(conn)
                         continue
                     for m in pending:  # committed: now the broker may forget them
                         self.client.ack(m.mid, 1)
