@@ -15,8 +15,8 @@ values are kept as compact tuples; a 15-minute window of a plant is a few thousa
 | --- | --- |
 | host, port, schema | the endpoint `opc.tcp://host:port/schema` |
 | login, password | a user identity token (UserName); none: anonymous. The password is the secret |
-| extra `namespace_uri` | the namespace of the plant's nodes (node ids are stored with it: `nsu=…;s=…`) |
-| extra `root` | the browse path below `Objects` to the enterprise folder (`ENT`; `/`-separated) |
+| extra `namespace_uri` | the namespace of the root's browse names (node ids are stored with their namespace URI: `nsu=…;s=…`) |
+| extra `root` | the browse path below `Objects` to the enterprise folder (`ENT`; `/`-separated; empty: every folder below `Objects` but the standard's own) |
 | extra `security_policy` | `None` (default), `Basic256Sha256`, `Aes128Sha256RsaOaep`, `Aes256Sha256RsaPss` |
 | extra `security_mode` | `None` (default), `Sign`, `SignAndEncrypt` |
 | extra `certificate`, `private_key` | paths (PEM or DER) of the client's application instance certificate and its key (the key file 0600, unencrypted) |
@@ -177,8 +177,8 @@ class History:
                     "area_code": tag.level("area"), "line_code": tag.level("line"),
                     "node_id": tag.node_key, "browse_path": "/".join(tag.path),
                     "value_type": vtype,
-                    "value_text": value if isinstance(value, str) else None,
-                    "value_numeric": None if value is None or isinstance(value, str) else value,
+                    "value_text": _text(value),
+                    "value_numeric": value if _is_number(value) else None,
                     "status_code": code, "status": names[code],
                     "server_at": _from_ms(server_ms) if server_ms is not None else None,
                 }
@@ -189,6 +189,20 @@ class History:
                     rejected.append((label, ref, reason, json.dumps(payload, default=str)))
                     continue
                 yield SourceRecord(source=label, record_ref=ref, payload=payload)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str | None:
+    """A value that is not a number as text: strings as they are, booleans as true/false,
+    anything else (arrays, localized text, date-times) as its string form."""
+    if value is None or _is_number(value):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
 
 
 def _status_name(code: int, get_name_and_doc) -> str:
@@ -242,19 +256,26 @@ async def browse(client, endpoint: OpcUaEndpoint) -> list[Tag]:
     from asyncua import ua
 
     ns_index = None
-    if endpoint.namespace_uri:
+    if endpoint.namespace_uri:  # an unknown namespace fails here, naming it
         ns_index = await client.get_namespace_index(endpoint.namespace_uri)
-    objects = client.nodes.objects
-    start = objects
-    if endpoint.root:
-        prefix = f"{ns_index}:" if ns_index is not None else ""
-        start = await objects.get_child([f"{prefix}{p}" for p in endpoint.root])
+    start = client.nodes.objects
+    for name in endpoint.root:  # by browse name (in the namespace, when one is named)
+        matches = [ref.NodeId for ref in await start.get_children_descriptions(
+            refs=ua.ObjectIds.HierarchicalReferences) if ref.BrowseName.Name == name
+            and ref.NodeId.NamespaceIndex != 0
+            and ns_index in (None, ref.BrowseName.NamespaceIndex)]
+        if len(matches) != 1:
+            raise OpcUaConfigError(f"{endpoint.url}: {len(matches)} nodes named {name!r} on the "
+                                   f"root's path Objects/{'/'.join(endpoint.root)}")
+        start = client.get_node(matches[0])
     namespaces = await client.get_namespace_array()
     found: list[Tag] = []
 
     async def walk(node, path: tuple[str, ...]) -> None:
         # one Browse per object: each reference names its target's class and browse name
         for ref in await node.get_children_descriptions(refs=ua.ObjectIds.HierarchicalReferences):
+            if ref.NodeId.NamespaceIndex == 0:
+                continue  # the OPC UA standard's own nodes (Objects/Server …), not the plant's
             name = ref.BrowseName.Name
             nid = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
             if ref.NodeClass == ua.NodeClass.Object:
