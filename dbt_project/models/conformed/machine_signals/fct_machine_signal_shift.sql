@@ -1,7 +1,8 @@
 {#- Pieces and state time per machine × shift, from each shop-floor signal path that carries
-    them (OPC UA history today; the MQTT and Modbus paths add their staging models to the two
-    unions below). The marts do not care how a signal came: whichever path delivered it, the
-    counts and the seconds per shift are the MES's and the truth's.
+    them: OPC UA history (opcua), MQTT machine events (mqtt), the PLCs' registers published by
+    the edge collector (modbus); a new path adds its staging models to the two unions below.
+    The marts do not care how a signal came: whichever path delivered it, the counts and the
+    seconds per shift are the MES's and the truth's.
     Placement: a piece counts at the instant it completes, so a counter change belongs to the
     shift that holds it in (start, end] (placed by assign_shift one microsecond earlier; source
     timestamps carry milliseconds); a state lasts from its change to the machine's next change
