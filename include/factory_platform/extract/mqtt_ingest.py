@@ -50,6 +50,7 @@ log = logging.getLogger("factory_platform.mqtt_ingest")
 # flight to us. Our acknowledgements wait for the commit, so this bounds a micro-batch from
 # above and must exceed what arrives while one commits (5,000 msg/s × 0.5 s).
 RECEIVE_MAXIMUM = 20_000
+APPLICATION_NAME = "sfdp-mqtt-ingest"  # its warehouse session, in pg_stat_activity
 REPORT_EVERY_S = 60  # a log line: connected?, counts since start, messages waiting
 
 
@@ -142,7 +143,7 @@ class Ingest:
         import psycopg
 
         self.connect()
-        conn = psycopg.connect(self.dsn)
+        conn = psycopg.connect(self.dsn, application_name=APPLICATION_NAME)
         try:
             ensure_tables(conn)
             conn.commit()
@@ -154,28 +155,29 @@ class Ingest:
                     if self.stopping.is_set():
                         break
                     pending = self._collect()
-                if pending:
-                    try:
+                try:
+                    if pending:
                         counts = writer.write([parse_message(m.topic, m.payload)
                                                for m in pending],
                                               connected=self.client.is_connected())
-                    except psycopg.OperationalError as exc:
-                        log.error("warehouse unavailable (%s); retrying the batch",
-                                  type(exc).__name__)
-                        time.sleep(2)
-                        conn = self._reconnect_db(conn)
-                        writer.use_connection(conn)
-                        continue
-                    for m in pending:  # committed: now the broker may forget them
-                        self.client.ack(m.mid, 1)
-                    if counts.quarantined:
-                        log.warning("%d message(s) quarantined (ops.quarantine)",
-                                    counts.quarantined)
-                    pending = []
-                    last_beat = time.monotonic()
-                elif time.monotonic() - last_beat >= HEARTBEAT_EVERY.total_seconds():
-                    writer.heartbeat(self.client.is_connected())
-                    last_beat = time.monotonic()
+                        for m in pending:  # committed: now the broker may forget them
+                            self.client.ack(m.mid, 1)
+                        if counts.quarantined:
+                            log.warning("%d message(s) quarantined (ops.quarantine)",
+                                        counts.quarantined)
+                        pending = []
+                        last_beat = time.monotonic()
+                    elif time.monotonic() - last_beat >= HEARTBEAT_EVERY.total_seconds():
+                        writer.heartbeat(self.client.is_connected())
+                        last_beat = time.monotonic()
+                except psycopg.OperationalError as exc:
+                    # nothing of the batch is acknowledged: it is written again, whole
+                    log.error("warehouse unavailable (%s); retrying on a new connection",
+                              type(exc).__name__)
+                    time.sleep(1)
+                    conn = self._reconnect_db(conn)
+                    writer.use_connection(conn)
+                    continue
                 if time.monotonic() - last_report >= REPORT_EVERY_S:
                     log.info("connected %s; since start %s; waiting %d",
                              self.client.is_connected(), writer.totals, self.inbox.qsize())
@@ -195,10 +197,10 @@ class Ingest:
             pass
         while not self.stopping.is_set():
             try:
-                return psycopg.connect(self.dsn)
+                return psycopg.connect(self.dsn, application_name=APPLICATION_NAME)
             except psycopg.OperationalError:
                 time.sleep(2)
-        return psycopg.connect(self.dsn)
+        return psycopg.connect(self.dsn, application_name=APPLICATION_NAME)
 
     def stop(self, *_args: Any) -> None:
         self.stopping.set()

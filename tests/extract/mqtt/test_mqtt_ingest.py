@@ -292,6 +292,38 @@ def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) 
                             "where message_id = 'bad-time-1'").fetchone()[0] == 0
 
 
+def test_a_lost_warehouse_session_loses_nothing(landed, broker, warehouse_dsn) -> None:
+    """The ingest's warehouse session is terminated (a database restart, a failover): it
+    reconnects, and messages published meanwhile land, each once."""
+    import paho.mqtt.client as mqtt
+
+    with psycopg.connect(warehouse_dsn) as conn:
+        killed = conn.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                              "where application_name = 'sfdp-mqtt-ingest'").fetchone()[0]
+    assert killed == 1
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h4-probe-publisher")
+    c.username_pw_set(broker.user, broker.password)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    ids = [f"probe-{i:03d}" for i in range(50)]
+    for mid in ids:
+        c.publish("ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01/probe", json.dumps(
+            {"message_id": mid, "event_time": "2026-10-24T04:00:00.000Z"}), qos=1
+        ).wait_for_publish(10)
+    c.disconnect()
+    c.loop_stop()
+
+    def landed_probes() -> dict[str, int]:
+        with psycopg.connect(warehouse_dsn) as conn:
+            return dict(conn.execute("select message_id, count(*) from raw_mqtt.messages "
+                                     "where kind = 'probe' group by 1").fetchall())
+
+    _wait(lambda: len(landed_probes()) == len(ids), 60,
+          f"the probes land ({landed['ingest'].log.read_text()[-2000:]})")
+    assert landed_probes() == dict.fromkeys(ids, 1)
+    assert "warehouse unavailable" in landed["ingest"].log.read_text()
+
+
 def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
     """extract_mqtt's task (and the DAG, through Airflow): sums the interval's audit and
     succeeds while the heartbeat is fresh; fails (incident ingest_down) once it is older than
