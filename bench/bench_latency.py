@@ -155,13 +155,24 @@ def choose_zones(window_start: datetime, minutes: float) -> dict[str, tuple[str,
     QMS_DECISION_LAG before it (its lots' usage decisions then arrive in the window too).
     Deterministic for a given start."""
     lead = timedelta(minutes=min(5.0, minutes / 4))
-    candidates = sorted((at, zone) for zone in _zones() for at in shift_ends(zone, window_start)
+    candidates = sorted((at, not zone.startswith("Asia/"), zone)  # the manufacturer's region
+                        for zone in _zones() for at in shift_ends(zone, window_start)
                         if at >= window_start + lead)
-    burst_at, burst_zone = candidates[0]
+    burst_at, _, burst_zone = candidates[0]
     target = burst_at - QMS_DECISION_LAG
+    window_end = window_start + timedelta(minutes=minutes)
+
+    def score(candidate: tuple[datetime, str]) -> tuple:
+        # within 10 min of the target, prefer the zone whose burst's WMS file (the hour's,
+        # dropped 5 min after it) is dropped in the window: NGB's put-away rows are events too
+        at, zone = candidate
+        dropped = at.replace(minute=0, second=0) + timedelta(minutes=65)
+        near = abs(at - target) <= timedelta(minutes=10)
+        return (not near, not (near and window_start <= dropped <= window_end),
+                abs(at - target), not zone.startswith("Asia/"), zone)
+
     qms_at, qms_zone = min(((at, zone) for zone in _zones() for at in shift_ends(zone, target)
-                            if at + QMS_DECISION_LAG >= window_start),
-                           key=lambda c: (abs(c[0] - target), c[1]))
+                            if at + QMS_DECISION_LAG >= window_start), key=score)
     return {BURST_SITE: (burst_zone, burst_at), QMS_SITE: (qms_zone, qms_at)}
 
 
@@ -706,7 +717,11 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
-    result = measure(args)
+    try:
+        result = measure(args)
+    except KeyboardInterrupt:  # before the window: nothing to report (the platform is stopped)
+        log("interrupted before the window opened")
+        return 130
     figures = report(result, args)
     if args.smoke:
         print("\nsmoke run: nothing merged into bench/results.json")
