@@ -505,8 +505,6 @@ BREAKDOWN = ("extract wait", "extract run", "transform wait", "transform pre-dbt
              "publish wait", "publish")
 SYSTEM_OF = {"mes": ("mes", "confirmations"), "mes_state": ("mes", "machine_states"),
              "qms": ("qms", "usage_decisions"), "wms": ("wms", "movements")}
-RAW_KEY = {"mes": "confirmation_id", "mes_state": "state_id", "qms": "usage_decision_id",
-           "wms": "movement_id"}
 
 
 def breakdown(events: list[Event], wh, airflow, erp_type: str | None) -> dict[str, list[float]]:
@@ -516,12 +514,12 @@ def breakdown(events: list[Event], wh, airflow, erp_type: str | None) -> dict[st
         return parts
     kind = events[0].kind
     system, entity = SYSTEM_OF[kind]
-    key = RAW_KEY[kind]
-    batches = {k: (finished, run_id) for k, finished, run_id in wh.execute(
-        f"select distinct on (r.{key}) r.{key}, a.finished_at, a.run_id "
-        f"from raw_{system}.{entity} r join ops.load_audit a on a.batch_id = r._batch_id "
-        f"where r.{key} = any(%s) order by r.{key}, a.finished_at",
-        ([e.key for e in events],)).fetchall()}
+    # the batch that first loaded it (the one raw's time came from: a later window may load the
+    # row again, under another batch)
+    firsts = sorted({e.reached["raw"] for e in events if "raw" in e.reached})
+    runs = dict(wh.execute("select finished_at, run_id from ops.load_audit where system = %s "
+                           "and entity = %s and finished_at = any(%s)",
+                           (system, entity, firsts)).fetchall())
     transforms = wh.execute("select run_id, audit_upto from ops.transform_run "
                             "where succeeded_at is not null order by audit_upto").fetchall()
 
@@ -536,10 +534,10 @@ def breakdown(events: list[Event], wh, airflow, erp_type: str | None) -> dict[st
             (dag_id, run_id, prefix + "%")).fetchone()
 
     for e in events:
-        batch = batches.get(e.key)
-        if batch is None or batch[1] is None:
+        finished = e.reached.get("raw")
+        extract_run_id = runs.get(finished)
+        if extract_run_id is None:
             continue
-        finished, extract_run_id = batch
         run = dag_run(f"extract_{system}", extract_run_id)
         if run is None or run[0] is None:
             continue
