@@ -11,7 +11,12 @@ and publishes one message, QoS 1, to `<enterprise>/<site>/<area>/<line>/<machine
 
 The message id is a function of (machine, PLC instant): a reading of an instant already
 published (the PLC's clock has not moved since the last poll) is not published again, and if
-it were, the subscriber's message-id dedupe would drop it.
+it were, the subscriber's message-id dedupe would drop it. With `publish = "change"` (the
+default) a reading whose registers equal the machine's last published ones is not published
+either, unless `heartbeat_s` PLC seconds have passed since that one (report by exception, as
+field gateways do): a change is still published at the first poll that sees it, so counts and
+state changes are the same as with `every_poll`, at a fraction of the messages (a machine's
+registers change with its pieces, states and temperature samples, not every second).
 
 Nothing the broker has not acknowledged is lost while the collector runs: the MQTT client has a
 persistent session (clean session off, a fixed client id) and keeps every unacknowledged QoS 1
@@ -145,10 +150,13 @@ class Collector:
                        for block, machine in enumerate(device.machines)]
         self.stopping = threading.Event()
         self.last_instant: dict[str, int] = {}  # machine → plant_time last published
+        self.last_registers: dict[str, dict[str, int | float]] = {}  # … and its registers
+        self.last_read: dict[str, int] = {}  # machine → plant_time last read
         self.published_ids: list[str] | None = None  # kept when asked (tests)
         self.polls = 0  # cycles
         self.readings = 0  # machine blocks read
         self.repeats = 0  # readings of an instant already published
+        self.unchanged = 0  # readings equal to the last published (publish = change)
         self.read_errors = 0
         self._errors: dict[str, str] = {}  # what failed, by server / device block: its last error
 
@@ -204,8 +212,15 @@ class Collector:
             self.readings += 1
             registers = regmap.decode(words)
             instant = int(registers.pop(regmap.time_register))
-            if self.last_instant.get(machine) == instant:
+            self.last_read[machine] = instant
+            last = self.last_instant.get(machine)
+            if last == instant:
                 self.repeats += 1
+                continue
+            if (self.cfg.publish == "change" and last is not None
+                    and registers == self.last_registers[machine]
+                    and instant - last < self.cfg.heartbeat_s):
+                self.unchanged += 1
                 continue
             mid = message_id(machine, instant)
             payload = {
@@ -220,6 +235,7 @@ class Collector:
             body = json.dumps(payload, separators=(",", ":")).encode()
             if self.publisher.publish(self.cfg.topic(device, machine), body):
                 self.last_instant[machine] = instant
+                self.last_registers[machine] = registers
                 sent += 1
                 if self.published_ids is not None:
                     self.published_ids.append(mid)
@@ -256,6 +272,7 @@ class Collector:
         p = self.publisher
         with p.lock:
             return {"polls": self.polls, "readings": self.readings, "repeats": self.repeats,
+                    "unchanged": self.unchanged,
                     "read_errors": self.read_errors, "published": p.published,
                     "acked": p.acked, "refused": p.refused, "connects": p.connects,
                     "disconnects": p.disconnects}

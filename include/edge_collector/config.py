@@ -20,6 +20,8 @@ WIDTHS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2}
 # scalar setting → (section, key, type, EDGE_* variable)
 OVERRIDES: dict[str, tuple[str, str, type, str]] = {
     "poll_interval_s": ("collector", "poll_interval_s", float, "EDGE_POLL_INTERVAL_S"),
+    "publish": ("collector", "publish", str, "EDGE_PUBLISH"),
+    "heartbeat_s": ("collector", "heartbeat_s", int, "EDGE_HEARTBEAT_S"),
     "enterprise": ("collector", "enterprise", str, "EDGE_ENTERPRISE"),
     "plc_host": ("plc", "host", str, "EDGE_PLC_HOST"),
     "plc_port": ("plc", "port", int, "EDGE_PLC_PORT"),
@@ -94,6 +96,8 @@ class Device:
 @dataclass(frozen=True)
 class GatewayConfig:
     poll_interval_s: float
+    publish: str  # "change" (report by exception, with a heartbeat) or "every_poll"
+    heartbeat_s: int  # change: a reading at least this many PLC seconds after the last one
     enterprise: str
     plc_host: str
     plc_port: int
@@ -154,6 +158,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         values[name] = None if value is None else kind(value)
     if values["poll_interval_s"] <= 0:
         raise ConfigError("poll_interval_s must be positive")
+    if values["publish"] not in ("change", "every_poll"):
+        raise ConfigError("publish must be change or every_poll")
+    if values["heartbeat_s"] < 0:
+        raise ConfigError("heartbeat_s must not be negative")
     devices = tuple(
         Device(int(d["device_id"]), d["site"], d["area"], d["line"], tuple(d["machines"]))
         for d in data.get("devices", [])

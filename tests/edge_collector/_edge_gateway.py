@@ -31,6 +31,8 @@ SMALL_GATEWAY = """
 [collector]
 poll_interval_s = {poll}
 enterprise = "ENT"
+publish = "change"
+heartbeat_s = 60
 
 [plc]
 host = "127.0.0.1"
@@ -204,3 +206,9 @@ def mes_states(world: Path) -> dict[str, list[dict[str, Any]]]:
             r = json.loads(body)
             out[r["machine_code"]][r["state_id"]] = r
     return {m: sorted(v.values(), key=lambda r: r["start_at"]) for m, v in out.items()}
+
+
+def known_at(at: dict[int, dict[str, Any]], t: int) -> dict[str, Any]:
+    """A machine's registers as a consumer of the published readings knows them at PLC instant
+    `t`: the last reading published at or before it (an unchanged reading is not published)."""
+    return at[max(i for i in at if i <= t)]["registers"]

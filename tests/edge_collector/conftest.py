@@ -69,8 +69,9 @@ def subscriber(broker: Any) -> Iterator[Subscriber]:
 @pytest.fixture(scope="module")
 def stepped(small_world: Path, broker: Any, tmp_path_factory: pytest.TempPathFactory
             ) -> dict[str, Any]:
-    """Step the plant clock through `stepped_instants`, the collector polling every 20 ms;
-    wait at each instant until every machine's reading of it is published."""
+    """Step the plant clock through `stepped_instants`, the collector polling every 20 ms
+    (publishing on change, heartbeat 60 PLC seconds); wait at each instant until every
+    machine has been read at it."""
     instants = stepped_instants(small_world)
     rt = plc_runtime(small_world, float(instants[0]), speed=0.0)
     sub = Subscriber(broker, "edge-test-stepped")
@@ -81,7 +82,7 @@ def stepped(small_world: Path, broker: Any, tmp_path_factory: pytest.TempPathFac
     try:
         for t in instants:
             rt.clock.start = t
-            wait(lambda t=t: all(c.last_instant.get(m) == t for m in MACHINES), 10,
+            wait(lambda t=t: all(c.last_read.get(m) == t for m in MACHINES), 10,
                  f"a reading of every machine at {t}")
         time.sleep(0.1)  # more polls of the last instant: repeats, not published
     finally:

@@ -19,6 +19,7 @@ def test_shipped_gateway_is_make_runs_plant() -> None:
     assert set(MACHINES) < {m for d in cfg.devices for m in d.machines}
     assert cfg.register_map.span == 14 and cfg.register_map.block_size == 100
     assert cfg.topic(cfg.devices[2], "ERF-L3-M04") == "ENT/ERF/ERF-MOLD/ERF-L3/ERF-L3-M04/plc"
+    assert (cfg.publish, cfg.heartbeat_s, cfg.poll_interval_s) == ("change", 60, 1.0)
     assert cfg.mqtt_password is None
 
 
