@@ -43,6 +43,7 @@ import argparse
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -325,6 +326,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     args = parser.parse_args()
+    # stopped with SIGTERM (kill, a CI timeout): the finally blocks still stop what it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     secret = load_or_create_secrets(INSTANCE)
     env = relayed(platform_environment(INSTANCE, secret, Executor("celery", 2, args.concurrency)))
@@ -332,6 +335,12 @@ def main() -> int:
     # harness is the superuser by its password file, which PGPASSWORD would override)
     os.environ.update({k: v for k, v in env.items() if not k.startswith("PG")})
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    # The schedule makes no runs: only the backfills are measured. (The extraction DAGs must
+    # stay unpaused for their backfills to run, and with the schedule on, the scheduler kept
+    # adding each DAG's current interval while a measurement ran — runs that took worker slots
+    # for the whole measurement, more of them the longer it took: seen 2026-12-03, 52 scheduled
+    # task instances within the first 50 minutes of the 1-worker measurement.)
+    os.environ["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
     env = service_environment(INSTANCE, {**os.environ, **env})
     cluster = start_provisioned_cluster(INSTANCE, secret)
     redis = RedisServer(INSTANCE.redis_root, INSTANCE.redis_port, secret["REDIS_PASSWORD"])
