@@ -53,7 +53,8 @@ Figures merged into bench/results.json: `latency_<kind>_to_<stage>_p50_s` and `_
 kind and stage above (e.g. `latency_mes_to_erp_p95_s`, `latency_qms_to_erp_p95_s`,
 `latency_mes_to_reporting_p95_s`, `latency_wms_file_to_raw_p95_s`, `latency_wms_to_raw_p95_s`),
 `latency_<kind>_events` (events followed) and `latency_<kind>_to_<stage>_reached` (how many
-reached the stage in time: a percentile over fewer than all events is over those that did),
+reached the stage in time; an event that did not counts as slower than all that did, and a
+percentile that falls on one is not written),
 `latency_complete` (every event through every stage), `latency_commit` (the git commit
 measured), `latency_zones` and `latency_window_minutes`. Ctrl-C (or SIGTERM) while following
 stops following and reports what was seen, then stops the platform. A smoke run
@@ -664,17 +665,20 @@ def report(result: dict, args: argparse.Namespace) -> dict:
         for stage in stages:
             eligible = [e for e in of_kind if stage in stages and (
                 stage != "reporting" or kind != "mes_state" or e.scope["state"] in LOSS_STATES)]
-            values = [(e.reached[stage] - e.at).total_seconds() for e in eligible
-                      if stage in e.reached]
+            # an event that never reached the stage counts as slower than every one that did:
+            # a percentile that falls on one is unknown (printed ">", not written)
+            values = [(e.reached[stage] - e.at).total_seconds() if stage in e.reached
+                      else math.inf for e in eligible]
+            reached = [v for v in values if v != math.inf]
             p50, p95 = percentile(values, 50), percentile(values, 95)
             name = f"latency_{kind}_to_{stage}"
-            figures[f"{name}_reached"] = len(values)
-            if values:
-                figures[f"{name}_p50_s"] = round(p50, 1)
-                figures[f"{name}_p95_s"] = round(p95, 1)
-            cells = [f"{v:8.0f}" if v is not None else f"{'-':>8}"
-                     for v in (p50, p95, max(values) if values else None)]
-            print(f"{kind:10} {stage:10} {len(eligible):6d} {len(values):7d} {' '.join(cells)}")
+            figures[f"{name}_reached"] = len(reached)
+            for label, value in (("p50", p50), ("p95", p95)):
+                if value is not None and value != math.inf:
+                    figures[f"{name}_{label}_s"] = round(value, 1)
+            cells = [f"{'>':>8}" if v == math.inf else f"{v:8.0f}" if v is not None
+                     else f"{'-':>8}" for v in (p50, p95, max(reached) if reached else None)]
+            print(f"{kind:10} {stage:10} {len(eligible):6d} {len(reached):7d} {' '.join(cells)}")
     print("\nwhere the time goes (median s per event; n = events with that step)")
     print(f"{'kind':10} " + " ".join(f"{name:>14}" for name in BREAKDOWN))
     for kind, parts in result["parts"].items():
@@ -686,8 +690,8 @@ def report(result: dict, args: argparse.Namespace) -> dict:
     complete = not result["interrupted"] and not any(e.pending() for e in events)
     if not complete:
         print(f"\nnot complete: {sum(1 for e in events if e.pending())} events missed a stage "
-              f"({'interrupted' if result['interrupted'] else 'drain ran out'}); the "
-              "percentiles are over the events that reached it")
+              f"({'interrupted' if result['interrupted'] else 'drain ran out'}); a percentile "
+              "that falls on one is '>' and not written")
     figures["latency_complete"] = complete
     figures["latency_window_minutes"] = args.minutes
     figures["latency_commit"] = git_commit()
