@@ -155,7 +155,7 @@ class Collector:
         self.published_ids: list[str] | None = None  # kept when asked (tests)
         self.polls = 0  # cycles
         self.readings = 0  # machine blocks read
-        self.repeats = 0  # readings of an instant already published
+        self.repeats = 0  # readings of an instant already read
         self.unchanged = 0  # readings equal to the last published (publish = change)
         self.read_errors = 0
         self._errors: dict[str, str] = {}  # what failed, by server / device block: its last error
@@ -212,11 +212,11 @@ class Collector:
             self.readings += 1
             registers = regmap.decode(words)
             instant = int(registers.pop(regmap.time_register))
-            self.last_read[machine] = instant
-            last = self.last_instant.get(machine)
-            if last == instant:
+            if self.last_read.get(machine) == instant:  # the PLC's clock has not moved
                 self.repeats += 1
                 continue
+            self.last_read[machine] = instant
+            last = self.last_instant.get(machine)
             if (self.cfg.publish == "change" and last is not None
                     and registers == self.last_registers[machine]
                     and instant - last < self.cfg.heartbeat_s):
