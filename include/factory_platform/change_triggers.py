@@ -18,11 +18,15 @@ triggerer. An event starts an asset-triggered run; it has no data interval, so
 its `run_after`, `run_after`), loaded like a scheduled run (from the high-water mark, with the
 lookback). The idempotency rules are the scheduled runs' ones: a micro-batch is a short window.
 
-**One signal per change.** After a signal the entities of the source are not asked again until
-their high-water mark has passed the moment of the signal (the run it started loaded them) — or
-`REARM_AFTER` went by without that (the run failed: ask again; the next scheduled run retries
-anyway); a file is signalled once per name, size and modification time. A triggerer restart
-forgets this and costs at most one extra run.
+**One signal per change.** The API is asked about whole seconds up to the last one, `[since,
+now)`, `since` being the later of the entity's high-water mark (rounded up to the second) and
+the end of the range that last gave a signal: a record is signalled once, and one that appears
+while the run started by the previous signal is still loading starts the next run at once
+(`max_active_runs` 2), not after it. When the mark has not passed a signal `REARM_AFTER` later
+(the run failed), the entity is asked from its mark again, and a change it still lacks is
+signalled again (the next scheduled run retries anyway). A file is signalled once per name,
+size and modification time. A triggerer restart forgets all this and costs at most one extra
+run.
 
 **The triggerer's event loop is never blocked.** The API is asked through httpx's asynchronous
 transport (one request per entity, a deadline each; the transport follows no redirect and
@@ -138,6 +142,12 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _up_to_second(ts: datetime) -> datetime:
+    """`ts` rounded up to a whole second (an API that reads whole seconds sees the same)."""
+    whole = ts.replace(microsecond=0)
+    return whole if whole == ts else whole + timedelta(seconds=1)
+
+
 class ProbeFailed(RuntimeError):
     """The API answered something other than a page."""
 
@@ -176,7 +186,7 @@ class ApiWatch:
         self.headers = headers
         self.dsn = dsn
         self.rearm = rearm
-        self.started = datetime.now(UTC)
+        self.started = datetime.now(UTC).replace(microsecond=0)
         self.entities = [e for e in source.entities
                          if e.cursor and e.option("mode") != "snapshot"]
         self.signalled: dict[str, datetime] = {}
@@ -184,23 +194,24 @@ class ApiWatch:
         self.conn = None
 
     async def poll(self) -> dict | None:
-        """The entities with a record newer than their high-water mark (None: no change).
-        Entities signalled before are asked again only once their mark passed the signal."""
+        """The entities with a record updated since their high-water mark and since the last
+        signal, up to the last whole second (None: no change)."""
         marks = await self.watermarks()
-        now = datetime.now(UTC)
+        now = datetime.now(UTC).replace(microsecond=0)
         changed = []
         for entity in self.entities:
-            since = marks.get(entity.name) or self.started
+            mark = marks.get(entity.name)
+            since = _up_to_second(mark) if mark else self.started
             signalled = self.signalled.get(entity.name)
             if signalled and since < signalled and now - signalled < self.rearm:
-                continue  # the run it started has not loaded past the signal yet
-            if await self.probe(entity, since, now):
+                since = signalled  # what came before the signal is its run's to load
+            if since < now and await self.probe(entity, since, now):
                 changed.append(entity.name)
         if not changed:
             return None
-        for entity in self.entities:  # the run loads every entity of the source
+        for entity in self.entities:  # the run it starts loads every entity of the source
             self.signalled[entity.name] = now
-        return {"entities": changed, "detected_at": now.isoformat()}
+        return {"entities": changed, "changed_before": now.isoformat()}
 
     async def watermarks(self) -> dict[str, datetime]:
         import psycopg

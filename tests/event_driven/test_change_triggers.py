@@ -171,8 +171,9 @@ class Events:
 
 def test_a_mes_record_past_the_high_water_mark_is_signalled_once_per_change(
         plant, mes_marks, capfd):
-    """One signal per change: after it, the MES is not asked again until the marks passed the
-    signal (the run it started loaded), or the rearm time went by (that run failed)."""
+    """One signal per change: after it only records updated since the signal count (what came
+    before is the started run's to load); when the marks have not passed the signal after the
+    rearm time (that run failed), the entity is asked from its mark again."""
     entities = [e.name for e in get_source("mes").entities]
     beyond = plant.end + timedelta(days=1)  # the served world ends before: nothing newer
     mes_marks(dict.fromkeys(entities, beyond))
@@ -186,7 +187,7 @@ def test_a_mes_record_past_the_high_water_mark_is_signalled_once_per_change(
             await events.until(1)
             first_at, first = events.seen[0]
             assert first["system"] == "mes" and first["entities"] == ["confirmations"]
-            await asyncio.sleep(1)  # pending: the run it started has not loaded yet
+            await asyncio.sleep(1)  # the run it started has not loaded yet: not again
             assert len(events.seen) == 1
             await events.until(2)  # no load after the rearm time: signalled again
             assert events.seen[1][0] - first_at >= 3 - 0.5
