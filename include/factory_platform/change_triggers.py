@@ -308,7 +308,8 @@ def takeable_files(source, inbox: Path, now: float) -> dict[str, tuple[int, int]
         with os.scandir(inbox) as listing:
             entries = [e for e in listing if not e.name.startswith(".")]
     except (FileNotFoundError, NotADirectoryError):
-        return {}
+        raise FileNotFoundError(f"inbox {inbox} is not a folder here (is the plant's share "
+                                "mounted where the triggerer runs?)") from None
     names = {e.name for e in entries}
     ready = {}
     for entry in entries:

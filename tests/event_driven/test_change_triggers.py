@@ -115,6 +115,24 @@ def test_a_settled_file_landing_in_the_inbox_is_signalled_once(tmp_path: Path):
     assert poll()["files"] == ["WMS_MOVEMENTS_ERF_20261020T0700Z.csv"]  # set aside at once
     landed.unlink()
     assert poll() is None
+    with pytest.raises(FileNotFoundError, match="is the plant's share mounted"):
+        asyncio.run(InboxWatch(source, tmp_path / "not-mounted").poll())
+
+
+def test_the_deployments_triggerer_sees_every_watched_inbox(project_root):
+    """docker-compose: the triggerer mounts the share holding each watched inbox."""
+    import json
+
+    import yaml
+
+    compose = yaml.safe_load((project_root / "docker-compose.yml").read_text())
+    triggerer = compose["services"]["airflow-triggerer"]
+    mounts = [v.split(":")[1] for v in triggerer["volumes"]]
+    environment = compose["x-airflow-common"]["environment"]
+    for source in all_sources().values():
+        if source.change_feed == "inbox":
+            inbox = json.loads(environment[f"AIRFLOW_CONN_{source.conn_id.upper()}"])
+            assert any(inbox["extra"]["path"].startswith(f"{m}/") for m in mounts), source.system
 
 
 # --- the API trigger against the served plant ---------------------------------------------------
