@@ -110,9 +110,8 @@ class ChangeTrigger(BaseEventTrigger):
                     self._answered()
                 except Exception as exc:  # noqa: BLE001 — log, keep polling: never end the watch
                     self._failed(exc)
-                    if watch is not None:
-                        await watch.close()
-                        watch = None
+                    if watch is not None:  # connect again next time; what it signalled stays
+                        await watch.reset()
                     change = None
                 if change:
                     self.log.info("%s changed: %s", self.system, change)
@@ -216,7 +215,7 @@ class ApiWatch:
     async def watermarks(self) -> dict[str, datetime]:
         import psycopg
 
-        if self.conn is None or self.conn.closed:
+        if self.conn is None:
             self.conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True,
                                                               connect_timeout=10)
         cursor = await self.conn.execute(
@@ -257,10 +256,17 @@ class ApiWatch:
                               f"({type(exc).__name__})") from None
         return bool(records)
 
-    async def close(self) -> None:
+    async def reset(self) -> None:
+        """After a failure: the warehouse connection is opened again at the next poll."""
         if self.conn is not None:
-            await self.conn.close()
-            self.conn = None
+            conn, self.conn = self.conn, None
+            try:
+                await conn.close()
+            except Exception:  # noqa: BLE001, S110 — a broken connection: nothing to keep
+                pass
+
+    async def close(self) -> None:
+        await self.reset()
         await self.transport.aclose()
 
 
@@ -293,6 +299,9 @@ class InboxWatch:
             return None
         return {"files": new[:20], "file_count": len(new),
                 "detected_at": datetime.now(UTC).isoformat()}
+
+    async def reset(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None
