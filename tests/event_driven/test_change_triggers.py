@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,6 +118,37 @@ def test_a_settled_file_landing_in_the_inbox_is_signalled_once(tmp_path: Path):
     assert poll() is None
     with pytest.raises(FileNotFoundError, match="is the plant's share mounted"):
         asyncio.run(InboxWatch(source, tmp_path / "not-mounted").poll())
+
+
+@pytest.mark.parametrize(("system", "name"), [
+    ("wms", "WMS_MOVEMENTS_ERF_{hour}00Z.csv"), ("scada", "SCADA_TAGS_ERF_{hour}00Z.csv"),
+    ("ems", "EMS_READINGS_ERF_{hour}00Z.csv"), ("plm", "PLM_EXPORT_ERF_{day}.xml")])
+def test_a_file_that_just_landed_is_the_event_runs_own_not_late(system, name, tmp_path,
+                                                               monkeypatch):
+    """The run its signal starts takes it (the extraction's own file plan, over the window
+    `run_window` gives an asset-triggered run), without a `file_late` incident."""
+    import json
+
+    from factory_platform.extract.clients import Window
+    from factory_platform.extract.files import plan_files
+
+    source = get_source(system)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{source.conn_id.upper()}",
+                       json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path)}}))
+    now = datetime.now(UTC)
+    last = now - timedelta(hours=1)  # the last complete hour (PLM: today's export)
+    landed = tmp_path / name.format(hour=f"{last:%Y%m%dT%H}", day=f"{now:%Y%m%d}")
+    landed.write_bytes(b"x\n")
+    settled = time.time() - source.settle_time.total_seconds() - 1
+    os.utime(landed, (settled, settled))
+    assert asyncio.run(InboxWatch(source, tmp_path).poll())["files"] == [landed.name]
+    start, end = event_window(source.schedule_cron, now)
+    window = Window(start=start - source.lookback, end=end, interval_start=start,
+                    interval_end=end)
+    entity = next(e for e in source.entities if re.fullmatch(e.endpoint, landed.name))
+    plan = plan_files(source, entity, window)
+    assert [f.name for f in plan.chosen] == [landed.name]
+    assert plan.late == {} and plan.incidents == []
 
 
 def test_the_deployments_triggerer_sees_every_watched_inbox(project_root):

@@ -41,7 +41,7 @@ from launcher.settings import test_instance as instance_under_test
 pytestmark = pytest.mark.slow
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 LIVE_MES_PORT, LIVE_QMS_PORT = 18615, 18616  # the live plant's (the session plant keeps its own)
-SIGNAL_S = 10  # a record's appearance → the change signal (polls every 5 s, whole seconds)
+SIGNAL_S = 15  # a record's appearance → the change signal (polls every 5 s, whole seconds)
 SIGNAL_TO_RUN_S = 60  # a record's appearance → its asset-triggered run queued
 RECORD_DELAYS_S = (10, 25)  # after the live plant's start
 
