@@ -255,7 +255,8 @@ def test_a_mes_record_past_the_high_water_mark_is_signalled_once_per_change(
 def test_an_unanswering_api_is_logged_once_without_its_key(plant, mes_marks, monkeypatch,
                                                            capfd):
     mes_marks({"confirmations": plant.end - timedelta(hours=6)})
-    closed = f"http://mes:{plant.api_key}@127.0.0.1:18617"  # nothing listens there
+    port = int(plant.mes_url.rsplit(":", 1)[1]) + 5  # nothing listens there
+    closed = f"http://mes:{plant.api_key}@127.0.0.1:{port}"
     monkeypatch.setenv("AIRFLOW_CONN_MES_API", closed)
     trigger = ApiChangeTrigger(system="mes", poll_seconds=0.1)
 

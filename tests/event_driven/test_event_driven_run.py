@@ -3,10 +3,9 @@
 The real scheduler, triggerer and API server of the test instance (LocalExecutor, as `make
 run` starts them; no DAG processor: the test writes the extraction DAGs to the metadata DB as
 it would, which registers the change-feed watcher of the only unpaused one, `extract_mes`),
-and a live MES: the small
-test world served by the simulated plant on a live clock (speed 1, started now), with two
-confirmations put into its MES database before it starts, dated 10 s and 25 s after its start
-— the plant reveals each at that moment. The world's own records are all older than the MES
+and a live MES: the small test world served by the simulated plant on a live clock (speed 1,
+started now, on the instance's MES port + 3), with two confirmations put into its MES database
+before it starts, dated 10 s and 25 s after its start — the plant reveals each at that moment. The world's own records are all older than the MES
 high-water marks (set to the test's start), so these two are the only changes.
 
 Each record is signalled once, within `SIGNAL_S` of appearing (an event of the change-feed
@@ -40,7 +39,6 @@ from launcher.settings import test_instance as instance_under_test
 
 pytestmark = pytest.mark.slow
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-LIVE_MES_PORT, LIVE_QMS_PORT = 18615, 18616  # the live plant's (the session plant keeps its own)
 SIGNAL_S = 15  # a record's appearance → the change signal (polls every 5 s, whole seconds)
 SIGNAL_TO_RUN_S = 60  # a record's appearance → its asset-triggered run queued
 RECORD_DELAYS_S = (10, 25)  # after the live plant's start
@@ -195,6 +193,8 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
                                                                      monkeypatch):
     started = mes_marks_at_start
     instance = instance_under_test()
+    # the live plant's ports, beside the session plant's (which keeps serving its own world)
+    live_mes_port, live_qms_port = instance.mes_port + 3, instance.mes_port + 4
     secret = load_or_create_secrets(instance)
     key = secret["MES_API_KEY"]
     world = instance.var_dir / "event_driven" / "world"
@@ -207,7 +207,7 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
                    stdout=subprocess.DEVNULL)
     env = service_environment(instance, {
         **os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "AIRFLOW_CONN_MES_API": f"http://mes:{key}@127.0.0.1:{LIVE_MES_PORT}"})
+        "AIRFLOW_CONN_MES_API": f"http://mes:{key}@127.0.0.1:{live_mes_port}"})
     end_unfinished()
     paused_before = set_paused(only_active="extract_mes")
     try:
@@ -235,12 +235,12 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
         ids = add_confirmations(world, appear)
         processes.start_service("plant", [
             sys.executable, "-m", "plant_sim", "serve", "--world", str(world),
-            "--inbox", str(world / "inbox"), "--mes-port", str(LIVE_MES_PORT),
-            "--qms-port", str(LIVE_QMS_PORT), "--clock", "live", "--speed", "1",
+            "--inbox", str(world / "inbox"), "--mes-port", str(live_mes_port),
+            "--qms-port", str(live_qms_port), "--clock", "live", "--speed", "1",
             "--start", plant_start.isoformat().replace("+00:00", "Z")],
             service_environment(instance, plant_env), instance.pid_dir, instance.log_dir,
             PROJECT_ROOT)
-        wait_for("the live MES", lambda: _serves(f"http://127.0.0.1:{LIVE_MES_PORT}"), 60)
+        wait_for("the live MES", lambda: _serves(f"http://127.0.0.1:{live_mes_port}"), 60)
 
         lags = []
         for record_id, at in zip(ids, appear, strict=True):
