@@ -231,6 +231,11 @@ async def _connect(endpoint: OpcUaEndpoint):
     from asyncua import Client, ua
     from asyncua.crypto import security_policies
 
+    library_log = logging.getLogger("asyncua")
+    if library_log.getEffectiveLevel() < logging.WARNING:
+        # asyncua logs every request (browse, history_read …) at INFO; the task's log keeps
+        # the run's one summary line and the library's warnings
+        library_log.setLevel(logging.WARNING)
     # the watchdog probes the server every `watchdog_intervall` and gives up after as long: a
     # server busy answering a large HistoryRead must not count as gone after asyncua's 1 s
     client = Client(endpoint.url, timeout=endpoint.timeout_s,
