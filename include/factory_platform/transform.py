@@ -1,4 +1,16 @@
-"""The dbt DAG (Cosmos) and the quality gate that decides whether the marts may be published."""
+"""The dbt DAG (Cosmos, watcher mode) and the quality gate that decides whether the marts may be
+published.
+
+A run builds in one dbt process: Cosmos' watcher producer (`dbt.dbt_producer_watcher`) runs
+`dbt build` over the models downstream of the sources that changed since the last successful run
+(`data_interval`: transform_window.py; a manual or first run builds everything), with the tests
+of each model right after it (dbt skips what is downstream of a failure). The interval reaches
+the incremental models through ops.transform_run, not `--vars` (macros/production/interval.sql):
+dbt's partial parsing holds. Each model (seed, snapshot) is still a task, `dbt.<model>_run`:
+it reports what the build did with the model and the tests on it (transform_watch.py), and is
+skipped when the run did not build it. The gate checks follow the producer, not the model tasks:
+the models' reports are for people and do not hold back the gate and publishing.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +22,11 @@ from factory_platform.dag_factory import START_DATE, default_args
 from factory_platform.dbt_project import (
     DBT_PROJECT_DIR,
     MANIFEST_PATH,
+    dbt_executable,
     ensure_fresh_manifest,
 )
 from factory_platform.sources import all_sources
+from factory_platform.transform_window import RUN_ID_ENV
 
 
 def raw_asset_refs():
@@ -40,11 +54,44 @@ def processed_interval(context) -> tuple[datetime, datetime]:
             datetime.fromisoformat(interval["interval_end"]))
 
 
-# Rendered per dbt task from the data_interval task's result (Cosmos templates `vars`)
-INTERVAL_VARS = {
-    name: "{{ ti.xcom_pull(task_ids='data_interval')['" + name + "'] }}"
-    for name in ("interval_start", "interval_end")
-}
+# The producer's --select, rendered from the data_interval task's result (Cosmos templates it)
+SELECT_TEMPLATE = "{{ ti.xcom_pull(task_ids='data_interval')['select'] }}"
+# dbt threads of the run's one dbt process: models of different sources build side by side (the
+# work is Postgres'; 4 as the tests' full builds, on 2 cores)
+DBT_THREADS = 4
+
+
+def _node_result_task(dag, task_group, node, task_id, **_):
+    """Cosmos node converter: a model's (seed's, snapshot's) task is a DbtNodeResult, which
+    reports what the producer's build did with it (transform_watch.py) instead of a Cosmos
+    sensor."""
+    from factory_platform.transform_watch import DbtNodeResult
+
+    return DbtNodeResult(task_id=task_id, dag=dag, task_group=task_group,
+                         unique_id=node.unique_id, manifest_path=str(MANIFEST_PATH),
+                         priority_weight=1, weight_rule="absolute")
+
+
+def _wire_watchers(group):
+    """The producer of a watcher-mode DbtTaskGroup, made the first task of the group: every
+    node task without an upstream task runs after it, whatever its end (it then reports the
+    node's result, or that it was not built); the others run unless an upstream node task
+    failed (a model the run did not build is skipped, its downstream models still report).
+    Returns the producer."""
+    from airflow.task.trigger_rule import TriggerRule
+    from cosmos.operators.watcher import DbtProducerWatcherOperator
+
+    tasks = list(group.children.values())
+    producer = next(t for t in tasks if isinstance(t, DbtProducerWatcherOperator))
+    for task in tasks:
+        if task is producer or task.task_id.endswith("_done"):
+            continue
+        if not task.upstream_task_ids:
+            producer >> task
+            task.trigger_rule = TriggerRule.ALL_DONE
+        else:
+            task.trigger_rule = TriggerRule.NONE_FAILED
+    return producer
 
 
 def build_transform_dag(doc_md: str | None):
@@ -58,10 +105,11 @@ def build_transform_dag(doc_md: str | None):
         RenderConfig,
     )
     from cosmos.constants import (
+        DbtResourceType,
         ExecutionMode,
+        InvocationMode,
         LoadMode,
         TestBehavior,
-        TestIndirectSelection,
     )
     from cosmos.profiles import PostgresUserPasswordProfileMapping
 
@@ -69,7 +117,7 @@ def build_transform_dag(doc_md: str | None):
         profile_name="factory_platform",
         target_name="airflow",
         profile_mapping=PostgresUserPasswordProfileMapping(
-            conn_id="warehouse", profile_args={"schema": "staging", "threads": 1}
+            conn_id="warehouse", profile_args={"schema": "staging", "threads": DBT_THREADS}
         ),
     )
 
@@ -94,46 +142,80 @@ def build_transform_dag(doc_md: str | None):
         # lineage and so loads every plugin (FastAPI included): 0.2 s of each parse of this
         # file. The manifest is a local file; a plain Path reads it the same.
         project.manifest_path = Path(MANIFEST_PATH)
+        node_result = {kind: _node_result_task for kind in (
+            DbtResourceType.MODEL, DbtResourceType.SEED, DbtResourceType.SNAPSHOT)}
         dbt = DbtTaskGroup(
             group_id="dbt",
             project_config=project,
             profile_config=profile,
             execution_config=ExecutionConfig(
-                execution_mode=ExecutionMode.LOCAL,
-                # a test that spans two models (relationships) runs after the later one
-                test_indirect_selection=TestIndirectSelection.CAUTIOUS,
+                execution_mode=ExecutionMode.WATCHER,
+                # dbt in its own process, its JSON log read line by line: the node results
+                # arrive from the info-level lines (in-process, Cosmos' callback would turn
+                # every debug event into JSON and push four XComs per node — measured 346 s
+                # for a whole build that takes dbt 120 s)
+                invocation_mode=InvocationMode.SUBPROCESS,
+                dbt_executable_path=str(dbt_executable()),
+                # the producer: one `dbt build` per run; a retry would build it all again
+                # (Cosmos' producer skips a retry anyway), the next run rebuilds what failed
+                setup_operator_args={"retries": 0},
             ),
             render_config=RenderConfig(
                 load_method=LoadMode.DBT_MANIFEST,
-                # one task per model: `dbt build` runs it, then its tests (fail fast, one
-                # dbt start-up per model instead of two)
-                test_behavior=TestBehavior.BUILD,
+                # no test tasks: the producer's build runs each model's tests right after it,
+                # and the model's task reports them (transform_watch.py)
+                test_behavior=TestBehavior.NONE,
                 # the gate's per-scope checks run in `dbt_gate_checks`, not with the models:
                 # one bad scope must not stop the build (and the other scopes' publishing)
                 exclude=["tag:gate"],
                 emit_datasets=False,
+                node_converters=node_result,
             ),
             operator_args={
                 "install_deps": False,
-                # dbt would write manifest.json (2.5 MB) and run_results.json for every model
-                # task; nothing reads them (Cosmos takes results from the in-process runner)
-                # and writing them was ~40 % of each task's time
-                "env": {"DBT_WRITE_JSON": "false"},
-                # the incremental models process the interval data_interval chose
-                "vars": INTERVAL_VARS,
+                "env": {
+                    # dbt would write manifest.json (2.5 MB) and run_results.json; nothing
+                    # reads them (the node results reach the tasks through XCom)
+                    "DBT_WRITE_JSON": "false",
+                    # the run whose interval (ops.transform_run) the incremental models read
+                    RUN_ID_ENV: "{{ run_id }}",
+                },
             },
         )
+        producer = _wire_watchers(dbt)
+        # what the run builds, from data_interval (TestBehavior.NONE had Cosmos limit the
+        # build to models, seeds and snapshots with --resource-type: the tests run too)
+        producer.select = SELECT_TEMPLATE
+        producer.dbt_cmd_flags = []
+        # each test's result under its own key (the node tasks report them one by one), not
+        # only Cosmos' aggregate per model
+        producer.tests_per_model = {}
 
         @task
         def data_interval(**context) -> dict[str, str]:
-            """What this run's incremental models process: the windows of the load batches
+            """What this run processes (transform_window.py): the windows of the load batches
             finished since the last successful run (a backfill's batches included), from
-            ops.load_audit; a manual run processes everything (transform_window.py)."""
-            from factory_platform.transform_window import open_run
+            ops.load_audit, recorded in ops.transform_run for the incremental models; and the
+            dbt selection of the models downstream of what those batches changed. A manual
+            run processes everything, unless its conf says {"changed_only": true}."""
+            import json
+
+            from factory_platform.transform_window import (
+                changed_entities,
+                open_run,
+                run_selection,
+            )
             from factory_platform.warehouse import warehouse_dsn
 
+            dsn, run_id = warehouse_dsn(), context["run_id"]
             manual = "manual" in str(context["dag_run"].run_type).lower()
-            return open_run(warehouse_dsn(), context["run_id"], everything=manual)
+            changed_only = bool((context["dag_run"].conf or {}).get("changed_only"))
+            interval = open_run(dsn, run_id, everything=manual and not changed_only)
+            changed = changed_entities(dsn, run_id)
+            select = run_selection(changed, json.loads(Path(MANIFEST_PATH).read_text()))
+            print(f"changed since the last successful run: "
+                  f"{'everything' if changed is None else changed}; dbt --select {select}")
+            return {**interval, "select": select}
 
         @task
         def dbt_gate_checks(**context) -> dict:
@@ -158,16 +240,16 @@ def build_transform_dag(doc_md: str | None):
 
         @task(outlets=[gated_marts_asset()], trigger_rule="all_done")
         def quality_gate(**context) -> str:
-            """Emits the gated-marts asset once dbt built everything and every gate check step
-            completed — its results recorded, failing or not (a failing GX suite is a recorded
-            result, not a reason to stop the other scopes). Publishing then reads
+            """Emits the gated-marts asset once dbt built the run's selection and every gate
+            check step completed — its results recorded, failing or not (a failing GX suite is
+            a recorded result, not a reason to stop the other scopes). Publishing then reads
             dq.scope_status per scope, and posts only what this run's gate checked
             (dq.checked_publish).
 
             It fails closed (no retry, no asset event, the run's interval left to the next
             run) when dbt or any check step did not complete: a crashed step wrote no
-            completion row in dq.gate_step (quality/checked.py). It is the DAG's only leaf, so
-            its state is what the run's state shows."""
+            completion row in dq.gate_step (quality/checked.py). Besides the model tasks (a
+            failed model fails the run too), it is the DAG's leaf: the run fails when it does."""
             from airflow.sdk.exceptions import AirflowFailException
 
             from factory_platform.quality.checked import GateIncomplete, close_gate
@@ -185,7 +267,7 @@ def build_transform_dag(doc_md: str | None):
 
         dbt_checks = dbt_gate_checks()
         gx_checks = gx_gate_checks()
-        data_interval() >> dbt >> [dbt_checks, gx_checks]
+        data_interval() >> producer >> [dbt_checks, gx_checks]
         [dbt_checks, gx_checks] >> quality_gate()
 
     return transform()

@@ -1,9 +1,12 @@
 """The pipeline through Airflow: every extract_<system> → transform_dbt → publish_reporting,
-compared with the simulator's truth; idempotent re-runs; a failing gate stops publishing."""
+compared with the simulator's truth; idempotent re-runs; a transform run after one source's
+batches builds only what that source feeds; a failing gate stops publishing."""
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -90,6 +93,84 @@ def test_every_extracted_batch_is_audited(pipeline, warehouse_dsn):
         assert read == loaded + quarantined + dupes
         assert conn.execute("select count(*) from ops.quarantine").fetchone()[0] == quarantined
     assert len(audited) == 6
+
+
+def seconds(dag_run) -> float:
+    return (dag_run.end_date - dag_run.start_date).total_seconds()
+
+
+def relation_oids(dsn: str, names: list[str]) -> dict[str, int]:
+    """pg_class oids of the dbt relations named (dbt replaces a table or a view it builds with a
+    new relation: a new oid; an incremental model keeps its table)."""
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(
+            "select c.relname, c.oid::bigint from pg_class c join pg_namespace n "
+            "on n.oid = c.relnamespace where c.relname = any(%s) and n.nspname in "
+            "('staging', 'conformed', 'marts', 'publish', 'reporting', 'dq', 'snapshots')",
+            (names,)).fetchall())
+
+
+def test_a_run_after_only_qms_batches_builds_only_what_qms_feeds(pipeline, dagbag, plant,
+                                                                 warehouse_dsn, monkeypatch):
+    """After the pipeline's run, only QMS is extracted again; a transform run that processes
+    what changed (as an asset-triggered run does; dag.test() makes manual runs, hence the conf)
+    builds, in its one dbt process, exactly the models downstream of the QMS sources and the
+    bookkeeping marts — `dbt ls` of that selection says which — and reports each of them; every
+    other model's task is skipped, and dbt did not touch its relation (same oid)."""
+    from factory_platform import transform_window
+    from factory_platform.dbt_project import MANIFEST_PATH
+    from factory_platform.transform_watch import DbtNodeResult
+
+    # the pipeline's extractions finished seconds before its transform run looked; the overlap
+    # (10 min, for a batch committing while a run looks) would hand them to this run again
+    monkeypatch.setattr(transform_window, "OVERLAP", timedelta(0))
+    manifest = json.loads(MANIFEST_PATH.read_text())
+    nodes = {n["name"]: n for n in manifest["nodes"].values()
+             if n["resource_type"] in ("model", "seed", "snapshot")}
+    replaced = [name for name, node in nodes.items()  # relations dbt replaces when it builds
+                if node["config"]["materialized"] in ("table", "view")]
+    oids = relation_oids(warehouse_dsn, replaced)
+
+    # QMS again, as the pipeline loaded it (a narrower reload would leave raw_qms's rows with
+    # other batch ids, which the next test compares)
+    qms = extract_whole_world(dagbag, plant, "extract_qms")
+    transform = run_dag(dagbag, "transform_dbt", run_conf={"changed_only": True})
+
+    assert str(qms.state) == str(transform.state) == "success", task_states(transform)
+    # what dbt lists for the QMS entities that run loaded rows of, the ERP's inbound postings
+    # (publish_erp's reconciliation loaded them after the pipeline's transform run) and the
+    # bookkeeping marts
+    with psycopg.connect(warehouse_dsn) as conn:
+        entities = [e for (e,) in conn.execute(
+            "select distinct entity from ops.load_audit where run_id = %s and system = 'qms' "
+            "and rows_loaded + rows_replaced > 0", (qms.run_id,))]
+    assert "inspection_results" in entities
+    selection = ([f"source:qms.{entity}+" for entity in entities]
+                 + ["source:erp.inbound_postings+"]
+                 + transform_window.run_selection([], manifest).split())
+    listed = dbt("ls", "--quiet", "--output", "name", "--select", *selection,
+                 "--exclude", "tag:gate", "--resource-type", "model", "--resource-type", "seed",
+                 "--resource-type", "snapshot")
+    expected = {line.strip() for line in listed.stdout.splitlines() if line.strip() in nodes}
+    assert {"stg_qms__inspection_results", "fct_inspection_result", "mart_quality",
+            "mart_source_health"} <= expected
+    dag = dagbag.get_dag("transform_dbt")
+    names = {t.task_id: t.unique_id.split(".")[-1] for t in dag.tasks
+             if isinstance(t, DbtNodeResult)}
+    states = task_states(transform)
+    built = {names[task] for task, state in states.items() if task in names and state == "success"}
+    skipped = {names[task] for task, state in states.items() if task in names and state == "skipped"}
+    assert built == expected
+    assert built | skipped == set(names.values())
+    assert {"stg_mes__confirmations", "fct_operation_confirmation", "mart_production_line_day",
+            "mart_oee_shift", "stg_scada__tag_values", "stg_erp__materials"} <= skipped
+    everything = pipeline[-3]  # the pipeline's transform run: the whole project
+    print(f"\ntransform_dbt: everything {seconds(everything):.0f} s; changed only (QMS): "
+          f"{len(built)} of {len(names)} models, seeds and snapshots built in "
+          f"{seconds(transform):.0f} s")
+    after = relation_oids(warehouse_dsn, replaced)
+    untouched = {name for name in replaced if name in oids and after.get(name) == oids[name]}
+    assert untouched == {name for name in replaced if name in oids} - expected
 
 
 # Marts about the loads themselves: they report when the last loads ran, so a re-run changes them.
@@ -239,13 +320,13 @@ def test_a_failing_gate_keeps_publishing_from_running(pipeline, dagbag, plant, w
             where confirmation_id = (select min(confirmation_id) from raw_mes.confirmations)""")
     events_before = gate_events()
     try:
-        # only the chain from the tampered raw table to the mart runs; the rest is unchanged
-        chain = ("stg_mes__confirmations", "fct_operation_confirmation", "mart_production_line_day")
-        transform = run_dag(dagbag, "transform_dbt",
-                            mark_success_pattern=rf"dbt\.(?!({'|'.join(chain)})_model_build$).*")
+        transform = run_dag(dagbag, "transform_dbt")  # a manual run: the whole project
         states = task_states(transform)
         assert str(transform.state) == "failed"
-        assert states["dbt.mart_production_line_day_model_build"] == "failed"
+        assert states["dbt.dbt_producer_watcher"] == "failed"  # its dbt build failed
+        # the mart's task names the failing test; what is downstream of it was not built
+        assert states["dbt.mart_production_line_day_run"] == "failed"
+        assert states["dbt.rpt_production_line_day_run"] == "upstream_failed"
         assert states["dbt_gate_checks"] == "upstream_failed"
         assert states["quality_gate"] == "failed"
         assert gate_events() == events_before

@@ -1,15 +1,24 @@
 """What a transform_dbt run processes: the windows of the load batches finished since the last
-run that succeeded (ops.load_audit), handed to every dbt task as the incremental models'
-interval vars; a manual run, and the first run of a warehouse, process everything."""
+run that succeeded (ops.load_audit), recorded in ops.transform_run for the incremental models,
+and the dbt selection of the models downstream of what those batches changed, built by one dbt
+process; a manual run, and the first run of a warehouse, process everything."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
 
 import psycopg
 import pytest
-from factory_platform.transform import INTERVAL_VARS
-from factory_platform.transform_window import EVERYTHING, close_run, open_run
+from factory_platform.transform import SELECT_TEMPLATE
+from factory_platform.transform_window import (
+    EVERYTHING,
+    RUN_ID_ENV,
+    SELECT_EVERYTHING,
+    changed_entities,
+    close_run,
+    open_run,
+    run_selection,
+)
 
 
 @pytest.fixture()
@@ -21,16 +30,19 @@ def warehouse(pg):
     return dsn
 
 
-def loaded(dsn: str, batch: str, window_start: str, interval_end: str, finished_ago: str):
+def loaded(dsn: str, batch: str, window_start: str, interval_end: str, finished_ago: str,
+           entity: str = "mes.confirmations", rows: int = 1, status: str = "loaded"):
     """A load batch in the audit, finished `finished_ago` (an SQL interval) before now."""
+    system, name = entity.split(".")
     with psycopg.connect(dsn) as conn:
         conn.execute("""
             insert into ops.load_audit (batch_id, system, entity, interval_start, interval_end,
                 window_start, source, rows_read, rows_loaded, rows_quarantined,
-                duplicates_skipped, rows_replaced, started_at, finished_at)
-            values (%s, 'mes', 'confirmations', %s::timestamptz + interval '2 hours', %s, %s,
-                    'page', 1, 1, 0, 0, 0, now(), now() - %s::interval)""",
-            (batch, window_start, interval_end, window_start, finished_ago))
+                duplicates_skipped, rows_replaced, started_at, finished_at, status)
+            values (%s, %s, %s, %s::timestamptz + interval '2 hours', %s, %s,
+                    'page', %s, %s, 0, 0, 0, now(), now() - %s::interval, %s)""",
+            (batch, system, name, window_start, interval_end, window_start, rows, rows,
+             finished_ago, status))
 
 
 def marked(dsn: str, run_id: str, ago: str) -> None:
@@ -82,6 +94,54 @@ def test_a_manual_run_processes_everything(warehouse):
     assert open_run(warehouse, "manual-1", everything=True) == EVERYTHING
 
 
+def test_a_run_selects_the_entities_its_batches_changed(warehouse):
+    open_run(warehouse, "run-1")
+    marked(warehouse, "run-1", "1 hour")
+    loaded(warehouse, "old", "2026-10-19T00:00:00+00:00", "2026-10-19T01:00:00+00:00", "3 hours",
+           entity="mes.confirmations")  # before the last run: taken then
+    loaded(warehouse, "q1", "2026-10-20T08:00:00+00:00", "2026-10-20T09:00:00+00:00", "5 min",
+           entity="qms.inspection_results")
+    loaded(warehouse, "q2", "2026-10-20T09:00:00+00:00", "2026-10-20T10:00:00+00:00", "4 min",
+           entity="qms.inspection_results")
+    loaded(warehouse, "w", "2026-10-20T08:00:00+00:00", "2026-10-20T09:00:00+00:00", "3 min",
+           entity="wms.movements", rows=0)  # an empty window: nothing changed
+    loaded(warehouse, "e", "2026-10-20T08:00:00+00:00", "2026-10-20T09:00:00+00:00", "2 min",
+           entity="erp.materials", status="rejected")  # nothing loaded
+    open_run(warehouse, "run-2")
+    assert changed_entities(warehouse, "run-2") == [("qms", "inspection_results")]
+    # a manual run, and the first run, process everything: no selection
+    open_run(warehouse, "manual-1", everything=True)
+    assert changed_entities(warehouse, "manual-1") is None
+
+
+@pytest.fixture(scope="module")
+def manifest(project_root):
+    import os
+
+    from factory_platform.dbt_project import MANIFEST_PATH, ensure_fresh_manifest
+
+    ensure_fresh_manifest(dict(os.environ))
+    return json.loads(MANIFEST_PATH.read_text())
+
+
+def test_the_selection_is_what_the_changed_sources_feed(manifest):
+    assert run_selection(None, manifest) == SELECT_EVERYTHING
+    selection = run_selection([("qms", "inspection_results"), ("scada", "tag_values"),
+                               ("nosuch", "entity")], manifest).split()
+    changed = [s for s in selection if s.startswith("source:")]
+    # the historian's file list is part of its entity
+    assert changed == ["source:qms.inspection_results+", "source:scada.tag_values+",
+                       "source:scada.tag_values__files+"]
+    # the marts over the platform's own bookkeeping (load audit, gate results, ERP outbox):
+    # tables every run's loads, gate and postings change
+    bookkeeping = {s for s in selection if not s.startswith("source:")}
+    assert {"mart_source_health+", "mart_data_quality+", "mart_erp_reconciliation+"} <= bookkeeping
+    assert all(manifest["nodes"][f"model.factory_platform.{s[:-1]}"]["config"]["materialized"]
+               in ("table", "incremental") for s in bookkeeping)
+    # nothing changed: the bookkeeping marts only
+    assert set(run_selection([], manifest).split()) == bookkeeping
+
+
 @pytest.fixture(scope="module")
 def transform(project_root):
     from airflow.dag_processing.dagbag import DagBag
@@ -90,18 +150,24 @@ def transform(project_root):
         "transform_dbt")
 
 
-def test_every_dbt_task_runs_after_data_interval_with_its_result_as_vars(transform):
-    import jinja2
+def test_one_dbt_process_builds_the_selection_and_a_task_reports_each_model(transform):
+    """The producer (one `dbt build`) runs after data_interval, selects what it chose, names
+    the run to dbt in the environment (no per-run --vars); the gate checks follow it; each
+    model, seed and snapshot is a task after it that starts no dbt."""
+    from factory_platform.transform_watch import DbtNodeResult
 
-    dbt_tasks = [t for t in transform.tasks if t.task_id.startswith("dbt.")]
-    assert len(dbt_tasks) > 50
-    interval = {"interval_start": "2026-10-20T06:00:00+00:00",
-                "interval_end": "2026-10-20T10:30:00+00:00"}
-    ti = SimpleNamespace(xcom_pull=lambda task_ids: interval if task_ids == "data_interval"
-                         else None)
-    for task in dbt_tasks:
-        assert "data_interval" in task.get_flat_relative_ids(upstream=True), task.task_id
-        assert task.vars == INTERVAL_VARS, task.task_id
-    rendered = {name: jinja2.Template(template).render(ti=ti)
-                for name, template in dbt_tasks[0].vars.items()}
-    assert rendered == interval
+    producer = transform.get_task("dbt.dbt_producer_watcher")
+    assert producer.upstream_task_ids == {"data_interval"}
+    assert producer.select == SELECT_TEMPLATE
+    assert producer.exclude == "tag:gate"
+    assert not producer.vars and producer.dbt_cmd_flags == []
+    assert producer.env[RUN_ID_ENV] == "{{ run_id }}"
+    assert producer.retries == 0
+    assert {"dbt_gate_checks", "gx_gate_checks"} <= producer.downstream_task_ids
+    nodes = [t for t in transform.tasks if isinstance(t, DbtNodeResult)]
+    assert len(nodes) > 80
+    assert {t.task_id for t in nodes} >= {"dbt.stg_mes__confirmations_run",
+                                          "dbt.mart_quality_run", "dbt.plant_sites_seed"}
+    for node in nodes:
+        assert "dbt.dbt_producer_watcher" in node.get_flat_relative_ids(upstream=True), node
+        assert node.producer_task_id == "dbt.dbt_producer_watcher"

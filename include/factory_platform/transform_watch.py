@@ -1,0 +1,110 @@
+"""One Airflow task per dbt model (seed, snapshot) of transform_dbt, reporting what the run's
+single `dbt build` did with it.
+
+transform_dbt builds in one dbt process: Cosmos' watcher producer (`dbt.dbt_producer_watcher`)
+runs `dbt build` over the run's selection and pushes, as each node finishes, its status and its
+dbt event (timing, message) to XCom. Cosmos' own consumers (sensors) do not fit a selection that
+changes per run: a model the run does not build has no status, and the synchronous sensor pokes
+for it until its timeout, the deferrable one needs the triggerer and then reports success; a
+retry re-runs dbt for the model, a second dbt process. And Cosmos' watcher mode runs a model's
+tests in separate test tasks (TestBehavior.AFTER_EACH: two tasks per model) or not at all.
+
+`DbtNodeResult` runs after the producer: it reads the node's status and that of every test (and
+unit test) on the node, logs them (with dbt's message for a failure), and ends
+- success: dbt built the node and every test on it passed (or warned);
+- failed: dbt failed the node, skipped it because something upstream failed, or a test on it
+  failed — the log names the test and dbt's message; no retry changes that (the data is what it
+  is until the next run), so it fails without retrying;
+- skipped: the run did not build it — not in this run's selection (nothing it reads changed), or
+  the build failed before reaching it (the producer's log says why).
+No task here starts dbt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from airflow.sdk import BaseOperator
+
+log = logging.getLogger(__name__)
+
+PASSED = {"success", "pass", "warn"}
+
+
+def _key(unique_id: str, suffix: str) -> str:
+    """Cosmos' XCom keys for a node (cosmos.operators._watcher.state)."""
+    return f"{unique_id.replace('.', '__')}_{suffix}"
+
+
+def tests_on(manifest_path: Path, unique_id: str) -> list[str]:
+    """The tests and unit tests on a node (its test children in the manifest), in name order."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    children = manifest.get("child_map", {}).get(unique_id, [])
+    return sorted(c for c in children if c.startswith(("test.", "unit_test.")))
+
+
+class DbtNodeResult(BaseOperator):
+    """What the run's `dbt build` did with one dbt node, and the tests on it (module docstring)."""
+
+    ui_color = "#e6f0e6"
+
+    def __init__(self, *, unique_id: str, manifest_path: str,
+                 producer_task_id: str = "dbt.dbt_producer_watcher", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.unique_id = unique_id
+        self.manifest_path = manifest_path
+        self.producer_task_id = producer_task_id  # Cosmos sets the group-qualified id
+
+    def _pull(self, ti, key: str):
+        return ti.xcom_pull(task_ids=self.producer_task_id, key=key)
+
+    def _message(self, ti, unique_id: str, status: str | None) -> str:
+        """dbt's message for a node that did not pass (the producer keeps the error events)."""
+        if status is None or status in PASSED or status == "skipped":
+            return ""
+        return (self._pull(ti, _key(unique_id, "dbt_event")) or {}).get("msg") or ""
+
+    def _producer_state(self, context) -> str | None:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=context["ti"].dag_id, task_ids=[self.producer_task_id],
+            run_ids=[context["run_id"]])
+        state = states.get(context["run_id"], {}).get(self.producer_task_id)
+        return None if state is None else str(state)
+
+    def execute(self, context) -> str:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        ti = context["ti"]
+        result = self._pull(ti, _key(self.unique_id, "status")) or {}
+        status = result.get("status") if isinstance(result, dict) else result
+        if status is None:
+            producer = self._producer_state(context)
+            if producer == "success":
+                raise AirflowSkipException(
+                    f"{self.unique_id} is not in this run's selection: nothing it reads "
+                    f"changed since the last successful run (the producer's --select)")
+            raise AirflowSkipException(
+                f"{self.unique_id} was not built: the run's dbt build ({self.producer_task_id}, "
+                f"{producer}) ended before reaching it; its log says why")
+        log.info("dbt %s: %s %s", self.unique_id, status, self._message(ti, self.unique_id,
+                                                                         status))
+        failing = []
+        tests = tests_on(Path(self.manifest_path), self.unique_id)
+        for test in tests:
+            test_status = (self._pull(ti, _key(test, "status")) or {}).get("status")
+            message = self._message(ti, test, test_status)
+            log.info("  test %s: %s %s", test, test_status or "not run", message)
+            if test_status is not None and test_status not in PASSED | {"skipped"}:
+                failing.append(f"{test} ({test_status}: {message or 'see the producer log'})")
+        if status not in PASSED:
+            raise AirflowFailException(
+                f"dbt {status} {self.unique_id}: "
+                f"{self._message(ti, self.unique_id, status) or 'see the producer log'}")
+        if failing:
+            raise AirflowFailException(
+                f"{len(failing)} test(s) on {self.unique_id} failed: " + "; ".join(failing))
+        return f"{status}; {len(tests)} test(s) on it"
