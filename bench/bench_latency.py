@@ -93,10 +93,11 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
@@ -111,9 +112,6 @@ PORTS = {
     "SFDP_OPCUA_PORT": "48691", "SFDP_MODBUS_PORT": "15691",
 }
 PLANT_CONFIG = ROOT / "bench" / "latency_plant.toml"
-BURST_SITE, QMS_SITE = "ERF", "NGB"
-SHIFT_END_HOURS = (14, 22)  # local ends of S1 and S2: the bursts (S3 ends with few open orders)
-QMS_DECISION_LAG = timedelta(seconds=2730)  # plant_sim qms: decision 45.5 min after segment end
 STAGES = {
     "mes": ("raw", "fact", "mart", "erp", "reporting"),
     "mes_state": ("raw", "fact", "mart", "reporting"),
@@ -129,67 +127,10 @@ def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-# ---- the plant's time zones -------------------------------------------------------------------
-
-def shift_ends(zone: str, around: datetime) -> list[datetime]:
-    """The S1/S2 shift ends (local 14:00, 22:00) of `zone` within a day of `around`, in UTC."""
-    tz = ZoneInfo(zone)
-    ends = []
-    for offset in range(-2, 3):
-        day = (around + timedelta(days=offset)).date()
-        for hour in SHIFT_END_HOURS:
-            at = datetime(day.year, day.month, day.day, hour, tzinfo=tz).astimezone(UTC)
-            if abs(at - around) <= timedelta(days=1):
-                ends.append(at)
-    return ends
-
-
-def _zones() -> list[str]:
-    return sorted(z for z in available_timezones()
-                  if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/", "right/", "US/",
-                                                    "Canada/", "Brazil/", "Chile/", "Mexico/")))
-
-
-def choose_zones(window_start: datetime, minutes: float) -> dict[str, tuple[str, datetime]]:
-    """Site → (time zone, its burst instant): ERF's shift end a few minutes into the window
-    (the earliest after 5 min; some zone has one every 15-30 min), NGB's about
-    QMS_DECISION_LAG before it (its lots' usage decisions then arrive in the window too).
-    Deterministic for a given start."""
-    lead = timedelta(minutes=min(5.0, minutes / 4))
-    candidates = sorted((at, not zone.startswith("Asia/"), zone)  # the manufacturer's region
-                        for zone in _zones() for at in shift_ends(zone, window_start)
-                        if at >= window_start + lead)
-    burst_at, _, burst_zone = candidates[0]
-    target = burst_at - QMS_DECISION_LAG
-    window_end = window_start + timedelta(minutes=minutes)
-
-    def score(candidate: tuple[datetime, str]) -> tuple:
-        # within 10 min of the target, prefer the zone whose burst's WMS file (the hour's,
-        # dropped 5 min after it) is dropped in the window: NGB's put-away rows are events too
-        at, zone = candidate
-        dropped = at.replace(minute=0, second=0) + timedelta(minutes=65)
-        near = abs(at - target) <= timedelta(minutes=10)
-        return (not near, not (near and window_start <= dropped <= window_end),
-                abs(at - target), not zone.startswith("Asia/"), zone)
-
-    qms_at, qms_zone = min(((at, zone) for zone in _zones() for at in shift_ends(zone, target)
-                            if at + QMS_DECISION_LAG >= window_start), key=score)
-    return {BURST_SITE: (burst_zone, burst_at), QMS_SITE: (qms_zone, qms_at)}
-
-
-def plant_config_text(zones: dict[str, tuple[str, datetime]]) -> str:
-    """bench/latency_plant.toml with each site's `timezone` set to its chosen zone."""
-    out, in_site, site = [], False, None
-    for line in PLANT_CONFIG.read_text(encoding="utf-8").splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped.startswith("["):
-            in_site, site = stripped == "[[sites]]", None
-        elif in_site and stripped.startswith("code = "):
-            site = stripped.split('"')[1]
-        elif in_site and stripped.startswith("timezone = ") and site in zones:
-            line = f'timezone = "{zones[site][0]}"\n'
-        out.append(line)
-    return "".join(out)
+def site_zones() -> dict[str, str]:
+    """Site code → time zone of the bench's plant (WMS event times are site-local)."""
+    config = tomllib.loads(PLANT_CONFIG.read_text(encoding="utf-8"))
+    return {site["code"]: site["timezone"] for site in config["sites"]}
 
 
 # ---- the platform, as make run starts it --------------------------------------------------------
@@ -603,15 +544,11 @@ def measure(args: argparse.Namespace) -> dict:
     platform = Platform()
     platform.wipe()
     started = datetime.now(UTC)
-    estimate = started + timedelta(minutes=args.warmup_estimate_minutes)
-    chosen = choose_zones(estimate, args.minutes)
-    for site, (zone, burst) in chosen.items():
-        log(f"site {site}: time zone {zone}, shift end at {burst:%H:%M} UTC")
-    zones = {site: zone for site, (zone, _) in chosen.items()}
+    zones = site_zones()
     import psycopg
 
     try:
-        platform.start(plant_config_text(chosen))
+        platform.start(PLANT_CONFIG.read_text(encoding="utf-8"))
         log("platform up (make run's launcher); waiting for the history load to be published")
         with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
             deadline = time.monotonic() + args.warmup_timeout_minutes * 60
@@ -623,8 +560,7 @@ def measure(args: argparse.Namespace) -> dict:
         window_start = datetime.now(UTC).replace(microsecond=0)
         window_end = window_start + timedelta(minutes=args.minutes)
         log(f"warm-up {(window_start - started).total_seconds() / 60:.1f} min; window "
-            f"{window_start:%H:%M:%S} → {window_end:%H:%M:%S} UTC "
-            f"(bursts planned: {', '.join(f'{s} {b:%H:%M}' for s, (_, b) in chosen.items())})")
+            f"{window_start:%H:%M:%S} → {window_end:%H:%M:%S} UTC")
         observer = Observer(platform, window_start, window_end, zones)
         drain_end = window_end + timedelta(minutes=args.drain_minutes)
         interrupted = False
@@ -641,7 +577,7 @@ def measure(args: argparse.Namespace) -> dict:
                      for kind in SYSTEM_OF}
         events = list(observer.events.values())
         observer.close()
-        return {"events": events, "parts": parts, "zones": chosen,
+        return {"events": events, "parts": parts,
                 "window": (window_start, window_end), "interrupted": interrupted,
                 "warmup_s": (window_start - started).total_seconds()}
     finally:
@@ -695,7 +631,6 @@ def report(result: dict, args: argparse.Namespace) -> dict:
     figures["latency_complete"] = complete
     figures["latency_window_minutes"] = args.minutes
     figures["latency_commit"] = git_commit()
-    figures["latency_zones"] = {s: z for s, (z, _) in result["zones"].items()}
     return figures
 
 
@@ -705,8 +640,6 @@ def main() -> int:
                     help="the window whose events are followed (default 30)")
     ap.add_argument("--drain-minutes", type=float, default=45,
                     help="after the window, how long to wait for its events' last stages (45)")
-    ap.add_argument("--warmup-estimate-minutes", type=float, default=15,
-                    help="expected warm-up, to place the plant's shift changes (default 15)")
     ap.add_argument("--warmup-timeout-minutes", type=float, default=45)
     ap.add_argument("--poll-s", type=float, default=5.0)
     ap.add_argument("--smoke", action="store_true",
