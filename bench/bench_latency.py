@@ -5,21 +5,29 @@ Airflow's own scheduling delays inside the figure (issue #15, item 1).
 The platform runs as `make run` starts it (`python -m launcher run`, LocalExecutor), on its own
 instance: var/bench-latency, PostgreSQL 127.0.0.1:55491, API :18690, MES :18691, QMS :18692,
 Redis :56691, MQTT :18693, OPC UA :48691, Modbus :15691. The only difference is the plant's
-configuration: bench/latency_plant.toml (two sites of 21 machines, no defects; its header says why)
-instead of the default plant, with each site's time zone chosen when the bench starts so that a
-shift change — when an MES emits most of its confirmations — falls inside the measured window
-(ERF: the MES burst; NGB: ~45 min earlier, so its lots' usage decisions, 45.5 min after the
-segment, land in the window too). The instance is wiped first and stopped at the end, also on
-Ctrl-C or a failure. The bench starts nothing else and tells the platform nothing: it reads the
-plant's own world folder (what the plant emits, and when), the warehouse, the ERP's
-`erp.inbound_postings` and Airflow's metadata database, as the cluster's superuser.
+configuration: bench/latency_plant.toml (the default plant with 36 machines instead of 12, more
+unplanned stops, no defects; its header says why) instead of configs/default.toml. The instance
+is wiped first and stopped at the end, also on Ctrl-C or a failure. The bench starts nothing
+else and tells the platform nothing: it reads the plant's own world folder (what the plant
+emits, and when), the warehouse, the ERP's `erp.inbound_postings` and Airflow's metadata
+database, as the cluster's superuser.
+
+When: an MES confirms most of its work at a shift change (every machine's running operation),
+and the QMS decides those lots 45.5 min later; between shift changes a plant this size emits a
+few confirmations and decisions an hour (and 20-80 state changes). So by default (`--align
+shift`) the bench waits — nothing running — until it can start the platform for a window that
+opens 5 min before the site's next S1 or S2 shift end (14:00 or 22:00 in Erfurt: 13:00, 21:00
+UTC in winter), and the window lasts 75 min (`--minutes`): the confirmation burst, the decision
+burst and the WMS file of the shift change's hour (dropped at the next hour + 5 min) are in it,
+~35 confirmations, ~35 decisions, ~100 movement rows. `--align now` starts at once (between
+shift changes, fewer than 20 confirmations and decisions: the bench says so).
 
 Warm-up: `make run` loads the plant's last two days once (a manual run of every extraction DAG,
 then transform, gate, publishing). The window starts when that is done for ERP, MES, QMS and
 WMS (none of their manual runs queued or running, and a `publish_erp` run that started after
-them succeeded), so the history's backlog is not in the figures; it lasts `--minutes` (default 30). Every event whose plant
-instant falls in the window is followed until it reached every stage, or `--drain-minutes`
-(default 45) after the window closed.
+them succeeded), at the latest after `--warmup-timeout-minutes` (20), so the history's backlog
+is not in the figures. Every event whose plant instant falls in the window is followed until it
+reached every stage, or `--drain-minutes` (default 30) after the window closed.
 
 Events (their plant instant: the moment the plant makes them visible on its live clock, UTC,
 speed 1 = wall clock; include/plant_sim: a record appears when the clock passes its updated_at,
@@ -56,7 +64,7 @@ kind and stage above (e.g. `latency_mes_to_erp_p95_s`, `latency_qms_to_erp_p95_s
 reached the stage in time; an event that did not counts as slower than all that did, and a
 percentile that falls on one is not written),
 `latency_complete` (every event through every stage), `latency_commit` (the git commit
-measured), `latency_zones` and `latency_window_minutes`. Ctrl-C (or SIGTERM) while following
+measured) and `latency_window_minutes`. Ctrl-C (or SIGTERM) while following
 stops following and reports what was seen, then stops the platform. A smoke run
 (`--smoke`) merges nothing.
 
@@ -70,10 +78,11 @@ dbt task end: dbt's start-up and the models with their tests), `gate` (→ quali
 `publish wait` (→ the `publish_erp` run that posted it was queued; ops.erp_outbox
 answered_in_run), `publish` (→ the ERP received it).
 
-Usage: .venv/bin/python bench/bench_latency.py [--minutes 30] [--drain-minutes 45]
-       [--warmup-estimate-minutes 15] [--smoke]
-`--smoke`: a 5-minute window, 10 minutes of drain, no minimum of events, nothing merged.
-Expect warm-up (5-15 min) + window + drain: about 1.5 h by default on 2 cores.
+Usage: .venv/bin/python bench/bench_latency.py [--align shift|now] [--minutes 75]
+       [--drain-minutes 30] [--warmup-timeout-minutes 20] [--smoke]
+`--smoke`: at once, a 5-minute window, 10 minutes of drain, nothing merged.
+Expect the wait for the shift change (up to 8 h), then warm-up (10-20 min) + window + drain:
+about 2 h on 2 cores.
 """
 
 from __future__ import annotations
@@ -125,6 +134,19 @@ MIN_EVENTS = 20
 
 def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+SHIFT_ENDS_LOCAL = (14, 22)  # S1 and S2 end (plant_sim calendar): most confirmations come then
+LEAD_MINUTES = 5  # the window opens this long before the shift end
+
+
+def next_shift_end(after: datetime, zone: str) -> datetime:
+    """The first S1/S2 shift end (local 14:00 or 22:00) of the site at or after `after`, UTC."""
+    tz = ZoneInfo(zone)
+    local = after.astimezone(tz)
+    ends = [datetime(d.year, d.month, d.day, h, tzinfo=tz).astimezone(UTC)
+            for d in (local.date() + timedelta(days=i) for i in range(3)) for h in SHIFT_ENDS_LOCAL]
+    return min(at for at in ends if at >= after)
 
 
 def site_zones() -> dict[str, str]:
@@ -540,11 +562,25 @@ def follow(observer: Observer, window_end: datetime, drain_end: datetime, poll_s
         time.sleep(poll_s)
 
 
+def wait_for_shift_change(zones: dict[str, str], warmup_minutes: float) -> None:
+    """Sleep (nothing running) until the platform, started now, is warm a few minutes before
+    the site's next S1/S2 shift end."""
+    zone = next(iter(zones.values()))
+    lead = timedelta(minutes=warmup_minutes + LEAD_MINUTES)
+    shift_end = next_shift_end(datetime.now(UTC) + lead, zone)
+    start_at = shift_end - lead
+    log(f"the window is aligned on the shift end at {shift_end:%Y-%m-%d %H:%M} UTC: starting the "
+        f"platform at {start_at:%H:%M} UTC (--align now to start at once)")
+    time.sleep(max(0.0, (start_at - datetime.now(UTC)).total_seconds()))
+
+
 def measure(args: argparse.Namespace) -> dict:
+    zones = site_zones()
+    if args.align == "shift":
+        wait_for_shift_change(zones, args.warmup_timeout_minutes)
     platform = Platform()
     platform.wipe()
     started = datetime.now(UTC)
-    zones = site_zones()
     import psycopg
 
     try:
@@ -636,17 +672,22 @@ def report(result: dict, args: argparse.Namespace) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=30,
-                    help="the window whose events are followed (default 30)")
-    ap.add_argument("--drain-minutes", type=float, default=45,
-                    help="after the window, how long to wait for its events' last stages (45)")
-    ap.add_argument("--warmup-timeout-minutes", type=float, default=45)
+    ap.add_argument("--minutes", type=float, default=75,
+                    help="the window whose events are followed (default 75)")
+    ap.add_argument("--drain-minutes", type=float, default=30,
+                    help="after the window, how long to wait for its events' last stages (30)")
+    ap.add_argument("--warmup-timeout-minutes", type=float, default=20,
+                    help="the window opens when the history is published, at the latest after "
+                         "this (default 20)")
+    ap.add_argument("--align", choices=("shift", "now"), default="shift",
+                    help="shift (default): start so that the window opens 5 min before the "
+                         "site's next S1/S2 shift end; now: at once")
     ap.add_argument("--poll-s", type=float, default=5.0)
     ap.add_argument("--smoke", action="store_true",
                     help="a 5-minute window and 10 minutes of drain; nothing merged")
     args = ap.parse_args()
     if args.smoke:
-        args.minutes, args.drain_minutes = 5, 10
+        args.minutes, args.drain_minutes, args.align = 5, 10, "now"
 
     def terminate(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
