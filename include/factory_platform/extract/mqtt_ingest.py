@@ -157,11 +157,16 @@ class Ingest:
                     pending = self._collect()
                 try:
                     if pending:
+                        began = time.monotonic()
                         counts = writer.write([parse_message(m.topic, m.payload)
                                                for m in pending],
                                               connected=self.client.is_connected())
+                        written = time.monotonic()
                         for m in pending:  # committed: now the broker may forget them
                             self.client.ack(m.mid, 1)
+                        log.debug("batch of %d: written in %.0f ms, acknowledged in %.0f ms; "
+                                  "%d waiting", len(pending), (written - began) * 1000,
+                                  (time.monotonic() - written) * 1000, self.inbox.qsize())
                         if counts.quarantined:
                             log.warning("%d message(s) quarantined (ops.quarantine)",
                                         counts.quarantined)
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-ms", type=int, default=200)
     parser.add_argument("--batch-max", type=int, default=2000)
     parser.add_argument("--warehouse-conn", default="warehouse_load")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG: a line per micro-batch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest = Ingest(settings, warehouse_dsn(args.warehouse_conn), args.batch_ms,
                     args.batch_max)
     # Airflow's import (the connections) replaced the root logger's handlers: ours again
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, ingest.stop)
     signal.signal(signal.SIGINT, ingest.stop)
