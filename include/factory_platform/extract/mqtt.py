@@ -205,13 +205,16 @@ def parse_time(value: Any) -> datetime:
 
 def parse_message(topic: str, payload: bytes) -> Message | Refused:
     """One message of the namespace `<enterprise>/…/<machine>/<kind>`, or why it cannot land."""
-    text = payload.decode("utf-8", "backslashreplace")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return Refused(topic, "payload is not UTF-8", payload.decode("utf-8", "backslashreplace"))
     levels = topic.split("/")
     if len(levels) < 2 or not all(levels):
         return Refused(topic, f"topic {topic!r} is not <enterprise>/…/<machine>/<kind>", text)
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+        body = json.loads(text)
+    except ValueError as exc:
         return Refused(topic, f"payload is not JSON: {exc}".splitlines()[0][:300], text)
     if not isinstance(body, dict):
         return Refused(topic, "payload is not a JSON object", text)
