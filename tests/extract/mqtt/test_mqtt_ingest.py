@@ -177,6 +177,12 @@ def landed(plant, warehouse_dsn, broker, tmp_path_factory) -> Iterator[dict[str,
                "published_upto": _ms(status["position"]), "first": a}
     finally:
         ingest.stop()
+        # the shared warehouse as found: no stale heartbeat (extract_mqtt would fail on it in
+        # a later module), no rows of this module's shift in raw, audit or quarantine
+        with psycopg.connect(warehouse_dsn) as conn:
+            conn.execute("truncate raw_mqtt.messages, raw_mqtt.ingest_session")
+            for table in ("ops.load_audit", "ops.quarantine", "ops.source_incident"):
+                conn.execute(f"delete from {table} where system = 'mqtt'")
 
 
 def _plan(world: Path, first_ms: int, upto_ms: int) -> list[tuple[str, str, str]]:
