@@ -23,8 +23,8 @@ SYSTEM, ENTITY = "opcua", "tag_values"
 # the test plant's batch clock (its MES health says so; asserted below): the server keeps the
 # 48 plant hours before it
 CLOCK = datetime(2026, 11, 2, 6, 5, tzinfo=UTC)
-LOAD_START = datetime(2026, 10, 31, 8, 0, tzinfo=UTC)  # > CLOCK - 48 h + the 30 min lookback
-LOAD_END = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+LOAD_START = datetime(2026, 10, 31, 18, 0, tzinfo=UTC)  # inside CLOCK - 48 h, lookback included
+LOAD_END = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 3 shifts of 12 machines compared
 SLICE = timedelta(hours=2)  # a history load (catch-up) in slices; scheduled runs are 15 min
 TABLE = "raw_opcua.tag_values"
 MODELS = ["+fct_machine_signal_shift"]
@@ -109,7 +109,7 @@ def test_every_value_of_the_history_is_in_raw_or_quarantined(opcua_built, wareho
     # the slices overlap by the lookback: each value is in raw once
     assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") == scalar(
         warehouse_dsn, f"select count(distinct (machine_code, tag, source_at)) from {TABLE}")
-    assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") > 100_000
+    assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") > 80_000
     audit = rows(warehouse_dsn, "select count(*), sum(rows_loaded), bool_and(status = 'loaded') "
                                 "from ops.load_audit where system = %s", SYSTEM)[0]
     assert audit == (len(opcua_built), loaded, True)
@@ -123,7 +123,7 @@ def test_every_value_of_the_history_is_in_raw_or_quarantined(opcua_built, wareho
 
 def test_pieces_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_built, warehouse_dsn):
     shifts = compared_shifts(warehouse_dsn)
-    assert len(shifts) >= 4 * 12
+    assert len(shifts) >= 3 * 12
     signal = {(m, d, s): v for m, d, s, *v in rows(
         warehouse_dsn, "select machine_code, production_date, shift_code, good_count, "
                        "scrap_count, rework_count, total_count from conformed."
@@ -192,7 +192,7 @@ def test_state_changes_are_the_mes_intervals(opcua_built, warehouse_dsn):
                               "nullif(operation_id, '') from (select distinct on (state_id) * "
                               "from raw_mes.machine_states order by state_id, updated_at desc) s "
                               "where start_at >= %s and start_at < %s order by 1, 2", start, end)
-    assert len(opcua) > 300
+    assert len(opcua) > 150
     assert opcua == mes
 
 
