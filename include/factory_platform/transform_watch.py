@@ -31,6 +31,9 @@ from airflow.sdk import BaseOperator
 log = logging.getLogger(__name__)
 
 PASSED = {"success", "pass", "warn"}
+# dbt's own statuses are success, error, fail, warn, pass, skipped, …; "failed" is Cosmos' rewrite
+# of dbt's "skipped" for a node it skipped because something upstream of it failed
+UPSTREAM_FAILED = "failed"
 
 
 def _key(unique_id: str, suffix: str) -> str:
@@ -39,10 +42,16 @@ def _key(unique_id: str, suffix: str) -> str:
 
 
 def tests_on(manifest_path: Path, unique_id: str) -> list[str]:
-    """The tests and unit tests on a node (its test children in the manifest), in name order."""
+    """The tests and unit tests on a node, in name order: those its yml attaches to it (a
+    relationships test belongs to the model it is declared on, not to the one it refers to),
+    and the unit tests and singular tests that read it."""
     manifest = json.loads(Path(manifest_path).read_text())
     children = manifest.get("child_map", {}).get(unique_id, [])
-    return sorted(c for c in children if c.startswith(("test.", "unit_test.")))
+    nodes, unit_tests = manifest.get("nodes", {}), manifest.get("unit_tests", {})
+    return sorted(
+        child for child in children if child.startswith(("test.", "unit_test."))
+        and (child in unit_tests
+             or (nodes.get(child, {}).get("attached_node") or unique_id) == unique_id))
 
 
 class DbtNodeResult(BaseOperator):
@@ -62,7 +71,7 @@ class DbtNodeResult(BaseOperator):
 
     def _message(self, ti, unique_id: str, status: str | None) -> str:
         """dbt's message for a node that did not pass (the producer keeps the error events)."""
-        if status is None or status in PASSED or status == "skipped":
+        if status is None or status in PASSED | {"skipped", UPSTREAM_FAILED}:
             return ""
         return (self._pull(ti, _key(unique_id, "dbt_event")) or {}).get("msg") or ""
 
@@ -96,10 +105,18 @@ class DbtNodeResult(BaseOperator):
         tests = tests_on(Path(self.manifest_path), self.unique_id)
         for test in tests:
             test_status = (self._pull(ti, _key(test, "status")) or {}).get("status")
+            if test_status == UPSTREAM_FAILED:
+                log.info("  test %s: not run, something it reads failed", test)
+                continue
             message = self._message(ti, test, test_status)
             log.info("  test %s: %s %s", test, test_status or "not run", message)
             if test_status is not None and test_status not in PASSED | {"skipped"}:
                 failing.append(f"{test} ({test_status}: {message or 'see the producer log'})")
+        if status == UPSTREAM_FAILED:
+            raise AirflowFailException(
+                f"dbt did not build {self.unique_id}: something upstream of it failed"
+                + (f" — {len(failing)} test(s) on it: " + "; ".join(failing) if failing else
+                   " (the producer log names it)"))
         if status not in PASSED:
             raise AirflowFailException(
                 f"dbt {status} {self.unique_id}: "
