@@ -26,11 +26,12 @@ USER, PASSWORD = "sfdp-reader", "opcua-test-Pa55word"
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 GOOD, UNCERTAIN = 0, 0x408F0000  # UncertainNoCommunicationLastUsableValue
 BAD = 0x808C0000  # BadSensorFailure
-# tag → (type, [(minute, value, status)]); temperature every 15 s, one sample bad (the batch's
-# share of quarantined values stays under the source's 5 % threshold: 3 of 69)
+# tag → (type, [(minute, value, status)]); the counter restarts from 0 at minute 7 (a reset);
+# temperature every 15 s, one sample bad (the batch's share of quarantined values stays under
+# the source's 5 % threshold: 3 of 71)
 HISTORY = {
     "GoodCount": ("UInt64", [(1, 100, GOOD), (2, 101, GOOD), (3, 102, BAD), (4, 103, UNCERTAIN),
-                             (5, 104, GOOD), (6, 105, GOOD)]),
+                             (5, 104, GOOD), (6, 105, GOOD), (7, 2, GOOD), (8, 4, GOOD)]),
     "State": ("String", [(0, "running", GOOD), (7, "idle", BAD), (8, "setup", GOOD)]),
     "Temperature": ("Double", [(q / 4, 999.0 if q == 8 else 60 + q / 8, BAD if q == 8 else GOOD)
                                for q in range(60)]),
@@ -217,14 +218,15 @@ def test_sign_and_encrypt_with_a_user_and_the_rule_for_bad_discrete_values(
     monkeypatch.setenv("AIRFLOW_CONN_PLANT_OPCUA", connection(secure_server))
     result = extract_interval("opcua", "tag_values", T0, T0 + timedelta(minutes=15),
                               dsn=warehouse_dsn, watermark="keep")
-    # 69 values read: 2 counter and 1 state value not Good are quarantined, the rest loaded
-    assert (result["rows_read"], result["rows_loaded"], result["rows_quarantined"]) == (69, 66, 3)
+    # 71 values read: 2 counter and 1 state value not Good are quarantined, the rest loaded
+    assert (result["rows_read"], result["rows_loaded"], result["rows_quarantined"]) == (71, 68, 3)
     raw = rows(warehouse_dsn, "select tag, source_at, coalesce(value_text, value_numeric::text), "
                               "status, site_code, line_code from raw_opcua.tag_values where "
                               "machine_code = 'SEC-M01' order by 1, 2")
     assert [s for t, _, _, s, _, _ in raw if t == "Temperature"] == [
         "Good"] * 8 + ["BadSensorFailure"] + ["Good"] * 51
-    assert [v for t, _, v, _, _, _ in raw if t == "GoodCount"] == ["100", "101", "104", "105"]
+    assert [v for t, _, v, _, _, _ in raw if t == "GoodCount"] == [
+        "100", "101", "104", "105", "2", "4"]
     assert [v for t, _, v, _, _, _ in raw if t == "State"] == ["running", "setup"]
     assert {(site, line) for *_, site, line in raw} == {("SEC", "SEC-L1")}
     quarantined = rows(warehouse_dsn, "select record_ref, reason from ops.quarantine where "
@@ -235,15 +237,17 @@ def test_sign_and_encrypt_with_a_user_and_the_rule_for_bad_discrete_values(
         "SEC-M01|State|2026-12-01T10:07:00Z"]
     assert "BadSensorFailure (0x808C0000) on a UInt64 value" in quarantined[0][1]
     assert "UncertainNoCommunicationLastUsableValue (0x408F0000)" in quarantined[1][1]
-    # staging: the good reading after the two left out carries their pieces; the bad
-    # temperature is flagged and not used
+    # staging: the counters' increments, the bad temperature flagged and not used
     views = ("stg_opcua__counter_changes", "stg_opcua__process_values")
     if not all(rows(warehouse_dsn, "select to_regclass(%s) is not null", f"staging.{v}")[0][0]
                for v in views):  # test_extract_opcua.py builds them in a whole run
         dbt("run", "--select", *views)
-    counters = rows(warehouse_dsn, "select value, increment from staging.stg_opcua__counter_"
-                                   "changes where machine_code = 'SEC-M01' order by changed_at")
-    assert counters == [(100, None), (101, 1), (104, 3), (105, 1)]
+    counters = rows(warehouse_dsn, "select value, increment, is_counter_reset from staging."
+                                   "stg_opcua__counter_changes where machine_code = 'SEC-M01' "
+                                   "order by changed_at")
+    # the reading after the two left out carries their pieces; after the reset, counted from 0
+    assert counters == [(100, None, False), (101, 1, False), (104, 3, False), (105, 1, False),
+                        (2, 2, True), (4, 2, False)]
     temperatures = rows(warehouse_dsn, "select sample_value, is_good_quality, status from staging."
                                        "stg_opcua__process_values where machine_code = 'SEC-M01'"
                                        " and sampled_at >= %s order by sampled_at limit 3",
