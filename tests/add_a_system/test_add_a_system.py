@@ -80,13 +80,11 @@ def dsn(warehouse_dsn):
 
 
 def test_the_ninth_system_is_one_module_and_everything_else_derives_from_it(crm, tmp_path):
-    from factory_platform import derived, pools, warehouse
-    from factory_platform.dag_factory import build_extract_dags
-    from factory_platform.sources import all_sources
-
     import pkgutil
 
-    from factory_platform import sources
+    from factory_platform import derived, pools, sources, warehouse
+    from factory_platform.dag_factory import build_extract_dags
+    from factory_platform.sources import all_sources
 
     # the package's own systems (eam … wms, the shop floor's opcua and mqtt) and the CRM beside
     own = {m.name for m in pkgutil.iter_modules(sources.__path__) if not m.name.startswith("_")}
