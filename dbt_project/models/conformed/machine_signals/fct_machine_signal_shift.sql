@@ -199,7 +199,11 @@ temperatures as (
         samples_placed.shift_id,
         count(*) filter (where sample_rows.is_good_quality) as temperature_sample_count,
         count(*) filter (where not sample_rows.is_good_quality) as temperature_bad_sample_count,
-        avg(sample_rows.sample_value) filter (where sample_rows.is_good_quality) as temperature_avg_celsius
+        -- averaged as numeric (exact, so the same whatever order the rows are summed in: a
+        -- double precision sum differed in its last bits between two builds), then a double
+        avg(sample_rows.sample_value::numeric) filter (
+            where sample_rows.is_good_quality
+        )::double precision as temperature_avg_celsius
     from sample_rows
     inner join samples_placed on samples_placed.sample_row_id = sample_rows.sample_row_id
     group by sample_rows.signal_path, sample_rows.machine_code, samples_placed.shift_id
