@@ -62,6 +62,8 @@ DEFAULT_IS_RIGHT = {
     "DBT_DEV_SCHEMA_PREFIX": "the dev target's schema prefix, on a developer's machine only: "
                              "deployments build the production target",
     "USER": "read only by the dev target's default prefix (dev_<OS user>)",
+    "SFDP_TRANSFORM_RUN_ID": "set by transform_dbt for its own dbt process (the run whose "
+                             "interval the models read): a deployment leaves it unset",
 }
 
 
