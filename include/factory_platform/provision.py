@@ -85,18 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the simulated plant's roles and databases (erp, eam)")
     parser.add_argument("--warehouse-db", default=roles.WAREHOUSE_DB)
     args = parser.parse_args(argv)
-    admin = make_admin_dsn(env_dsn())
-    provision(admin, passwords_from_environment(args.plant), plant=args.plant,
+    # provision() names each database it connects to, so the environment's own one is no matter
+    provision(env_dsn(), passwords_from_environment(args.plant), plant=args.plant,
               warehouse_db=args.warehouse_db)
     provisioned = roles.ALL_ROLES if args.plant else roles.PLATFORM_LOGINS
     print(f"provisioned roles {', '.join(provisioned)}")
     return 0
-
-
-def make_admin_dsn(dsn: str) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(dsn, dbname="postgres")
 
 
 if __name__ == "__main__":
