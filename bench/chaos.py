@@ -517,7 +517,11 @@ def publish_tables(chaos: Chaos, dsn: str, erp_admin_dsn: str) -> tuple[list[str
 
 def fault_table(inbox: Path, chaos: Chaos, outage_hours: float) -> tuple[list[str], int]:
     rows = journal(inbox)
-    systems = tuple(s for s in SYSTEMS if s not in ("erp", "eam"))  # the journal's (files, APIs)
+    from factory_platform.sources import get_source
+
+    # the plant's delivery journal lists the faults of its files and APIs (the databases' are
+    # counted by the reconciliation)
+    systems = tuple(s for s in SYSTEMS if get_source(s).interface != "sql")
     counts = Counter((r["kind"], r["system"]) for r in rows)
     kinds = sorted({k for k, _ in counts})
     lines = [f"{'fault injected':<30}" + "".join(f"{s:>7}" for s in systems) + f"{'total':>8}"]

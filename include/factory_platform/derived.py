@@ -149,6 +149,12 @@ def connection_variable(source: Source) -> str:
     return f"AIRFLOW_CONN_{source.conn_id.upper()}"
 
 
+def drop_connection(source: Source) -> str:
+    """A file drop's connection in a container: its inbox folder on the shared plant-drops
+    volume, the same in compose and the Helm values."""
+    return json.dumps({"conn_type": "fs", "extra": {"path": f"{DROPS_ROOT}/{source.system}"}})
+
+
 def compose_block(sources: list[Source]) -> list[str]:
     secret = [s for s in sources if s.connection_kind in SECRET_KINDS]
     drops = [s for s in sources if s.connection_kind == "fs"]
@@ -158,9 +164,7 @@ def compose_block(sources: list[Source]) -> list[str]:
               for s in secret]
     lines += ["    # the plant's file drops: one inbox per system on the plant-drops volume (archive/ and",
               "    # quarantine/ are made inside it)"]
-    for source in drops:
-        value = json.dumps({"conn_type": "fs", "extra": {"path": f"{DROPS_ROOT}/{source.system}"}})
-        lines.append(f"    {connection_variable(source)}: '{value}'")
+    lines += [f"    {connection_variable(s)}: '{drop_connection(s)}'" for s in drops]
     lines.append(f"    # {END}")
     return lines
 
@@ -179,9 +183,8 @@ def helm_block(sources: list[Source]) -> list[str]:
     lines = [f"  # {BEGIN} (from the source registry: python -m factory_platform.derived write)"]
     for source in sources:
         if source.connection_kind == "fs":
-            value = json.dumps({"conn_type": "fs",
-                                "extra": {"path": f"{DROPS_ROOT}/{source.system}"}})
-            lines += [f"  - name: {connection_variable(source)}", f"    value: '{value}'"]
+            lines += [f"  - name: {connection_variable(source)}",
+                      f"    value: '{drop_connection(source)}'"]
     lines.append(f"  # {END}")
     return lines
 
