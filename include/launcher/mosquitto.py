@@ -8,6 +8,12 @@ on: a restart (`restart()`, or `stop()` + `start()`) keeps the sessions of clien
 connected with a persistent session (clean session off) and the QoS 1 messages queued for them
 — on a clean stop (SIGTERM) mosquitto writes its database, and it autosaves every few seconds.
 As root the broker drops to the `mosquitto` system user (the folder is handed to it).
+
+Accounts: `user` and any `more_users`, each with its password (on standard input too). With an
+`acl` (mosquitto's `user` / `topic read|write|readwrite` lines), each account may do only what
+its lines say — `make run` gives the plant, the edge collector and the platform's ingest an
+account each: the ingest may only read, the publishers only write their own topics
+(launcher.broker_for). Without one, every account may do everything (a test's one-user broker).
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class Mosquitto:
     user: str
     password: str = field(repr=False)  # never in a traceback's or a log's repr
     host: str = "127.0.0.1"
+    more_users: dict[str, str] = field(default_factory=dict, repr=False)  # name → password
+    acl: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -72,6 +80,10 @@ class Mosquitto:
     @property
     def password_file(self) -> Path:
         return self.root / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.root / "acl"
 
     @property
     def data_dir(self) -> Path:
@@ -93,19 +105,28 @@ class Mosquitto:
         self.data_dir.mkdir(exist_ok=True)
         self.data_dir.chmod(0o700)
         self.password_file.unlink(missing_ok=True)
-        # the password on standard input (twice: it asks to confirm), never in argv
-        done = subprocess.run([passwd, "-c", str(self.password_file), self.user],
-                              input=f"{self.password}\n{self.password}\n", text=True,
-                              capture_output=True, check=False, umask=0o077)
-        if done.returncode != 0:
-            raise MosquittoError(f"mosquitto_passwd failed: {done.stderr[-500:]}")
+        accounts = {self.user: self.password, **self.more_users}
+        for index, (name, password) in enumerate(accounts.items()):
+            # the password on standard input (twice: it asks to confirm), never in argv;
+            # -c creates the file with the first account
+            create = ["-c"] if index == 0 else []
+            done = subprocess.run([passwd, *create, str(self.password_file), name],
+                                  input=f"{password}\n{password}\n", text=True,
+                                  capture_output=True, check=False, umask=0o077)
+            if done.returncode != 0:
+                raise MosquittoError(f"mosquitto_passwd failed for {name}: {done.stderr[-500:]}")
         self.password_file.chmod(0o600)
+        if self.acl:
+            _write_private(self.acl_file, "\n".join([*self.acl, ""]))
+        else:
+            self.acl_file.unlink(missing_ok=True)
         _write_private(self.config_file, "\n".join([
             "# project-private MQTT broker of the simulated plant (include/launcher/mosquitto.py)",
             "per_listener_settings false",
             f"listener {self.port} {self.host}",
             "allow_anonymous false",
             f"password_file {self.password_file}",
+            *([f"acl_file {self.acl_file}"] if self.acl else []),
             # sessions and queued QoS 1 messages survive a restart
             "persistence true",
             f"persistence_location {self.data_dir}/",
@@ -141,7 +162,8 @@ class Mosquitto:
                         f"{self.root}: the mosquitto user cannot reach it ({parent} is not "
                         "searchable by others); put the broker's folder elsewhere")
             self.config_file.write_text(self.config_file.read_text() + "user mosquitto\n")
-            for p in (self.root, self.data_dir, self.password_file, self.config_file,
+            acl = [self.acl_file] if self.acl else []
+            for p in (self.root, self.data_dir, self.password_file, self.config_file, *acl,
                       *self.data_dir.iterdir()):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
             if self.log_file.exists():
