@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from factory_platform.extract import load
 from factory_platform.extract.clients import client_for
-from factory_platform.extract.run import load_target
+from factory_platform.extract.run import is_stream, load_target
 from factory_platform.sources import all_sources
 from factory_platform.warehouse import ensure_warehouse
 
@@ -27,7 +27,7 @@ def bootstrap_warehouse(dsn: str) -> int:
                 target = load_target(source, entity)
                 if entity.option("load") == "copy":
                     load.ensure_historian_tables(conn, target)
-                elif entity.option("load") == "stream":  # its own table and key (MQTT)
+                elif is_stream(source):  # landed by its own process, in its own table (MQTT)
                     client_for(source.interface).ensure_tables(conn, target)
                 else:
                     load.ensure_raw_table(conn, target)

@@ -50,16 +50,17 @@ class Entity:
 # Sessions an extraction may hold on a plant system at once, by interface, unless its source
 # declares `max_connections`: a plant database (ERP, EAM) serves the plant's own users first, a
 # plant API little more; a file drop is our own folder and costs the plant nothing.
-INTERFACE_MAX_CONNECTIONS = {"sql": 3, "rest": 4, "csv_drop": 8, "xml_drop": 8}
-INTERFACE_MAX_CONNECTIONS["mqtt"] = 1  # one durable session per environment (client id)
-INTERFACE_MAX_CONNECTIONS["opcua"] = 2  # an OPC UA server: sessions are its scarcest resource
+# An MQTT broker: one durable session per environment (its client id); an OPC UA server:
+# sessions are its scarcest resource.
+INTERFACE_MAX_CONNECTIONS = {"sql": 3, "rest": 4, "csv_drop": 8, "xml_drop": 8, "mqtt": 1,
+                             "opcua": 2}
 
 # The kind of Airflow connection each interface reads: an HTTP API (host, port, login and the
-# secret as password), a database (a postgres URI) or a folder (`fs`, `extra.path` the inbox).
+# secret as password), a database (a postgres URI), a folder (`fs`, `extra.path` the inbox), an
+# MQTT broker (host, port, login, password: extract/mqtt.py) or an OPC UA endpoint (user,
+# certificates: extract/opcua.py).
 INTERFACE_CONNECTION_KIND = {"rest": "http", "sql": "postgres", "csv_drop": "fs",
-                             "xml_drop": "fs"}
-INTERFACE_CONNECTION_KIND["mqtt"] = "mqtt"  # broker host, port, login, password (extract/mqtt.py)
-INTERFACE_CONNECTION_KIND["opcua"] = "opcua"  # endpoint, user, certificates (extract/opcua.py)
+                             "xml_drop": "fs", "mqtt": "mqtt", "opcua": "opcua"}
 
 # The change signals a source may declare (`Source.change_feed`), by the interfaces they fit.
 CHANGE_FEEDS = {"api": ("rest",), "inbox": ("csv_drop", "xml_drop")}

@@ -47,7 +47,6 @@ SOURCE = Source(
             natural_key=("message_id",), cursor="event_time",
             description="MQTT messages of the unified namespace, one per message_id (landed by "
                         "the MQTT ingest, exactly once).",
-            options=(("load", "stream"),),
             fields=(
                 F("message_id", required=True, description="The publisher's message id "
                   "(primary key: the exactly-once dedupe)."),
