@@ -252,7 +252,8 @@ def parse_connection(value: str) -> dict:
 
     conn = Connection(conn_id="probe", **json.loads(value)) if value.lstrip().startswith("{") \
         else Connection(conn_id="probe", uri=value)
-    return {"type": conn.conn_type, "host": conn.host, "extra": conn.extra_dejson}
+    return {"type": conn.conn_type, "host": conn.host, "login": conn.login,
+            "extra": conn.extra_dejson}
 
 
 # --------------------------------------------------------------------------- 2. and 3.
@@ -291,6 +292,24 @@ def test_every_airflow_service_gets_every_variable_the_code_reads(config):
         # superuser, which creates the roles)
         assert env["PGHOST"] == "postgres" and env["PGPORT"] == "5432", name
         assert env["PGPASSWORD"], name
+
+
+def test_the_mqtt_ingest_gets_only_the_connections_its_job_needs(config):
+    """Not an Airflow component: it reads the plant's broker and writes raw_mqtt as the loader,
+    and nothing else reaches its container — no other job's role, no metadata database, no dbt
+    profile, no Airflow secret key."""
+    from factory_platform.sources import get_source
+
+    service = config["services"]["mqtt-ingest"]
+    assert "build" not in service  # not airflow-common: its environment is its own
+    env = container_environment(service)
+    assert set(service["environment"]) == {connection_env(get_source("mqtt").conn_id),
+                                           connection_env("warehouse_load"), "SFDP_ENVIRONMENT"}
+    # and the image brings no connection, libpq login or secret of its own
+    assert not [k for k in image_environment() if k.startswith(("AIRFLOW_CONN_", "PG"))
+                or any(word in k for word in ("PASSWORD", "SECRET", "FERNET", "SQL_ALCHEMY"))]
+    assert parse_connection(env["AIRFLOW_CONN_WAREHOUSE_LOAD"])["login"] == "sfdp_loader"
+    assert env["SFDP_ENVIRONMENT"]  # names its durable broker session
 
 
 def folders_tasks_use(env: dict[str, str]) -> dict[str, str]:
