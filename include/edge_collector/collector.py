@@ -181,6 +181,10 @@ class Collector:
         if answer.isError():
             self._error(block_key, f"PLC device {device.device_id} block {block}: {answer}")
             return None
+        if len(answer.registers) != regmap.span:  # pymodbus takes what the PLC sent
+            self._error(block_key, f"PLC device {device.device_id} block {block}: "
+                        f"{len(answer.registers)} registers answered, {regmap.span} asked")
+            return None
         self._answered("server")
         self._answered(block_key)
         return list(answer.registers)
@@ -207,7 +211,7 @@ class Collector:
                 words = self.read(device, block)
             except PlcAway:  # the server is away: the next cycle tries again
                 break
-            if words is None:  # an exception response: this block only
+            if words is None:  # an exception response or garbage: this block only
                 continue
             self.readings += 1
             registers = regmap.decode(words)

@@ -7,7 +7,10 @@ import csv
 import datetime as dt
 import json
 import shutil
+import socket
+import socketserver
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -212,3 +215,50 @@ def known_at(at: dict[int, dict[str, Any]], t: int) -> dict[str, Any]:
     """A machine's registers as a consumer of the published readings knows them at PLC instant
     `t`: the last reading published at or before it (an unchanged reading is not published)."""
     return at[max(i for i in at if i <= t)]["registers"]
+
+
+class FakePlc:
+    """A PLC that misbehaves on the wire: a Modbus TCP server (MBAP framing, function codes 3
+    and 4) on a free port, each (device id, block) answering as `answers` says:
+    "good" — the asked registers, its clock `T0 + n` and good_count = total_count = n at its
+    n-th read, state running; "short" — 4 registers fewer than asked; "long" — one more; an int
+    — that Modbus exception code."""
+
+    T0 = 1_793_000_000
+
+    def __init__(self, answers: dict[tuple[int, int], str | int]) -> None:
+        self.answers = answers
+        self.reads: dict[tuple[int, int], int] = defaultdict(int)
+        plc = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                while header := self.request.recv(7, socket.MSG_WAITALL):
+                    tid, _proto, length, unit = struct.unpack(">HHHB", header)
+                    fc, address, count = struct.unpack(
+                        ">BHH", self.request.recv(length - 1, socket.MSG_WAITALL))
+                    body = plc.answer(unit, fc, address, count)
+                    self.request.sendall(struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, unit: int, fc: int, address: int, count: int) -> bytes:
+        key = (unit, address // 100)
+        how = self.answers[key]
+        if isinstance(how, int):
+            return struct.pack(">BB", fc | 0x80, how)
+        self.reads[key] += 1
+        n = self.reads[key]
+        words = [0] * count
+        words[1] = words[7] = n  # good_count, total_count (uint32, low words)
+        words[8] = 1  # running
+        words[12], words[13] = divmod(self.T0 + n, 1 << 16)  # plant_time
+        words = {"good": words, "short": words[:-4], "long": [*words, 0]}[how]
+        return struct.pack(f">BB{len(words)}H", fc, 2 * len(words), *words)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

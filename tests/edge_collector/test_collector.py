@@ -33,6 +33,7 @@ from _edge_gateway import (
     INCLUDE,
     INSTANCE,
     MACHINES,
+    FakePlc,
     RunningCollector,
     Subscriber,
     by_machine,
@@ -259,3 +260,52 @@ def test_a_plc_away_or_refusing_costs_readings_not_the_collector(
     msgs = subscriber.settle(0.3)
     assert {m["machine_code"] for m in msgs} == set(MACHINES)
     assert len({m["message_id"] for m in msgs}) == status["published"] == status["acked"]
+
+
+def _collector_on(plc: FakePlc, broker: Any, tmp_path: Path, client_id: str, password: str,
+                  **overrides: Any) -> Any:
+    """A collector of the small plant's gateway file on the fake PLC, not yet polling."""
+    from edge_collector.collector import Collector
+    from edge_collector.config import load_config
+
+    cfg = load_config(gateway_file(tmp_path, broker, 1.0, client_id),
+                      {"plc_port": plc.port, **overrides},
+                      environ={"EDGE_MQTT_PASSWORD": password})
+    return Collector(cfg)
+
+
+def test_a_plc_answering_garbage_costs_its_blocks_only(
+        broker: Any, subscriber: Subscriber, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Of the four machine blocks, one PLC block answers well; the others answer 4 registers
+    short, one register long and exception code 4 (server device failure). Over 5 polls: 5
+    readings of the good block published, acknowledged and received with the PLC's values,
+    3 × 5 read errors, each bad block logged once, the collector still polling."""
+    plc = FakePlc({(1, 0): "good", (1, 1): "short", (2, 0): 4, (2, 1): "long"})
+    c = _collector_on(plc, broker, tmp_path, "edge-test-garbage", broker.password)
+    try:
+        c.publisher.start()
+        wait(lambda: c.publisher.connects == 1, 10, "connected")
+        with caplog.at_level("INFO", logger="edge_collector"):
+            sent = [c.poll_once() for _ in range(5)]
+        c.publisher.stop(drain_s=10)
+    finally:
+        c.modbus.close()
+        plc.close()
+    status = c.status()
+    assert sent == [1] * 5
+    assert {k: status[k] for k in ("polls", "readings", "read_errors", "published", "acked",
+                                   "refused", "repeats", "unchanged")} == {
+        "polls": 5, "readings": 5, "read_errors": 15, "published": 5, "acked": 5, "refused": 0,
+        "repeats": 0, "unchanged": 0}
+    warnings = sorted(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert len(warnings) == 3, warnings
+    assert "block 1: 10 registers answered, 14 asked" in warnings[0]
+    assert "device 2 block 0" in warnings[1] and "exception_code=4" in warnings[1]
+    assert "block 1: 15 registers answered, 14 asked" in warnings[2]
+    wait(lambda: len(subscriber.messages()) >= 5, 10, "the 5 readings received")
+    msgs = subscriber.settle(0.2)
+    assert [(m["machine_code"], int(epoch(m["event_time"])), m["registers"]["good_count"],
+             m["registers"]["state_code"]) for m in msgs] == [
+        ("ERF-L1-M01", FakePlc.T0 + n, n, 1) for n in range(1, 6)]
+
