@@ -68,6 +68,8 @@ class Publisher:
         self.acked = 0  # PUBACKs from the broker
         self.refused = 0  # outbound queue full (the broker away too long)
         self.connects = 0
+        self.login_refused = 0  # CONNACKs refusing us (bad credentials, not authorised)
+        self._refusal: str | None = None  # the last refusal's reason, logged once
         self.disconnects = 0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
                                   clean_session=False, protocol=mqtt.MQTTv311)
@@ -82,15 +84,25 @@ class Publisher:
 
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.warning("broker %s:%s refused the connection: %s", self.cfg.mqtt_host,
-                        self.cfg.mqtt_port, reason)
+            # paho retries every few seconds: counted each time, logged when the reason is new;
+            # readings wait in the outbound queue meanwhile (up to queue_limit)
+            with self.lock:
+                self.login_refused += 1
+            if str(reason) != self._refusal:
+                self._refusal = str(reason)
+                log.warning("broker %s:%s refused the connection as %s: %s; readings wait in "
+                            "the queue", self.cfg.mqtt_host, self.cfg.mqtt_port,
+                            self.cfg.mqtt_user, reason)
             return
+        self._refusal = None
         with self.lock:
             self.connects += 1
         log.info("connected to the broker %s:%s as %s", self.cfg.mqtt_host, self.cfg.mqtt_port,
                  self.cfg.client_id)
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        if self._refusal is not None:  # the end of a refused login (counted, logged above)
+            return
         with self.lock:
             self.disconnects += 1
         if not reason.is_failure:  # our own disconnect at stop
@@ -279,4 +291,4 @@ class Collector:
                     "unchanged": self.unchanged,
                     "read_errors": self.read_errors, "published": p.published,
                     "acked": p.acked, "refused": p.refused, "connects": p.connects,
-                    "disconnects": p.disconnects}
+                    "login_refused": p.login_refused, "disconnects": p.disconnects}

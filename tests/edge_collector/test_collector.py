@@ -309,3 +309,34 @@ def test_a_plc_answering_garbage_costs_its_blocks_only(
              m["registers"]["state_code"]) for m in msgs] == [
         ("ERF-L1-M01", FakePlc.T0 + n, n, 1) for n in range(1, 6)]
 
+
+def test_a_broker_refusing_the_login_and_a_full_queue_are_counted(
+        broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong password: the broker refuses the login (counted at each of paho's retries,
+    logged once, the password in no log line); readings wait in the outbound queue up to
+    queue_limit (3) and beyond it are refused and counted: 2 polls × 4 machines = 3 queued +
+    5 refused, none acknowledged."""
+    wrong = "not-the-" + broker.password
+    plc = FakePlc({(1, 0): "good", (1, 1): "good", (2, 0): "good", (2, 1): "good"})
+    c = _collector_on(plc, broker, tmp_path, "edge-test-refused", wrong, queue_limit=3)
+    try:
+        with caplog.at_level("INFO", logger="edge_collector"):
+            c.publisher.start()
+            wait(lambda: c.publisher.login_refused >= 1, 10, "the login refused")
+            sent = [c.poll_once() for _ in range(2)]
+            wait(lambda: c.publisher.login_refused >= 2, 10, "paho retries")
+        c.publisher.stop(drain_s=0)
+    finally:
+        c.modbus.close()
+        plc.close()
+    status = c.status()
+    assert sent == [3, 0]
+    assert {k: status[k] for k in ("readings", "published", "refused", "acked", "connects",
+                                   "disconnects", "read_errors")} == {
+        "readings": 8, "published": 3, "refused": 5, "acked": 0, "connects": 0,
+        "disconnects": 0, "read_errors": 0}
+    assert status["login_refused"] >= 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "refused the connection as plant" in warnings[0], warnings
+    assert "Not authorized" in warnings[0], warnings
+    assert wrong not in caplog.text and broker.password not in caplog.text
