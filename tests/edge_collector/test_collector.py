@@ -175,14 +175,11 @@ def test_broker_restart_loses_nothing(small_world: Path, broker: Any, subscriber
          "every published reading received")
     msgs = subscriber.settle(0.3)
     assert {m["message_id"] for m in msgs} == set(c.published_ids)
-    # and the counters it carries add up: per machine, the last reading's total - the first's
-    # = the pieces between, whatever came through the restart
+    # and what came through the restart is in order: per machine, in PLC time, each reading's
+    # total count is at or a few pieces above the one before (mod 2^32: no step backwards)
     for m, at in by_machine(msgs).items():
-        ts = sorted(at)
-        values = [at[t]["registers"]["total_count"] for t in ts]
-        steps = [(b - a) % ROLLOVER for a, b in itertools.pairwise(values)]
-        assert sum(steps) == (values[-1] - values[0]) % ROLLOVER, m
-        assert all(s < 1000 for s in steps), m
+        values = [at[t]["registers"]["total_count"] for t in sorted(at)]
+        assert all((b - a) % ROLLOVER < 1000 for a, b in itertools.pairwise(values)), m
     print(f"\nbroker restart: {status}, {queued} readings queued while it was down, "
           f"{len(msgs)} deliveries of {len(c.published_ids)} readings")
 
