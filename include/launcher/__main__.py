@@ -165,13 +165,19 @@ def plant_command(instance: Instance, secret: dict[str, str]) -> tuple[list[str]
                  "PLANT_MQTT_PASSWORD": secret["MQTT_PASSWORD"]}
 
 
+def outside_environment(env: dict[str, str], own: dict[str, str]) -> dict[str, str]:
+    """The environment of a process outside the platform (the plant, the edge collector): `env`
+    without the platform's connections, Airflow settings and libpq variables (every password
+    of the platform is in one of them), plus the process's `own` key or password."""
+    kept = {k: v for k, v in env.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))}
+    return {**kept, **own}
+
+
 def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
     cmd, plant_env = plant_command(instance, secret)
     # the plant gets its own key and password file, not the platform's connections
-    plant_env = {**{k: v for k, v in env.items()
-                    if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))}, **plant_env}
-    processes.start_service("plant", cmd, plant_env, instance.pid_dir, instance.log_dir,
-                            PROJECT_ROOT)
+    processes.start_service("plant", cmd, outside_environment(env, plant_env), instance.pid_dir,
+                            instance.log_dir, PROJECT_ROOT)
 
 
 def start_mqtt_ingest(instance: Instance, env: dict[str, str]) -> None:
@@ -224,10 +230,8 @@ def edge_collector_command(instance: Instance, secret: dict[str, str],
 def start_edge_collector(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:
     cmd, edge_env = edge_collector_command(instance, secret)
     # a gateway's environment: none of the platform's connections or passwords
-    edge_env = {**{k: v for k, v in env.items()
-                   if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))}, **edge_env}
-    processes.start_service("edge-collector", cmd, edge_env, instance.pid_dir, instance.log_dir,
-                            PROJECT_ROOT)
+    processes.start_service("edge-collector", cmd, outside_environment(env, edge_env),
+                            instance.pid_dir, instance.log_dir, PROJECT_ROOT)
 
 
 def wait_for_plant(instance: Instance, cluster: Cluster, timeout_s: float = 600) -> None:

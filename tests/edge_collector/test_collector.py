@@ -190,7 +190,7 @@ def test_launcher_command_reads_password_from_environment(small_world: Path, bro
     """The command `make run` starts (launcher.edge_collector_command: this instance's Modbus and
     MQTT ports, the small plant's gateway file): the password from EDGE_MQTT_PASSWORD (never
     argv, never the log), readings arrive, SIGTERM drains and exits 0 with its counts logged."""
-    from launcher.__main__ import edge_collector_command
+    from launcher.__main__ import edge_collector_command, outside_environment
 
     shifts = truth(small_world, "machine_counter_shift")
     rt = plc_runtime(small_world, shifts[0]["shift_start_at"], speed=600.0)
@@ -199,8 +199,11 @@ def test_launcher_command_reads_password_from_environment(small_world: Path, bro
                                             config=config)
     assert broker.password not in " ".join(args)
     assert args[args.index("--mqtt-port") + 1] == str(broker.port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AIRFLOW"))}
-    env.update(PYTHONPATH=str(INCLUDE), **edge_env)
+    # as make run starts it: none of the platform's connections and passwords (this session's
+    # environment has them: the warehouse's connections, the superuser's PGPASSWORD)
+    env = {**outside_environment(dict(os.environ), edge_env), "PYTHONPATH": str(INCLUDE)}
+    assert "PGPASSWORD" in os.environ and "AIRFLOW_CONN_WAREHOUSE" in os.environ
+    assert not [k for k in env if k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "PG"))]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
