@@ -139,23 +139,27 @@ def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-SHIFT_ENDS_LOCAL = (14, 22)  # S1 and S2 end (plant_sim calendar): most confirmations come then
 LEAD_MINUTES = 5  # the window opens this long before the shift end
 
 
-def next_shift_end(after: datetime, zone: str) -> datetime:
-    """The first S1/S2 shift end (local 14:00 or 22:00) of the site at or after `after`, UTC."""
-    tz = ZoneInfo(zone)
-    local = after.astimezone(tz)
-    ends = [datetime(d.year, d.month, d.day, h, tzinfo=tz).astimezone(UTC)
-            for d in (local.date() + timedelta(days=i) for i in range(3)) for h in SHIFT_ENDS_LOCAL]
+def next_shift_end(after: datetime, zone: ZoneInfo) -> datetime:
+    """The first S1 or S2 end (the plant's shift calendar: local 14:00, 22:00; most
+    confirmations come then) at or after `after`, UTC."""
+    from plant_sim.calendar import shifts_for_day
+
+    local = after.astimezone(zone).date()
+    ends = [datetime.fromtimestamp(shift.end, UTC) for i in range(3)
+            for shift in shifts_for_day("", local + timedelta(days=i), zone)[:2]]
     return min(at for at in ends if at >= after)
 
 
-def site_zones() -> dict[str, str]:
-    """Site code → time zone of the bench's plant (WMS event times are site-local)."""
-    config = tomllib.loads(PLANT_CONFIG.read_text(encoding="utf-8"))
-    return {site["code"]: site["timezone"] for site in config["sites"]}
+def site_zone() -> ZoneInfo:
+    """The time zone of the bench's one site (latency_plant.toml says why one): its shift ends,
+    its WMS files' local event times."""
+    sites = tomllib.loads(PLANT_CONFIG.read_text(encoding="utf-8"))["sites"]
+    if len(sites) != 1:
+        raise SystemExit(f"{PLANT_CONFIG.name}: the bench follows one site, not {len(sites)}")
+    return ZoneInfo(sites[0]["timezone"])
 
 
 # ---- the platform, as make run starts it --------------------------------------------------------
@@ -193,11 +197,9 @@ class Platform:
             self.stop()
             shutil.rmtree(self.instance.var_dir)
 
-    def start(self, config_text: str) -> None:
-        config = self.instance.var_dir / "bench-plant.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(config_text, encoding="utf-8")
-        self.launcher.PLANT_BASE_CONFIG = config  # live_plant_config re-dates it as make run does
+    def start(self) -> None:
+        # live_plant_config re-dates the bench's plant as make run does the default one
+        self.launcher.PLANT_BASE_CONFIG = PLANT_CONFIG
         # make run's banner prints the UI login: not into the bench's output
         with contextlib.redirect_stdout(_WithoutLogin(sys.stdout)):
             self.launcher.cmd_run(argparse.Namespace(executor="local", workers=2, concurrency=4))
@@ -246,10 +248,10 @@ class Observer:
     """Finds the events the plant emitted in the window and when each reached each stage."""
 
     def __init__(self, platform: Platform, start: datetime, end: datetime,
-                 zones: dict[str, str]) -> None:
+                 zone: ZoneInfo) -> None:
         import psycopg
 
-        self.platform, self.start, self.end, self.zones = platform, start, end, zones
+        self.platform, self.start, self.end, self.zone = platform, start, end, zone
         self.events: dict[tuple[str, str], Event] = {}
         self.wh = psycopg.connect(platform.dsn("warehouse"), autocommit=True)
         self.erp = psycopg.connect(platform.dsn("erp"), autocommit=True)
@@ -309,9 +311,9 @@ class Observer:
                     rows = list(csv.DictReader(fh_file, delimiter=";"))
                 ids = [r["movement_id"] for r in rows]
                 self.events[("wms_file", name)] = Event("wms_file", name, dropped, {"rows": ids})
-                for r in rows:
-                    tz = ZoneInfo(self.zones[r["site"]])
-                    at = datetime.fromisoformat(r["event_time"]).replace(tzinfo=tz).astimezone(UTC)
+                for r in rows:  # event_time is site-local
+                    at = datetime.fromisoformat(r["event_time"]).replace(tzinfo=self.zone)
+                    at = at.astimezone(UTC)
                     self.events.setdefault(("wms", r["movement_id"]),
                                            Event("wms", r["movement_id"], at, {"file": name}))
 
@@ -565,10 +567,9 @@ def follow(observer: Observer, window_end: datetime, drain_end: datetime, poll_s
         time.sleep(poll_s)
 
 
-def wait_for_shift_change(zones: dict[str, str], warmup_minutes: float) -> None:
+def wait_for_shift_change(zone: ZoneInfo, warmup_minutes: float) -> None:
     """Sleep (nothing running) until the platform, started now, is warm a few minutes before
     the site's next S1/S2 shift end."""
-    zone = next(iter(zones.values()))
     lead = timedelta(minutes=warmup_minutes + LEAD_MINUTES)
     shift_end = next_shift_end(datetime.now(UTC) + lead, zone)
     start_at = shift_end - lead
@@ -578,16 +579,16 @@ def wait_for_shift_change(zones: dict[str, str], warmup_minutes: float) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    zones = site_zones()
+    zone = site_zone()
     if args.align == "shift":
-        wait_for_shift_change(zones, args.warmup_timeout_minutes)
+        wait_for_shift_change(zone, args.warmup_timeout_minutes)
     platform = Platform()
     platform.wipe()
     started = datetime.now(UTC)
     import psycopg
 
     try:
-        platform.start(PLANT_CONFIG.read_text(encoding="utf-8"))
+        platform.start()
         log("platform up (make run's launcher); waiting for the history load to be published")
         with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
             deadline = time.monotonic() + args.warmup_timeout_minutes * 60
@@ -600,7 +601,7 @@ def measure(args: argparse.Namespace) -> dict:
         window_end = window_start + timedelta(minutes=args.minutes)
         log(f"warm-up {(window_start - started).total_seconds() / 60:.1f} min; window "
             f"{window_start:%H:%M:%S} → {window_end:%H:%M:%S} UTC")
-        observer = Observer(platform, window_start, window_end, zones)
+        observer = Observer(platform, window_start, window_end, zone)
         drain_end = window_end + timedelta(minutes=args.drain_minutes)
         interrupted = False
         try:
