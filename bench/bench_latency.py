@@ -91,6 +91,7 @@ about 2 h on 2 cores.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import csv
 import importlib
@@ -229,117 +230,159 @@ class Event:
     scope: dict = field(default_factory=dict)
     reached: dict[str, datetime] = field(default_factory=dict)
 
-    def pending(self) -> list[str]:
-        stages = STAGES[self.kind]
+    def stages(self) -> tuple[str, ...]:
+        """The stages it goes through: a running or planned-downtime interval is in no pareto."""
         if self.kind == "mes_state" and self.scope["state"] not in LOSS_STATES:
-            stages = tuple(s for s in stages if s != "reporting")
-        return [s for s in stages if s not in self.reached]
+            return ("raw", "fact", "mart")
+        return STAGES[self.kind]
 
+    def pending(self) -> list[str]:
+        return [s for s in self.stages() if s not in self.reached]
 
-def _epoch(value: int) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
+    def emitted(self, now: datetime) -> bool:
+        """The plant has made it visible by `now` (a WMS row: when its file was dropped)."""
+        return self.scope.get("dropped", self.at) <= now
 
 
 def _iso(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+# the change feeds followed: kind → (world file, table, record key)
+FEEDS = {
+    "mes": ("mes/mes.sqlite", "confirmations", "confirmation_id"),
+    "mes_state": ("mes/mes.sqlite", "machine_states", "state_id"),
+    "qms": ("qms/qms.sqlite", "usage_decisions", "usage_decision_id"),
+}
+
+
+def _instants(rows, key_of) -> dict[tuple, list[datetime]]:
+    """key → the sorted plant instants of its records."""
+    out: dict[tuple, list[datetime]] = {}
+    for row in rows:
+        out.setdefault(key_of(row), []).append(_iso(row["updated_at"]))
+    return {key: sorted(ats) for key, ats in out.items()}
+
+
 class Observer:
-    """Finds the events the plant emitted in the window and when each reached each stage."""
+    """The events the plant emits in the window and when each reached each stage.
+
+    `plant_sim up` generates its world ahead (the live clock only reveals it), so the world
+    folder is read once: every record up to the window's end, the window's events, and for each
+    the figure its mart or report must reach to count it (how many records of its line-day,
+    machine-shift-state-reason or line-reason the plant had recorded by then). Polling then
+    follows the events whose plant instant has passed."""
 
     def __init__(self, platform: Platform, start: datetime, end: datetime,
                  zone: ZoneInfo) -> None:
         import psycopg
 
-        self.platform, self.start, self.end, self.zone = platform, start, end, zone
+        self.start, self.end, self.zone = start, end, zone
         self.events: dict[tuple[str, str], Event] = {}
+        self._read_world(platform.world)
         self.wh = psycopg.connect(platform.dsn("warehouse"), autocommit=True)
         self.erp = psycopg.connect(platform.dsn("erp"), autocommit=True)
-        self.world = platform.world
-        self.all_confirmations: list[dict] = []
-        self.all_states: list[dict] = []
 
     def close(self) -> None:
         self.wh.close()
         self.erp.close()
 
-    # what the plant emitted ------------------------------------------------------------------
-    def _feed(self, db: str, table: str, upto: datetime) -> list[dict]:
-        with sqlite3.connect(f"file:{self.world / db}?mode=ro", uri=True) as conn:
-            rows = conn.execute(f"select body from {table} where updated_at <= ? "
-                                "order by updated_at, id", (int(upto.timestamp()),)).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def discover(self, now: datetime) -> None:
-        upto = min(now, self.end)
-        self.all_confirmations = self._feed("mes/mes.sqlite", "confirmations", now)
-        self.all_states = self._feed("mes/mes.sqlite", "machine_states", now)
-        first_seen: dict[tuple[str, str], tuple[datetime, dict]] = {}
-        for kind, rows, key in (("mes", self.all_confirmations, "confirmation_id"),
-                                ("mes_state", self.all_states, "state_id"),
-                                ("qms", self._feed("qms/qms.sqlite", "usage_decisions", now),
-                                 "usage_decision_id")):
-            for row in rows:
-                first_seen.setdefault((kind, row[key]), (_iso(row["updated_at"]), row))
-        for (kind, key), (at, row) in first_seen.items():
-            if self.start <= at <= upto and (kind, key) not in self.events:
-                self.events[(kind, key)] = Event(kind, key, at, self._scope(kind, row))
-        self._discover_wms(upto)
-
-    def _scope(self, kind: str, row: dict) -> dict:
-        if kind == "mes":
-            return {"line": row["line_code"], "date": row["production_date"],
-                    "updated_at": row["updated_at"]}
-        if kind == "mes_state":
-            return {"line": row["line_code"], "machine": row["machine_code"],
-                    "date": row["production_date"], "shift": row["shift_code"],
-                    "state": row["state"], "reason": row["reason_code"] or "-",
-                    "updated_at": row["updated_at"]}
-        return {"lot": row["inspection_lot_id"]}
-
-    def _discover_wms(self, upto: datetime) -> None:
-        with open(self.world / "drops" / "index.csv", encoding="utf-8") as fh:
-            for drop in csv.DictReader(fh):
-                name = drop["file_name"]
-                dropped = _iso(drop["available_at"])
-                if (drop["system"] != "wms" or not name.startswith("WMS_MOVEMENTS_")
-                        or not self.start <= dropped <= upto
-                        or ("wms_file", name) in self.events):
+    # what the plant emits ---------------------------------------------------------------------
+    def _read_world(self, world: Path) -> None:
+        firsts: dict[str, dict[str, dict]] = {}
+        for kind, (db, table, key) in FEEDS.items():
+            with contextlib.closing(sqlite3.connect(f"file:{world / db}?mode=ro", uri=True)) as c:
+                rows = c.execute(f"select body from {table} where updated_at <= ? "
+                                 "order by updated_at, id", (int(self.end.timestamp()),))
+                firsts[kind] = {}
+                for (body,) in rows:  # a record's first version: when the plant recorded it
+                    record = json.loads(body)
+                    firsts[kind].setdefault(record[key], record)
+        states = firsts["mes_state"].values()
+        per_line_day = _instants(firsts["mes"].values(),
+                                 lambda r: (r["line_code"], r["production_date"]))
+        per_shift = _instants(states, lambda r: (r["machine_code"], r["production_date"],
+                                                 r["shift_code"], r["state"],
+                                                 r["reason_code"] or "-"))
+        per_reason = _instants((r for r in states if r["state"] in LOSS_STATES),
+                               lambda r: (r["line_code"], r["reason_code"] or "-"))
+        for kind, records in firsts.items():
+            for key, r in records.items():
+                at = _iso(r["updated_at"])
+                if not self.start <= at <= self.end:
                     continue
-                path = self.world / "drops" / "wms" / name
-                with open(path, encoding="gb18030", newline="") as fh_file:
-                    rows = list(csv.DictReader(fh_file, delimiter=";"))
-                ids = [r["movement_id"] for r in rows]
-                self.events[("wms_file", name)] = Event("wms_file", name, dropped, {"rows": ids})
-                for r in rows:  # event_time is site-local
-                    at = datetime.fromisoformat(r["event_time"]).replace(tzinfo=self.zone)
-                    at = at.astimezone(UTC)
-                    self.events.setdefault(("wms", r["movement_id"]),
-                                           Event("wms", r["movement_id"], at, {"file": name}))
+                if kind == "mes":
+                    line_day = (r["line_code"], r["production_date"])
+                    scope = {"line_day": line_day,
+                             "count": bisect.bisect_right(per_line_day[line_day], at)}
+                elif kind == "mes_state":
+                    shift = (r["machine_code"], r["production_date"], r["shift_code"],
+                             r["state"], r["reason_code"] or "-")
+                    reason = (r["line_code"], r["reason_code"] or "-")
+                    scope = {"state": r["state"], "machine": r["machine_code"], "shift": shift,
+                             "shift_count": bisect.bisect_right(per_shift[shift], at),
+                             "reason": reason,
+                             "reason_count": bisect.bisect_right(per_reason.get(reason, []), at)}
+                else:
+                    scope = {"lot": r["inspection_lot_id"]}
+                self.events[(kind, key)] = Event(kind, key, at, scope)
+        self._read_wms_drops(world)
+
+    def _read_wms_drops(self, world: Path) -> None:
+        from plant_sim.drops import read_index
+
+        for dropped_at, system, name in read_index(world):
+            dropped = datetime.fromtimestamp(dropped_at, UTC)
+            if (system != "wms" or not name.startswith("WMS_MOVEMENTS_")
+                    or not self.start <= dropped <= self.end):
+                continue
+            with open(world / "drops" / "wms" / name, encoding="gb18030", newline="") as fh:
+                rows = list(csv.DictReader(fh, delimiter=";"))
+            self.events[("wms_file", name)] = Event(
+                "wms_file", name, dropped, {"rows": [r["movement_id"] for r in rows]})
+            for r in rows:  # event_time is site-local
+                at = datetime.fromisoformat(r["event_time"]).replace(tzinfo=self.zone)
+                self.events.setdefault(("wms", r["movement_id"]), Event(
+                    "wms", r["movement_id"], at.astimezone(UTC), {"dropped": dropped}))
+
+    def emitted(self, now: datetime) -> list[Event]:
+        """The window's events the plant has emitted by `now`."""
+        return [e for e in self.events.values() if e.emitted(now)]
 
     # when it reached each stage --------------------------------------------------------------
-    def _pending(self, kind: str, stage: str) -> list[Event]:
-        return [e for (k, _), e in self.events.items() if k == kind and stage in e.pending()]
+    def _due(self, kind: str, stage: str, now: datetime) -> list[Event]:
+        return [e for (k, _), e in self.events.items()
+                if k == kind and e.emitted(now) and stage in e.pending()]
 
     def poll(self, now: datetime) -> None:
-        self._raw("mes", "raw_mes.confirmations", "confirmation_id")
-        self._raw("mes_state", "raw_mes.machine_states", "state_id")
-        self._raw("qms", "raw_qms.usage_decisions", "usage_decision_id")
-        self._raw("wms", "raw_wms.movements", "movement_id")
+        self._raw("mes", "raw_mes.confirmations", "confirmation_id", now)
+        self._raw("mes_state", "raw_mes.machine_states", "state_id", now)
+        self._raw("qms", "raw_qms.usage_decisions", "usage_decision_id", now)
+        self._raw("wms", "raw_wms.movements", "movement_id", now)
         self._seen("mes", "fact", "conformed.fct_operation_confirmation", "confirmation_id", now)
         self._seen("mes_state", "fact", "conformed.fct_machine_state_interval", "state_id", now)
         self._seen("wms", "fact", "conformed.fct_material_movement", "movement_id", now)
         self._seen("qms", "publish", "publish.pub_erp__quality_result", "inspection_lot_id", now,
                    scope_key="lot")
-        self._erp("mes", "production_confirmation", "confirmation_id", key_of=lambda e: e.key)
-        self._erp("qms", "quality_result", "inspection_lot_id", key_of=lambda e: e.scope["lot"])
-        self._counted_confirmations("mart", "marts.mart_production_line_day", now)
-        self._counted_confirmations("reporting", "reporting.rpt_production_line_day", now)
-        self._counted_states_mart(now)
-        self._counted_states_pareto(now)
-        for event in self._pending("wms_file", "raw"):
-            rows = [self.events.get(("wms", i)) for i in event.scope["rows"]]
-            if rows and all(r is not None and "raw" in r.reached for r in rows):
+        self._erp("mes", "production_confirmation", "confirmation_id", now,
+                  key_of=lambda e: e.key)
+        self._erp("qms", "quality_result", "inspection_lot_id", now,
+                  key_of=lambda e: e.scope["lot"])
+        for stage, table in (("mart", "marts.mart_production_line_day"),
+                             ("reporting", "reporting.rpt_production_line_day")):
+            self._counted("mes", stage, now, "line_day", "count",
+                          f"select line_code, production_date::text, confirmation_count "
+                          f"from {table}")
+        self._counted("mes_state", "mart", now, "shift", "shift_count",
+                      "select machine_code, production_date::text, shift_code, machine_state, "
+                      "reason_code, interval_count from marts.mart_oee_loss_shift "
+                      "where machine_code = any(%s)", machines=True)
+        self._counted("mes_state", "reporting", now, "reason", "reason_count",
+                      "select line_code, coalesce(reason_code, '-'), stop_count "
+                      "from reporting.rpt_downtime_pareto")
+        for event in self._due("wms_file", "raw", now):
+            rows = [self.events[("wms", i)] for i in event.scope["rows"]]
+            if rows and all("raw" in r.reached for r in rows):
                 event.reached["raw"] = max(r.reached["raw"] for r in rows)
 
     def _query(self, conn, sql: str, params=()) -> list[tuple]:
@@ -352,20 +395,23 @@ class Observer:
         except psycopg.errors.ObjectNotInPrerequisiteState:
             return []
 
-    def _raw(self, kind: str, table: str, key: str) -> None:
-        pending = {e.key: e for e in self._pending(kind, "raw")}
+    def _raw(self, kind: str, table: str, key: str, now: datetime) -> None:
+        """Raw is reached when the first batch that holds the row committed (a later window
+        may load it again, under another batch); its extraction run is kept for the breakdown."""
+        pending = {e.key: e for e in self._due(kind, "raw", now)}
         if not pending:
             return
-        for k, finished in self._query(
-                self.wh, f"select r.{key}, min(a.finished_at) from {table} r "
-                f"join ops.load_audit a on a.batch_id = r._batch_id where r.{key} = any(%s) "
-                f"group by r.{key}", (list(pending),)):
+        for k, finished, run_id in self._query(
+                self.wh, f"select distinct on (r.{key}) r.{key}, a.finished_at, a.run_id "
+                f"from {table} r join ops.load_audit a on a.batch_id = r._batch_id "
+                f"where r.{key} = any(%s) order by r.{key}, a.finished_at", (list(pending),)):
             pending[k].reached["raw"] = finished
+            pending[k].scope["extract_run"] = run_id
 
     def _seen(self, kind: str, stage: str, table: str, key: str, now: datetime,
               scope_key: str | None = None) -> None:
         pending: dict[str, list[Event]] = {}
-        for e in self._pending(kind, stage):
+        for e in self._due(kind, stage, now):
             pending.setdefault(e.scope[scope_key] if scope_key else e.key, []).append(e)
         if not pending:
             return
@@ -374,9 +420,10 @@ class Observer:
             for e in pending[k]:
                 e.reached[stage] = now
 
-    def _erp(self, kind: str, message_type: str, field_name: str, key_of) -> None:
+    def _erp(self, kind: str, message_type: str, field_name: str, now: datetime,
+             key_of) -> None:
         pending: dict[str, list[Event]] = {}
-        for e in self._pending(kind, "erp"):
+        for e in self._due(kind, "erp", now):
             pending.setdefault(key_of(e), []).append(e)
         if not pending:
             return
@@ -388,57 +435,21 @@ class Observer:
             for e in pending[k]:
                 e.reached["erp"] = received
 
-    def _counted_confirmations(self, stage: str, table: str, now: datetime) -> None:
-        """The line-day's confirmation_count includes the event: it is at least the number of
-        that line-day's confirmations the MES recorded up to the event."""
-        pending = self._pending("mes", stage)
+    def _counted(self, kind: str, stage: str, now: datetime, key: str, count: str, sql: str,
+                 machines: bool = False) -> None:
+        """The figure `sql` gives for the event's key (its last column, summed over rows of the
+        same key) counts the event: it is at least the number of records of that key the plant
+        had recorded up to the event."""
+        pending = self._due(kind, stage, now)
         if not pending:
             return
-        figures = {(line, str(day)): count for line, day, count in self._query(
-            self.wh, f"select line_code, production_date, confirmation_count from {table}")}
+        params = (sorted({e.scope["machine"] for e in pending}),) if machines else ()
+        figures: dict[tuple, int] = {}
+        for *k, value in self._query(self.wh, sql, params):
+            figures[tuple(k)] = figures.get(tuple(k), 0) + value
         for e in pending:
-            need = sum(1 for c in self.all_confirmations
-                       if c["line_code"] == e.scope["line"]
-                       and c["production_date"] == e.scope["date"]
-                       and c["updated_at"] <= e.scope["updated_at"])
-            if figures.get((e.scope["line"], e.scope["date"]), 0) >= need:
+            if figures.get(e.scope[key], 0) >= e.scope[count]:
                 e.reached[stage] = now
-
-    def _counted_states_mart(self, now: datetime) -> None:
-        pending = self._pending("mes_state", "mart")
-        if not pending:
-            return
-        figures = {tuple(map(str, r[:5])): r[5] for r in self._query(
-            self.wh, "select machine_code, production_date, shift_code, machine_state, "
-            "reason_code, interval_count from marts.mart_oee_loss_shift where "
-            "machine_code = any(%s)", (sorted({e.scope["machine"] for e in pending}),))}
-        for e in pending:
-            s = e.scope
-            need = sum(1 for x in self.all_states
-                       if (x["machine_code"], x["production_date"], x["shift_code"], x["state"],
-                           x["reason_code"] or "-")
-                       == (s["machine"], s["date"], s["shift"], s["state"], s["reason"])
-                       and x["updated_at"] <= s["updated_at"])
-            if figures.get((s["machine"], s["date"], s["shift"], s["state"], s["reason"]),
-                           0) >= need:
-                e.reached["mart"] = now
-
-    def _counted_states_pareto(self, now: datetime) -> None:
-        pending = self._pending("mes_state", "reporting")
-        if not pending:
-            return
-        figures: dict[tuple[str, str], int] = {}
-        for line, reason, stops in self._query(
-                self.wh, "select line_code, reason_code, stop_count "
-                "from reporting.rpt_downtime_pareto"):
-            figures[(line, reason or "-")] = figures.get((line, reason or "-"), 0) + stops
-        for e in pending:
-            s = e.scope
-            need = sum(1 for x in self.all_states
-                       if x["line_code"] == s["line"] and (x["reason_code"] or "-") == s["reason"]
-                       and x["state"] in LOSS_STATES and x["updated_at"] <= s["updated_at"])
-            if figures.get((s["line"], s["reason"]), 0) >= need:
-                e.reached["reporting"] = now
 
 
 # ---- warm-up and Airflow's metadata -------------------------------------------------------------
@@ -472,23 +483,15 @@ def percentile(values: list[float], p: float) -> float | None:
 
 BREAKDOWN = ("extract wait", "extract run", "transform wait", "transform pre-dbt", "dbt", "gate",
              "publish wait", "publish")
-SYSTEM_OF = {"mes": ("mes", "confirmations"), "mes_state": ("mes", "machine_states"),
-             "qms": ("qms", "usage_decisions"), "wms": ("wms", "movements")}
+SYSTEM_OF = {"mes": "mes", "mes_state": "mes", "qms": "qms", "wms": "wms"}
+ERP_MESSAGE = {"mes": "production_confirmation", "qms": "quality_result"}
 
 
-def breakdown(events: list[Event], wh, airflow, erp_type: str | None) -> dict[str, list[float]]:
-    """Per event, the seconds of each step of BREAKDOWN it went through (missing steps left out)."""
+def breakdown(kind: str, events: list[Event], wh, airflow) -> dict[str, list[float]]:
+    """Per event of `kind`, the seconds of each step of BREAKDOWN it went through (missing
+    steps left out)."""
     parts: dict[str, list[float]] = {name: [] for name in BREAKDOWN}
-    if not events:
-        return parts
-    kind = events[0].kind
-    system, entity = SYSTEM_OF[kind]
-    # the batch that first loaded it (the one raw's time came from: a later window may load the
-    # row again, under another batch)
-    firsts = sorted({e.reached["raw"] for e in events if "raw" in e.reached})
-    runs = dict(wh.execute("select finished_at, run_id from ops.load_audit where system = %s "
-                           "and entity = %s and finished_at = any(%s)",
-                           (system, entity, firsts)).fetchall())
+    erp_type = ERP_MESSAGE.get(kind)
     transforms = wh.execute("select run_id, audit_upto from ops.transform_run "
                             "where succeeded_at is not null order by audit_upto").fetchall()
 
@@ -503,11 +506,10 @@ def breakdown(events: list[Event], wh, airflow, erp_type: str | None) -> dict[st
             (dag_id, run_id, prefix + "%")).fetchone()
 
     for e in events:
-        finished = e.reached.get("raw")
-        extract_run_id = runs.get(finished)
-        if extract_run_id is None:
+        if e.kind != kind or "raw" not in e.reached:
             continue
-        run = dag_run(f"extract_{system}", extract_run_id)
+        finished = e.reached["raw"]  # the batch that first loaded it, and its run (_raw)
+        run = dag_run(f"extract_{SYSTEM_OF[kind]}", e.scope["extract_run"])
         if run is None or run[0] is None:
             continue
         parts["extract wait"].append((run[0] - e.at).total_seconds())
@@ -549,17 +551,18 @@ def git_commit() -> str:
     return f"{head}{'+dirty' if dirty else ''}" if head else "unknown"
 
 
-def follow(observer: Observer, window_end: datetime, drain_end: datetime, poll_s: float) -> None:
+def follow(observer: Observer, window_end: datetime, drain_end: datetime,
+           poll_s: float) -> None:
     """Poll until the window closed and every event went through every stage (or the drain
     ran out)."""
     last_report = 0.0
     while True:
         now = datetime.now(UTC)
-        observer.discover(now)
         observer.poll(now)
-        pending = sum(1 for e in observer.events.values() if e.pending())
+        emitted = observer.emitted(now)
+        pending = sum(1 for e in emitted if e.pending())
         if time.monotonic() - last_report > 60:
-            counts = {k: sum(1 for (kk, _) in observer.events if kk == k) for k in STAGES}
+            counts = {k: sum(1 for e in emitted if e.kind == k) for k in STAGES}
             log(f"events {counts}; {pending} not through every stage")
             last_report = time.monotonic()
         if now >= window_end and (pending == 0 or now >= drain_end):
@@ -609,13 +612,9 @@ def measure(args: argparse.Namespace) -> dict:
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while following: report what was seen
             interrupted = True
             log("interrupted: reporting the events as far as they got")
+        events = observer.emitted(datetime.now(UTC))
         with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
-            parts = {kind: breakdown([e for e in observer.events.values() if e.kind == kind],
-                                     observer.wh, airflow,
-                                     {"mes": "production_confirmation",
-                                      "qms": "quality_result"}.get(kind))
-                     for kind in SYSTEM_OF}
-        events = list(observer.events.values())
+            parts = {kind: breakdown(kind, events, observer.wh, airflow) for kind in SYSTEM_OF}
         observer.close()
         return {"events": events, "parts": parts,
                 "window": (window_start, window_end), "interrupted": interrupted,
