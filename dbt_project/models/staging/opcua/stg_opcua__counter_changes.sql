@@ -1,9 +1,10 @@
 {#- Piece counters from the OPC UA server's history: one row per machine, counter and source
     timestamp at which the counter changed, with the pieces since the previous reading.
-    The rule for increments: `value - previous value` of the same machine and counter; a value
-    below the previous one is a counter reset (the PLC restarted from 0: OPC UA counters are
-    UInt64 and do not roll over), whose increment is the value itself (`is_counter_reset`);
-    a machine's first reading in raw has no increment (the pieces before it are unknown).
+    The rule for increments is the shared one (macro counter_increments), with OPC UA's
+    parameters: `value - previous value` of the same machine and counter; a value below the
+    previous one is a counter reset (the PLC restarted from 0: OPC UA counters are UInt64 and
+    do not roll over), whose increment is the value itself (`is_counter_reset`); a machine's
+    first reading in raw has no increment (the pieces before it are unknown).
     Readings whose status was not Good never reached raw (quarantined by the load), so the
     next good reading's increment carries their pieces. -#}
 with source as (
@@ -28,14 +29,10 @@ readings as (
     from source
 ),
 
-with_previous as (
-    select
-        readings.*,
-        lag(readings.counter_value) over (
-            partition by readings.machine_code, readings.counter
-            order by readings.source_at
-        ) as previous_value
-    from readings
+changes as (
+    -- the shared counter rule (macro counter_increments): UInt64 counters never roll over, a
+    -- fall is a restart from 0
+    {{ counter_increments('readings', 'source_at') }}
 ),
 
 renamed as (
@@ -46,16 +43,12 @@ renamed as (
         counter,
         -- `value` and `increment`: the column names every path's counter changes share
         counter_value as value,  -- noqa: RF04
-        case
-            when previous_value is null then null
-            when counter_value < previous_value then counter_value
-            else counter_value - previous_value
-        end as increment,  -- noqa: RF04
-        coalesce(counter_value < previous_value, false) as is_counter_reset,
+        increment,  -- noqa: RF04
+        is_counter_reset,
         source_at as changed_at,
         status,
         'opcua'::text as signal_path
-    from with_previous
+    from changes
 )
 
 select * from renamed
