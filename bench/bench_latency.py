@@ -22,8 +22,8 @@ UTC in winter), and the window lasts 75 min (`--minutes`): the confirmation burs
 burst and the WMS file of the shift change's hour (dropped at the next hour + 5 min) are in it,
 ~35 confirmations, ~35 decisions, ~100 movement rows. `--align now` (the default, so that
 `make bench` never waits hours) starts at once: between shift changes fewer than 20
-confirmations and decisions fall in the window, and a percentile over too few events is not
-written (the bench says so).
+confirmations and decisions fall in the window, and a percentile over fewer than 20 events is
+not written (null in results.json; the bench says so).
 
 Warm-up: `make run` loads the plant's last two days once (a manual run of every extraction DAG,
 then transform, gate, publishing). The window starts when that is done for ERP, MES, QMS and
@@ -65,7 +65,7 @@ kind and stage above (e.g. `latency_mes_to_erp_p95_s`, `latency_qms_to_erp_p95_s
 `latency_mes_to_reporting_p95_s`, `latency_wms_file_to_raw_p95_s`, `latency_wms_to_raw_p95_s`),
 `latency_<kind>_events` (events followed) and `latency_<kind>_to_<stage>_reached` (how many
 reached the stage in time; an event that did not counts as slower than all that did, and a
-percentile that falls on one is not written),
+percentile that falls on one is null: an earlier run's figure never stays beside this run's),
 `latency_complete` (every event through every stage), `latency_commit` (the git commit
 measured) and `latency_window_minutes`. Ctrl-C (or SIGTERM) while following
 stops following and reports what was seen, then stops the platform. A smoke run
@@ -625,6 +625,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def report(result: dict, args: argparse.Namespace) -> dict:
+    """Print the table and return the figures. A percentile is null in the figures (so no
+    earlier run's value stays in results.json beside this run's commit) when it falls on an
+    event that did not reach the stage, or its kind had fewer than MIN_EVENTS events."""
     events: list[Event] = result["events"]
     figures: dict = {}
     print(f"\nlatency from the plant instant (s), window {args.minutes:g} min "
@@ -638,10 +641,9 @@ def report(result: dict, args: argparse.Namespace) -> dict:
         if len(of_kind) < MIN_EVENTS:
             short.append(f"{kind}: {len(of_kind)}")
         for stage in stages:
-            eligible = [e for e in of_kind if stage in stages and (
-                stage != "reporting" or kind != "mes_state" or e.scope["state"] in LOSS_STATES)]
+            eligible = [e for e in of_kind if stage in e.stages()]
             # an event that never reached the stage counts as slower than every one that did:
-            # a percentile that falls on one is unknown (printed ">", not written)
+            # a percentile that falls on one is unknown (printed ">")
             values = [(e.reached[stage] - e.at).total_seconds() if stage in e.reached
                       else math.inf for e in eligible]
             reached = [v for v in values if v != math.inf]
@@ -649,8 +651,8 @@ def report(result: dict, args: argparse.Namespace) -> dict:
             name = f"latency_{kind}_to_{stage}"
             figures[f"{name}_reached"] = len(reached)
             for label, value in (("p50", p50), ("p95", p95)):
-                if value is not None and value != math.inf:
-                    figures[f"{name}_{label}_s"] = round(value, 1)
+                known = value is not None and value != math.inf and len(of_kind) >= MIN_EVENTS
+                figures[f"{name}_{label}_s"] = round(value, 1) if known else None
             cells = [f"{'>':>8}" if v == math.inf else f"{v:8.0f}" if v is not None
                      else f"{'-':>8}" for v in (p50, p95, max(reached) if reached else None)]
             print(f"{kind:10} {stage:10} {len(eligible):6d} {len(reached):7d} {' '.join(cells)}")
@@ -661,12 +663,13 @@ def report(result: dict, args: argparse.Namespace) -> dict:
                  for v in (parts[name] for name in BREAKDOWN)]
         print(f"{kind:10} " + " ".join(cells))
     if short:
-        print(f"\nfewer than {MIN_EVENTS} events: {', '.join(short)}")
+        print(f"\nfewer than {MIN_EVENTS} events, their percentiles not written: "
+              f"{', '.join(short)}")
     complete = not result["interrupted"] and not any(e.pending() for e in events)
     if not complete:
         print(f"\nnot complete: {sum(1 for e in events if e.pending())} events missed a stage "
               f"({'interrupted' if result['interrupted'] else 'drain ran out'}); a percentile "
-              "that falls on one is '>' and not written")
+              "that falls on one is '>' and null in the figures")
     figures["latency_complete"] = complete
     figures["latency_window_minutes"] = args.minutes
     figures["latency_commit"] = git_commit()
