@@ -582,15 +582,15 @@ def wait_for_shift_change(zone: ZoneInfo, warmup_minutes: float) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
+    import psycopg
+
     zone = site_zone()
     if args.align == "shift":
         wait_for_shift_change(zone, args.warmup_timeout_minutes)
     platform = Platform()
-    platform.wipe()
-    started = datetime.now(UTC)
-    import psycopg
-
     try:
+        platform.wipe()
+        started = datetime.now(UTC)
         platform.start()
         log("platform up (make run's launcher); waiting for the history load to be published")
         with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
@@ -605,21 +605,28 @@ def measure(args: argparse.Namespace) -> dict:
         log(f"warm-up {(window_start - started).total_seconds() / 60:.1f} min; window "
             f"{window_start:%H:%M:%S} → {window_end:%H:%M:%S} UTC")
         observer = Observer(platform, window_start, window_end, zone)
-        drain_end = window_end + timedelta(minutes=args.drain_minutes)
-        interrupted = False
         try:
-            follow(observer, window_end, drain_end, args.poll_s)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while following: report what was seen
-            interrupted = True
-            log("interrupted: reporting the events as far as they got")
-        events = observer.emitted(datetime.now(UTC))
-        with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
-            parts = {kind: breakdown(kind, events, observer.wh, airflow) for kind in SYSTEM_OF}
-        observer.close()
+            interrupted = False
+            try:
+                follow(observer, window_end,
+                       window_end + timedelta(minutes=args.drain_minutes), args.poll_s)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while following: report what was seen
+                interrupted = True
+                log("interrupted: reporting the events as far as they got")
+            events = observer.emitted(datetime.now(UTC))
+            with psycopg.connect(platform.dsn("airflow"), autocommit=True) as airflow:
+                parts = {kind: breakdown(kind, events, observer.wh, airflow)
+                         for kind in SYSTEM_OF}
+        finally:
+            observer.close()
         return {"events": events, "parts": parts,
                 "window": (window_start, window_end), "interrupted": interrupted,
                 "warmup_s": (window_start - started).total_seconds()}
     finally:
+        # a second Ctrl-C or SIGTERM must not cut the stop short: it would leave the platform
+        # running
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log("stopping the bench's platform")
         platform.stop()
 
@@ -701,8 +708,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     try:
         result = measure(args)
-    except KeyboardInterrupt:  # before the window: nothing to report (the platform is stopped)
-        log("interrupted before the window opened")
+    except KeyboardInterrupt:  # before the window or twice: nothing to report (platform stopped)
+        log("interrupted: nothing to report")
         return 130
     figures = report(result, args)
     if args.smoke:
