@@ -4,24 +4,25 @@ superuser by its password file."""
 
 from __future__ import annotations
 
+from launcher.__main__ import cluster_for
 from launcher.pgcluster import Cluster
-from launcher.settings import (
-    SUPERUSER_PASSWORD,
-    Instance,
-    admin_passfile,
-    role_passwords,
-)
+from launcher.settings import Instance, role_passwords
 
 
 def start_provisioned_cluster(instance: Instance, secret: dict[str, str]) -> Cluster:
+    """The cluster, started and provisioned; stopped again if that fails or is interrupted
+    (the caller's clean-up only knows a cluster this returned)."""
     from factory_platform.provision import provision
 
-    cluster = Cluster(instance.pg_root, instance.pg_port, "postgres", secret[SUPERUSER_PASSWORD],
-                      passfile=admin_passfile(instance, secret))
+    cluster = cluster_for(instance, secret)
     cluster.ensure_initialised()
     cluster.start()
-    cluster.wait_ready()
-    for name in ("warehouse", "erp", "eam"):
-        cluster.drop_database(name)
-    provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
+    try:
+        cluster.wait_ready()
+        for name in ("warehouse", "erp", "eam"):
+            cluster.drop_database(name)
+        provision(cluster.dsn("postgres"), role_passwords(secret), plant=True)
+    except BaseException:
+        cluster.stop()
+        raise
     return cluster
