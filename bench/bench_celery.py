@@ -40,6 +40,7 @@ Usage: .venv/bin/python bench/bench_celery.py [--hours 6] [--concurrency 2] [--l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import shutil
@@ -74,6 +75,34 @@ RELAY = {"mes": 28881, "qms": 28882, "pg": 25481}
 PLANT_CONFIG = ROOT / "include" / "plant_sim" / "configs" / "small.toml"
 VENV_BIN = Path(sys.executable).parent
 AIRFLOW = str(VENV_BIN / "airflow")
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait until the block (a clean-up they would cut short) is done, then
+    act as they would have."""
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
+def stop_plant(plant: list[subprocess.Popen]) -> None:
+    """The plant and its relay (started here, not as services: no marker finds them later)."""
+    for proc in plant:
+        proc.terminate()
+    for proc in plant:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def cpu_busy_seconds() -> float:
@@ -161,16 +190,20 @@ def start_plant(world: Path, secret: dict[str, str], latency_ms: float) -> list[
     import urllib.request
 
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{RELAY['mes']}/api/v1/health",
-                                        timeout=2) as response:
-                if json.load(response).get("status") == "ok":
-                    break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the simulated plant did not start") from None
-            time.sleep(0.3)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{RELAY['mes']}/api/v1/health",
+                                            timeout=2) as response:
+                    if json.load(response).get("status") == "ok":
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the simulated plant did not start") from None
+                time.sleep(0.3)
+    except BaseException:
+        stop_plant([server, relay])
+        raise
     time.sleep(2)  # the batch clock drops every file at start
     return [server, relay]
 
@@ -313,10 +346,9 @@ def measure(workers: int, concurrency: int, env: dict[str, str], cluster, world:
         wall = time.monotonic() - t0
         busy = cpu_busy_seconds() - busy0
     finally:
-        processes.stop_all(str(INSTANCE.var_dir), INSTANCE.pid_dir, timeout_s=10)
-        for proc in plant:
-            proc.terminate()
-            proc.wait(timeout=10)
+        with signals_held():
+            processes.stop_all(str(INSTANCE.var_dir), INSTANCE.pid_dir, timeout_s=10)
+            stop_plant(plant)
     return {**outcome, "wall_s": wall, "cpu_cores": busy / wall, "cpu_s": busy}
 
 
@@ -342,7 +374,7 @@ def main() -> int:
     # task instances within the first 50 minutes of the 1-worker measurement.)
     os.environ["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
     env = service_environment(INSTANCE, {**os.environ, **env})
-    cluster = start_provisioned_cluster(INSTANCE, secret)
+    cluster = start_provisioned_cluster(INSTANCE, secret)  # stopped by itself if that fails
     redis = RedisServer(INSTANCE.redis_root, INSTANCE.redis_port, secret["REDIS_PASSWORD"])
     try:
         shutil.rmtree(INSTANCE.redis_root, ignore_errors=True)
@@ -362,9 +394,10 @@ def main() -> int:
             results[workers] = measure(workers, args.concurrency, env, cluster, world, secret,
                                        start, args.hours, args.latency_ms)
     finally:
-        processes.stop_all(str(INSTANCE.var_dir), INSTANCE.pid_dir, timeout_s=10)
-        redis.stop()
-        cluster.stop()
+        with signals_held():
+            processes.stop_all(str(INSTANCE.var_dir), INSTANCE.pid_dir, timeout_s=10)
+            redis.stop()
+            cluster.stop()
     one, two = results[1], results[2]
     ratio = one["wall_s"] / two["wall_s"]
     print(f"\n  plant hours {args.hours}, {one['runs']} DAG runs, {one['task_instances']} task "
