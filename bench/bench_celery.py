@@ -255,7 +255,9 @@ def delete_backfill_runs(dag_ids: list[str]) -> None:
 
 
 def end_unfinished_runs(dag_ids: list[str]) -> None:
-    """The run the scheduler creates at start for each DAG's latest interval is not measured."""
+    """Runs a previous, interrupted bench left queued or running on this instance's metadata
+    (its backfills, or before the schedule was off, its scheduled runs) would take worker
+    slots: they are ended, not measured."""
     from airflow.models.backfill import Backfill
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
@@ -335,7 +337,6 @@ def measure(workers: int, concurrency: int, env: dict[str, str], cluster, world:
                                     worker_environment(env, name), INSTANCE.pid_dir,
                                     INSTANCE.log_dir, ROOT)
         wait_workers_ready(INSTANCE, executor, env)
-        time.sleep(5)  # the scheduler's first loop creates each DAG's latest-interval run
         dags = extraction_dags()
         end_unfinished_runs(dags)
         delete_backfill_runs(dags)
