@@ -10,7 +10,10 @@ platform), and this module holds what it shares with the `extract_mqtt` DAG:
   `received_at` (when the row was written) and `_batch_id` (the load-audit batch).
 * **A message, parsed or refused** (`parse_message`): not JSON, not an object, no
   `message_id`, no or a bad `event_time` (not an ISO time with a zone), a topic outside the
-  namespace → quarantined with the topic and the reason.
+  namespace → quarantined with the topic and the reason. A value the warehouse refuses (a
+  `message_id` too long for the key's index, a JSON string PostgreSQL cannot hold) is
+  quarantined with the database's reason by the guarded COPY, the rest of its micro-batch lands:
+  no message can hold the stream up.
 * **One micro-batch, one transaction** (`MicroBatchWriter.write`): the rows by COPY into a
   temporary table and `insert … on conflict (message_id) do nothing` (a message the broker
   redelivers — after a consumer crash, a broker restart, or published twice by the plant — is
@@ -273,11 +276,14 @@ class MicroBatchWriter:
         self._temp_ready = False
 
     def _temp_table(self) -> None:
+        """The micro-batch's staging table: raw's own columns, constraints and indexes, so
+        whatever raw would refuse of a message (a message_id too long for the key's index, a
+        JSON string PostgreSQL cannot hold) the guarded COPY refuses and quarantines alone —
+        the insert into raw cannot fail on one message and hold the stream up for ever."""
         if not self._temp_ready:
             self.conn.execute(
-                "create temp table if not exists mqtt_incoming (message_id text, topic text, "
-                "kind text, machine_code text, event_time timestamptz, payload jsonb, "
-                "_batch_id text) on commit delete rows")
+                f"create temp table if not exists mqtt_incoming (like {TABLE} including defaults "
+                "including constraints including indexes) on commit delete rows")
             self.conn.commit()
             self._temp_ready = True
 

@@ -459,9 +459,10 @@ def storable(text: str | None, limit: int = QUARANTINE_PAYLOAD_BYTES) -> str | N
 
 class GuardedCopy:
     """COPY rows in chunks, each under a savepoint. When Postgres refuses a chunk (a byte its
-    encoding cannot hold, a value out of range, a constraint), the chunk is split in halves
-    until the refused records are found: each goes to `quarantined` with the database's own
-    reason, the rest load. One bad record costs about 2·log2(chunk) small COPYs, not the batch."""
+    encoding cannot hold, a value out of range, a constraint, a value too large for an index),
+    the chunk is split in halves until the refused records are found: each goes to
+    `quarantined` with the database's own reason, the rest load. One bad record costs about
+    2·log2(chunk) small COPYs, not the batch."""
 
     def __init__(self, conn, copy_sql: str, quarantined: list,
                  chunk_rows: int = GUARD_CHUNK_ROWS) -> None:
@@ -489,7 +490,7 @@ class GuardedCopy:
                 for _record, row in rows:
                     copy.write_row(row)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-                UnicodeEncodeError) as exc:
+                psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError) as exc:
             self.conn.execute("rollback to savepoint guarded_copy")
             if len(rows) == 1:
                 record = rows[0][0]
