@@ -3,13 +3,11 @@ the test instance's Modbus port, a durable MQTT subscriber, the collector in a t
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import shutil
 import socket
 import socketserver
-import sqlite3
 import struct
 import sys
 import threading
@@ -23,6 +21,7 @@ INCLUDE = Path(__file__).resolve().parents[2] / "include"
 if str(INCLUDE) not in sys.path:
     sys.path.insert(0, str(INCLUDE))
 
+from _world import truth
 from launcher.settings import test_instance
 
 INSTANCE = test_instance()
@@ -71,11 +70,6 @@ def wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out: {what}"
         time.sleep(0.01)
-
-
-def truth(world: Path, table: str) -> list[dict[str, str]]:
-    with open(world / "truth" / f"{table}.csv", encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def plc_runtime(world: Path, start: str | float, speed: float) -> Any:
@@ -200,15 +194,6 @@ def by_machine(msgs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]
     for m in msgs:
         out[m["machine_code"]][int(epoch(m["event_time"]))] = m
     return out
-
-
-def mes_states(world: Path) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    with sqlite3.connect(world / "mes" / "mes.sqlite") as c:
-        for (body,) in c.execute("SELECT body FROM machine_states"):
-            r = json.loads(body)
-            out[r["machine_code"]][r["state_id"]] = r
-    return {m: sorted(v.values(), key=lambda r: r["start_at"]) for m, v in out.items()}
 
 
 def known_at(at: dict[int, dict[str, Any]], t: int) -> dict[str, Any]:

@@ -40,15 +40,13 @@ from _edge_gateway import (
     epoch,
     gateway_file,
     known_at,
-    mes_states,
     plc_runtime,
-    truth,
     wait,
 )
+from _world import mes_states, truth
+from plant_sim.systems.shopfloor import STATE_CODES
 
 ROLLOVER = 1 << 32
-STATE_CODES = {"running": 1, "idle": 2, "setup": 3, "planned_downtime": 4,
-               "unplanned_downtime": 5}
 
 
 def test_every_instant_read_once_published_on_change_and_received(

@@ -13,8 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from _edge_gateway import by_machine, epoch, mes_states, truth
+from _edge_gateway import by_machine, epoch
 from _pipeline import dbt_build_selected
+from _world import mes_states, truth
+from plant_sim.systems.shopfloor import STATE_CODES
 from psycopg.rows import dict_row
 
 MODEL = "stg_mqtt__plc_counter_changes"
@@ -132,11 +134,9 @@ def test_state_changes_are_the_mes_states_at_their_readings(
                    if epoch(s["start_at"]) <= t < epoch(s["end_at"])), None)
         if iv is not None:
             assert r["state"] == iv["state"], (r["machine_code"], r["changed_at"])
-    codes = {"running": 1, "idle": 2, "setup": 3, "planned_downtime": 4,
-             "unplanned_downtime": 5}
     for machine, at in readings.items():
         mine = sorted((r["changed_at"].timestamp(), r["state"]) for r in rows
                       if r["machine_code"] == machine)
         for t, msg in at.items():
             current = [state for since, state in mine if since <= t][-1]
-            assert msg["registers"]["state_code"] == codes[current], (machine, t)
+            assert msg["registers"]["state_code"] == STATE_CODES[current], (machine, t)

@@ -6,7 +6,6 @@ Ports: OPC UA 4841x, Modbus 1503x, MQTT 1884x (offset by SFDP_TEST_PORT_OFFSET i
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _world import mes_states, truth
 from plant_sim.protocols.modbus import BLOCK, REGISTER_MAP
 from plant_sim.protocols.opcua import HISTORY_PAGE, NAMESPACE
 from plant_sim.runtime import Runtime
@@ -32,13 +32,8 @@ MQTT_PORT = 18841 + OFFSET
 UTC = dt.UTC
 
 
-def _truth(world: Path, table: str) -> list[dict[str, str]]:
-    with open(world / "truth" / f"{table}.csv", encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _defects(world: Path, kind: str) -> list[dict[str, str]]:
-    return [r for r in _truth(world, "injected_defects") if r["kind"] == kind]
+    return [r for r in truth(world, "injected_defects") if r["kind"] == kind]
 
 
 def _ms(text: str) -> int:
@@ -51,25 +46,13 @@ def _utc(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _mes_states(world: Path) -> dict[str, list[dict[str, Any]]]:
-    """MES machine-states per machine (each interval once), ordered by start."""
-    import sqlite3
-
-    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    with sqlite3.connect(world / "mes" / "mes.sqlite") as c:
-        for (body,) in c.execute("SELECT body FROM machine_states"):
-            r = json.loads(body)
-            out[r["machine_code"]][r["state_id"]] = r
-    return {m: sorted(v.values(), key=lambda r: r["start_at"]) for m, v in out.items()}
-
-
 def _damaged_shifts(world: Path) -> set[tuple[str, str, str]]:
     """(machine, production_date, shift) of confirmations the MES quarantines (not in OEE truth)."""
     import sqlite3
 
     bad = {
         r["record_id"]
-        for r in _truth(world, "injected_defects")
+        for r in truth(world, "injected_defects")
         if r["entity"] == "confirmations" and r["action"] == "quarantine"
     }
     ops: dict[str, str] = {}
@@ -122,15 +105,15 @@ def test_opcua_history_equals_truth(fixed_plant: Runtime, small_world: Path) -> 
     now = fixed_plant.clock.now_ms()
     shifts = [
         r
-        for r in _truth(small_world, "machine_counter_shift")
+        for r in truth(small_world, "machine_counter_shift")
         if _ms(r["shift_start_at"]) >= now - 48 * 3600 * 1000
     ]
     oee = {
         (r["machine_code"], r["production_date"], r["shift_code"]): r
-        for r in _truth(small_world, "oee_machine_shift")
+        for r in truth(small_world, "oee_machine_shift")
     }
     damaged = _damaged_shifts(small_world)
-    states = _mes_states(small_world)
+    states = mes_states(small_world)
     bad = {r["record_id"] for r in _defects(small_world, "opcua_bad_quality")}
 
     async def check() -> int:
@@ -287,13 +270,13 @@ def test_modbus_registers_equal_truth_at_plant_instants(
 
     presets = {
         (r["machine_code"], r["counter"]): int(r["preset"])
-        for r in _truth(small_world, "plc_counters")
+        for r in truth(small_world, "plc_counters")
     }
-    states = _mes_states(small_world)
+    states = mes_states(small_world)
     addr = _machine_addr(fixed_plant)
     cum: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     rows = sorted(
-        _truth(small_world, "machine_counter_shift"), key=lambda r: r["shift_end_at"]
+        truth(small_world, "machine_counter_shift"), key=lambda r: r["shift_end_at"]
     )
     saved = fixed_plant.clock.start
     try:
@@ -504,10 +487,10 @@ def _check_window(
     out-of-order arrivals are the listed ones (a redelivery after a restart may add copies)."""
     shifts = [
         r
-        for r in _truth(world, "machine_counter_shift")
+        for r in truth(world, "machine_counter_shift")
         if _ms(r["shift_start_at"]) == a
     ]
-    states = _mes_states(world)
+    states = mes_states(world)
     first: dict[str, dict[str, Any]] = {}
     seen: Counter[str] = Counter()
     latest: dict[str, int] = {}
@@ -563,7 +546,7 @@ def _check_window(
 def _shift_of(world: Path, kind: str) -> tuple[int, int]:
     """The first shift containing a listed `kind` instant (`<site>|<ts>`)."""
     at = _ms(_defects(world, kind)[0]["record_id"].split("|")[1])
-    cal = _truth(world, "shift_calendar")
+    cal = truth(world, "shift_calendar")
     s = next(r for r in cal if _ms(r["shift_start_at"]) <= at < _ms(r["shift_end_at"]))
     return _ms(s["shift_start_at"]), _ms(s["shift_end_at"])
 
