@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from _pipeline import dbt
+from _pipeline import _SESSION_MARK, dbt
 from factory_platform.extract.run import extract_interval
+from psycopg import sql
 
 SYSTEM, ENTITY = "opcua", "tag_values"
 # the test plant's batch clock (its MES health says so; asserted below): the server keeps the
@@ -27,7 +28,10 @@ LOAD_START = datetime(2026, 10, 31, 18, 0, tzinfo=UTC)  # inside CLOCK - 48 h, l
 LOAD_END = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 3 shifts of 12 machines compared
 SLICE = timedelta(hours=2)  # a history load (catch-up) in slices; scheduled runs are 15 min
 TABLE = "raw_opcua.tag_values"
-MODELS = ["+fct_machine_signal_shift"]
+# the fact and everything it reads; the tests of the opcua staging models and of the fact
+MODELS = ["+fct_machine_signal_shift", "staging.opcua", "conformed.machine_signals"]
+STAGING_VIEWS = ("stg_opcua__counter_changes", "stg_opcua__machine_state_changes",
+                 "stg_opcua__process_values")
 
 
 def rows(dsn: str, sql: str, *params) -> list[tuple]:
@@ -74,7 +78,8 @@ def opcua_built(plant, warehouse_dsn):
         assert json.load(response)["clock"] == CLOCK.isoformat().replace("+00:00", "Z")
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
         conn.execute(f"truncate {TABLE}")
-        for table in ("ops.quarantine", "ops.load_audit", "ops.extract_watermark"):
+        for table in ("ops.quarantine", "ops.load_audit", "ops.extract_watermark",
+                      "ops.source_incident"):
             conn.execute(f"delete from {table} where system = %s", (SYSTEM,))
     started = time.monotonic()
     results = [extract_interval(SYSTEM, ENTITY, s, e, dsn=warehouse_dsn)
@@ -87,7 +92,13 @@ def opcua_built(plant, warehouse_dsn):
     for entity in ("machine_states", "confirmations"):
         extract_interval("mes", entity, *mes_window, dsn=warehouse_dsn)
     extract_interval("eam", "equipment", *mes_window, dsn=warehouse_dsn)
-    dbt("build", "--select", *MODELS, "--indirect-selection", "cautious", "--threads", "2")
+    # the models and the tests of this path (not the other paths' and dimensions' tests, which
+    # their own modules run on their data): one dbt start
+    dbt("build", "--select", *MODELS, "--indirect-selection", "empty", "--threads", "2")
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:  # built by this session
+        for view in STAGING_VIEWS:
+            conn.execute(sql.SQL("comment on view staging.{} is {}").format(
+                sql.Identifier(view), sql.Literal(_SESSION_MARK)))
     return results
 
 
@@ -272,32 +283,70 @@ def test_a_backfill_reloads_a_window_identically(opcua_built, warehouse_dsn):
     assert content_hash(warehouse_dsn, *window, batch_columns=False) == values
 
 
-def test_a_window_the_server_no_longer_holds_is_refused_not_deleted(opcua_built,
-                                                                    warehouse_dsn):
-    """Beyond the server's retention HistoryRead answers nothing: a re-load of a window whose
-    values raw holds is refused (nothing replaced), and the rows stay."""
-    from factory_platform.extract.load import EmptyAnswerRefused
+@pytest.mark.parametrize("at, refusal, message", [
+    # beyond the server's retention: HistoryRead answers nothing
+    (datetime(2026, 10, 25, 10, 0, tzinfo=UTC), "EmptyAnswerRefused", "not applied as a deletion"),
+    # inside it, an answer that lacks a value raw holds (one the server does not have)
+    (datetime(2026, 11, 1, 10, 0, tzinfo=UTC), "IncompleteAnswerRefused",
+     "lacks 1 version.* not applied as a deletion"),
+])
+def test_an_answer_lacking_values_raw_holds_is_refused_not_deleted(
+        opcua_built, warehouse_dsn, at, refusal, message):
+    """History is append-only: a re-load of a window whose answer lacks values raw holds for
+    it — all of them (past the retention) or some — is refused, nothing is replaced, the rows
+    stay and the refusal is a source incident."""
+    from factory_platform.extract import load
 
-    old = datetime(2026, 10, 25, 10, 0, tzinfo=UTC)
+    before = content_hash(warehouse_dsn, at - timedelta(minutes=30), at + timedelta(minutes=15),
+                          batch_columns=True)
+    lacking = at + timedelta(minutes=5, milliseconds=123)  # no value of the plant's is there
     with psycopg.connect(warehouse_dsn) as conn:
         conn.execute(
             f"insert into {TABLE} (source_at, machine_code, tag, node_id, status_code, status, "
             f"value_numeric, _batch_id, _extracted_at, _source, _interval_start, _interval_end) "
             f"values (%s, 'ERF-L1-M01', 'GoodCount', 'nsu=urn:sfdp:plant-sim;s=ERF-L1-M01."
             f"GoodCount', 0, 'Good', 42, 'earlier', now(), 'earlier', %s, %s)",
-            (old + timedelta(minutes=5), old, old + timedelta(minutes=15)))
+            (lacking, at, at + timedelta(minutes=15)))
     try:
-        with pytest.raises(EmptyAnswerRefused, match="not applied as a deletion"):
-            extract_interval(SYSTEM, ENTITY, old, old + timedelta(minutes=15), dsn=warehouse_dsn,
+        with pytest.raises(getattr(load, refusal), match=message):
+            extract_interval(SYSTEM, ENTITY, at, at + timedelta(minutes=15), dsn=warehouse_dsn,
                              watermark="keep")
         assert scalar(warehouse_dsn, f"select count(*) from {TABLE} where source_at = %s",
-                      old + timedelta(minutes=5)) == 1
+                      lacking) == 1
+        with psycopg.connect(warehouse_dsn) as conn:
+            conn.execute(f"delete from {TABLE} where _batch_id = 'earlier'")
+        assert content_hash(warehouse_dsn, at - timedelta(minutes=30),
+                            at + timedelta(minutes=15), batch_columns=True) == before
+        assert scalar(warehouse_dsn, "select count(*) from ops.source_incident where system = "
+                                     "%s and reason like %s", SYSTEM, f"{refusal}: %") == 1
     finally:
         with psycopg.connect(warehouse_dsn) as conn:
             conn.execute(f"delete from {TABLE} where _batch_id = 'earlier'")
             conn.execute("delete from ops.source_incident where system = %s", (SYSTEM,))
             conn.execute("delete from ops.load_audit where system = %s and status = 'refused'",
                          (SYSTEM,))
+
+
+def test_history_read_follows_continuation_points(opcua_built, warehouse_dsn):
+    """The plant's server answers at most 1,000 values a node at once: 30.5 hours of every
+    machine's Temperature (a sample a minute) take a second request with each node's
+    continuation point, and the values read are exactly those raw holds."""
+    import asyncio
+
+    from factory_platform.extract.opcua import endpoint_for, read_history
+
+    start = LOAD_START - timedelta(minutes=30)
+    minutes = int((LOAD_END - start).total_seconds() // 60)
+    history = asyncio.run(read_history(endpoint_for("plant_opcua"), start, LOAD_END,
+                                       {"Temperature"}))
+    assert history.requests == 2 and minutes > 1_000
+    read = {tag.machine_code: (len(history.values[i]), sum(v[3] for v in history.values[i]))
+            for i, tag in enumerate(history.tags)}
+    assert len(read) == 12 and {n for n, _ in read.values()} == {minutes}
+    assert read == {m: (n, total) for m, n, total in rows(
+        warehouse_dsn, f"select machine_code, count(*), sum(value_numeric) from {TABLE} where "
+                       f"tag = 'Temperature' and source_at >= %s and source_at < %s group by 1",
+        start, LOAD_END)}
 
 
 def test_the_registry_declares_the_opcua_interface():
