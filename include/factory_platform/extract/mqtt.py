@@ -8,8 +8,9 @@ platform), and this module holds what it shares with the `extract_mqtt` DAG:
 * **The raw table** `raw_mqtt.messages` (`ensure_tables`): one row per `message_id` (its
   primary key), topic, kind (the topic's last level), machine, event time, the JSON payload,
   `received_at` (when the row was written) and `_batch_id` (the load-audit batch).
-* **A message, parsed or refused** (`parse_message`): not JSON, not an object, no
-  `message_id`, no or a bad `event_time` (not an ISO time with a zone), a topic outside the
+* **A message, parsed or refused** (`parse_message`): over the payload limit (the
+  connection's extra `max_payload_bytes`, 1 MiB: kept cut, with its length and digest), not
+  UTF-8, not JSON, not an object, no `message_id`, no or a bad `event_time` (not an ISO time with a zone), a topic outside the
   namespace → quarantined with the topic and the reason. A value the warehouse refuses (a
   `message_id` too long for the key's index, a JSON string PostgreSQL cannot hold) is
   quarantined with the database's reason by the guarded COPY, the rest of its micro-batch lands:
@@ -46,6 +47,7 @@ from typing import Any
 
 from factory_platform.extract import incidents
 from factory_platform.extract.load.batch import (
+    QUARANTINE_PAYLOAD_BYTES,
     GuardedCopy,
     LoadTarget,
     batch_id_for,
@@ -64,6 +66,9 @@ HEARTBEAT_EVERY = timedelta(seconds=5)
 # the DAG fails when the ingest's last heartbeat is older than this
 STALE_AFTER = timedelta(minutes=2)
 AUDIT_SLICE = timedelta(minutes=1)
+# a larger payload is quarantined unparsed (the plant's events are a few hundred bytes; MQTT
+# allows 256 MB, and a micro-batch holds up to 2,000 messages in memory)
+MAX_PAYLOAD_BYTES = 1024 * 1024
 INSERT_COLUMNS = ("message_id", "topic", "kind", "machine_code", "event_time", "payload",
                   "_batch_id")
 
@@ -82,7 +87,8 @@ class BrokerSettings:
     """Where the ingest subscribes, from the Airflow connection (`plant_mqtt`): host, port,
     login, password; extra `client_id` (default `sfdp-<environment>-ingest`), `topic` (default
     the source's entity endpoint), `tls` (true: TLS with the system's CA store, `ca_certs` a
-    CA file), `session_expiry_s` (how long the broker keeps the session while we are away)."""
+    CA file), `session_expiry_s` (how long the broker keeps the session while we are away),
+    `max_payload_bytes` (a larger message is quarantined unparsed)."""
 
     host: str
     port: int
@@ -93,6 +99,7 @@ class BrokerSettings:
     tls: bool = False
     ca_certs: str | None = None
     session_expiry_s: int = 14 * 24 * 3600
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
 
     @property
     def label(self) -> str:
@@ -122,6 +129,7 @@ def broker_settings(conn_id: str, topic: str) -> BrokerSettings:
         client_id=str(extra.get("client_id") or default_client_id()),
         topic=str(extra.get("topic") or topic), tls=tls, ca_certs=extra.get("ca_certs"),
         session_expiry_s=int(extra.get("session_expiry_s", 14 * 24 * 3600)),
+        max_payload_bytes=int(extra.get("max_payload_bytes", MAX_PAYLOAD_BYTES)),
     )
 
 
@@ -206,8 +214,16 @@ def parse_time(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def parse_message(topic: str, payload: bytes) -> Message | Refused:
+def parse_message(topic: str, payload: bytes,
+                  max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Message | Refused:
     """One message of the namespace `<enterprise>/…/<machine>/<kind>`, or why it cannot land."""
+    if len(payload) > max_payload_bytes:
+        # not decoded nor parsed; quarantined cut, with what tells it from another one
+        head = payload[:QUARANTINE_PAYLOAD_BYTES // 2].decode("utf-8", "backslashreplace")
+        return Refused(topic, f"payload of {len(payload):,} bytes is over the limit of "
+                       f"{max_payload_bytes:,} (max_payload_bytes)",
+                       f"{head} … [cut: {len(payload):,} bytes in all, "
+                       f"sha256:{hashlib.sha256(payload).hexdigest()}]")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:

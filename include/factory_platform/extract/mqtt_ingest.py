@@ -158,7 +158,8 @@ class Ingest:
                 try:
                     if pending:
                         began = time.monotonic()
-                        counts = writer.write([parse_message(m.topic, m.payload)
+                        limit = self.settings.max_payload_bytes
+                        counts = writer.write([parse_message(m.topic, m.payload, limit)
                                                for m in pending],
                                               connected=self.client.is_connected())
                         written = time.monotonic()
