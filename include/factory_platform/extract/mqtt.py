@@ -18,8 +18,9 @@ platform), and this module holds what it shares with the `extract_mqtt` DAG:
 * **One micro-batch, one transaction** (`MicroBatchWriter.write`): the rows by COPY into a
   temporary table and `insert … on conflict (message_id) do nothing` (a message the broker
   redelivers — after a consumer crash, a broker restart, or published twice by the plant — is
-  counted as a duplicate, never landed twice), the quarantined messages (each once, by a digest
-  of topic and payload), the batch's counts added to the load audit's row of its minute, and the
+  counted as a duplicate, never landed twice; a `message_id` that comes again with another topic
+  or payload is quarantined as such, the first one kept), the quarantined messages (each once,
+  by a digest of topic and payload), the batch's counts added to the load audit's row of its minute, and the
   ingest's heartbeat. The ingest acknowledges the messages to the broker only after the commit:
   what the broker accepted is never lost, what committed is never landed again.
 * **The load audit, per minute**: one `ops.load_audit` row per minute of ingest
@@ -252,6 +253,19 @@ def parse_message(topic: str, payload: bytes,
                    event_time=event_time, payload_text=text)
 
 
+def same_content(a: Message, b: Message) -> bool:
+    """The same message again (a redelivery, a second publish): same topic and JSON value."""
+    return a.topic == b.topic and (a.payload_text == b.payload_text
+                                   or json.loads(a.payload_text) == json.loads(b.payload_text))
+
+
+def reused_id(m: Message) -> Refused:
+    """A message whose id came before with another topic or payload: the publisher reused an
+    id. The first stays; this one is kept in quarantine, not counted as a duplicate."""
+    return Refused(m.topic, f"message_id {m.message_id[:200]!r} came before with another topic "
+                   "or payload (the first one is kept)", m.payload_text)
+
+
 # --- one micro-batch ----------------------------------------------------------------------------
 
 
@@ -314,10 +328,13 @@ class MicroBatchWriter:
         good: dict[str, Message] = {}
         for m in messages:
             if isinstance(m, Message):
-                if m.message_id in good:
+                first = good.setdefault(m.message_id, m)
+                if first is m:
+                    continue
+                if same_content(first, m):
                     counts.duplicates += 1
                 else:
-                    good[m.message_id] = m
+                    refused.append(reused_id(m))
         conn = self.conn
         try:
             quarantined: list[tuple[str, str, str, str | None]] = []
@@ -332,7 +349,14 @@ class MicroBatchWriter:
                 f"insert into {TABLE} ({', '.join(INSERT_COLUMNS)}) "
                 f"select {', '.join(INSERT_COLUMNS)} from mqtt_incoming "
                 "on conflict (message_id) do nothing").rowcount
-            counts.duplicates += len(good) - len(quarantined) - counts.loaded
+            not_landed = len(good) - len(quarantined) - counts.loaded
+            if not_landed:  # redeliveries, or an id raw holds with another content
+                reused = [reused_id(good[mid]) for (mid,) in conn.execute(
+                    f"select i.message_id from mqtt_incoming i join {TABLE} r using (message_id) "
+                    "where (r.topic, r.payload) is distinct from (i.topic, i.payload)")]
+                refused += reused
+                not_landed -= len(reused)
+            counts.duplicates += not_landed
             rows = [(r.topic, r.record_ref, r.reason, r.payload_text) for r in refused]
             rows += [(src, ref, reason, payload) for src, ref, reason, payload in quarantined]
             counts.quarantined = self._quarantine(batch_id, rows)
