@@ -42,7 +42,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -181,7 +181,7 @@ def ensure_tables(conn, target: LoadTarget | None = None) -> None:
 
 @dataclass(frozen=True)
 class Message:
-    """A message fit for raw: `ref` is the broker's packet id (for the acknowledgement)."""
+    """A message fit for raw."""
 
     message_id: str
     topic: str
@@ -364,12 +364,14 @@ class MicroBatchWriter:
             window = conn.execute(
                 "select min(event_time), max(event_time) from mqtt_incoming").fetchone()
             self._audit(batch_id, now, counts, window)
-            self._beat(connected, counts)
+            totals = replace(self.totals)
+            totals.add(counts)
+            self._beat(connected, totals)
             conn.commit()
         except Exception:
             conn.rollback()
             raise
-        self.totals.add(counts)
+        self.totals = totals
         return counts
 
     def _quarantine(self, batch_id: str, rows: list[tuple[str, str, str, str | None]]) -> int:
@@ -415,8 +417,8 @@ class MicroBatchWriter:
              counts.received, counts.loaded, counts.quarantined, counts.duplicates,
              f"ingest {self.settings.client_id}", now))
 
-    def _beat(self, connected: bool, counts: BatchCounts | None = None) -> None:
-        c = counts or BatchCounts()
+    def _beat(self, connected: bool, totals: BatchCounts) -> None:
+        """The ingest's row: alive now, its counts since it started."""
         self.conn.execute(
             f"""
             insert into {SESSION_TABLE} (client_id, host, pid, started_at, beat_at, connected,
@@ -424,27 +426,17 @@ class MicroBatchWriter:
             values (%s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s)
             on conflict (client_id) do update set host = excluded.host, pid = excluded.pid,
                 started_at = excluded.started_at, beat_at = excluded.beat_at,
-                connected = excluded.connected,
-                received = case when {SESSION_TABLE}.pid = excluded.pid
-                    and {SESSION_TABLE}.started_at = excluded.started_at
-                    then {SESSION_TABLE}.received else 0 end + excluded.received,
-                loaded = case when {SESSION_TABLE}.pid = excluded.pid
-                    and {SESSION_TABLE}.started_at = excluded.started_at
-                    then {SESSION_TABLE}.loaded else 0 end + excluded.loaded,
-                duplicates = case when {SESSION_TABLE}.pid = excluded.pid
-                    and {SESSION_TABLE}.started_at = excluded.started_at
-                    then {SESSION_TABLE}.duplicates else 0 end + excluded.duplicates,
-                quarantined = case when {SESSION_TABLE}.pid = excluded.pid
-                    and {SESSION_TABLE}.started_at = excluded.started_at
-                    then {SESSION_TABLE}.quarantined else 0 end + excluded.quarantined
+                connected = excluded.connected, received = excluded.received,
+                loaded = excluded.loaded, duplicates = excluded.duplicates,
+                quarantined = excluded.quarantined
             """,
             (self.settings.client_id, self.host, os.getpid(), self.started_at, connected,
-             c.received, c.loaded, c.duplicates, c.quarantined))
+             totals.received, totals.loaded, totals.duplicates, totals.quarantined))
 
     def heartbeat(self, connected: bool) -> None:
         """The heartbeat alone (an idle ingest is alive too)."""
         try:
-            self._beat(connected)
+            self._beat(connected, self.totals)
             self.conn.commit()
         except Exception:
             self.conn.rollback()

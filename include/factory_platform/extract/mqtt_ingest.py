@@ -46,9 +46,9 @@ from factory_platform.extract.mqtt import (
 
 log = logging.getLogger("factory_platform.mqtt_ingest")
 
-# MQTT 5 "receive maximum": how many unacknowledged QoS 1 messages the broker may have in
-# flight to us. Our acknowledgements wait for the commit, so this bounds a micro-batch from
-# above and must exceed what arrives while one commits (5,000 msg/s × 0.5 s).
+# MQTT 5 "receive maximum" (at most 65,535): how many unacknowledged QoS 1 messages the broker
+# may have in flight to us. Our acknowledgements wait for the commit, so this bounds a
+# micro-batch from above and must exceed what arrives while one commits (5,000 msg/s × 0.5 s).
 RECEIVE_MAXIMUM = 20_000
 APPLICATION_NAME = "sfdp-mqtt-ingest"  # its warehouse session, in pg_stat_activity
 REPORT_EVERY_S = 60  # a log line: connected?, counts since start, messages waiting
@@ -95,7 +95,7 @@ class Ingest:
         c.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
-        props.ReceiveMaximum = min(RECEIVE_MAXIMUM, 65535)
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client = c
         c.connect_async(s.host, s.port, keepalive=30, clean_start=False, properties=props)
         c.loop_start()
