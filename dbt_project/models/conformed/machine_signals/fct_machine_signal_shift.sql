@@ -90,35 +90,72 @@ shifts as (
     select * from {{ ref('dim_shift') }}
 ),
 
--- pieces: each counter change in the shift that holds it in (start, end]
-counter_rows as (
+-- pieces and temperature samples, placed in their shifts together (one assign_shift): a
+-- counter change in the shift that holds it in (start, end] (placed one microsecond before
+-- it), a sample in the one that holds it in [start, end)
+point_events as (
     select
-        counter_changes.*,
-        machines.site_code,
-        row_number() over () as counter_row_id,
-        counter_changes.changed_at - interval '1 microsecond' as placed_at
+        signal_path,
+        machine_code,
+        counter as measure,
+        increment,
+        is_counter_reset,
+        null::double precision as sample_value,
+        null::boolean as is_good_quality,
+        changed_at - interval '1 microsecond' as placed_at
     from counter_changes
-    inner join machines on machines.machine_code = counter_changes.machine_code
-),
-
-counters_placed as (
-    {{ assign_shift('counter_rows', 'counter_row_id', 'placed_at') }}
-),
-
-pieces as (
+    union all
     select
-        counter_rows.signal_path,
-        counter_rows.machine_code,
-        counters_placed.shift_id,
-        coalesce(sum(counter_rows.increment) filter (where counter_rows.counter = 'good'), 0) as good_count,
-        coalesce(sum(counter_rows.increment) filter (where counter_rows.counter = 'scrap'), 0) as scrap_count,
-        coalesce(sum(counter_rows.increment) filter (where counter_rows.counter = 'rework'), 0) as rework_count,
-        sum(counter_rows.increment) filter (where counter_rows.counter = 'total') as total_counter_count,
-        count(*) filter (where counter_rows.counter = 'total') as total_counter_readings,
-        count(*) filter (where counter_rows.is_counter_reset) as counter_reset_count
-    from counter_rows
-    inner join counters_placed on counters_placed.counter_row_id = counter_rows.counter_row_id
-    group by counter_rows.signal_path, counter_rows.machine_code, counters_placed.shift_id
+        signal_path,
+        machine_code,
+        'temperature' as measure,
+        null::bigint as increment,  -- noqa: RF04
+        null::boolean as is_counter_reset,
+        sample_value,
+        is_good_quality,
+        sampled_at as placed_at
+    from temperature_samples
+),
+
+event_rows as (
+    select
+        point_events.*,
+        machines.site_code,
+        row_number() over () as event_row_id
+    from point_events
+    inner join machines on machines.machine_code = point_events.machine_code
+),
+
+events_placed as (
+    {{ assign_shift('event_rows', 'event_row_id', 'placed_at') }}
+),
+
+measures as (
+    select
+        event_rows.signal_path,
+        event_rows.machine_code,
+        events_placed.shift_id,
+        coalesce(sum(event_rows.increment) filter (where event_rows.measure = 'good'), 0) as good_count,
+        coalesce(sum(event_rows.increment) filter (where event_rows.measure = 'scrap'), 0) as scrap_count,
+        coalesce(sum(event_rows.increment) filter (where event_rows.measure = 'rework'), 0) as rework_count,
+        sum(event_rows.increment) filter (where event_rows.measure = 'total') as total_counter_count,
+        count(*) filter (where event_rows.measure = 'total') as total_counter_readings,
+        count(*) filter (where event_rows.is_counter_reset) as counter_reset_count,
+        -- temperature: good samples only; bad ones are counted, their values never used
+        count(*) filter (
+            where event_rows.measure = 'temperature' and event_rows.is_good_quality
+        ) as temperature_sample_count,
+        count(*) filter (
+            where event_rows.measure = 'temperature' and not event_rows.is_good_quality
+        ) as temperature_bad_sample_count,
+        -- averaged as numeric (exact, so the same whatever order the rows are summed in: a
+        -- double precision sum differed in its last bits between two builds), then a double
+        avg(event_rows.sample_value::numeric) filter (
+            where event_rows.measure = 'temperature' and event_rows.is_good_quality
+        )::double precision as temperature_avg_celsius
+    from event_rows
+    inner join events_placed on events_placed.event_row_id = event_rows.event_row_id
+    group by event_rows.signal_path, event_rows.machine_code, events_placed.shift_id
 ),
 
 -- state time: each closed state interval split at the shift boundaries it crosses
@@ -178,55 +215,18 @@ state_time as (
     group by signal_path, machine_code, shift_id
 ),
 
--- process temperature: good samples only; bad ones are counted, their values never used
-sample_rows as (
-    select
-        temperature_samples.*,
-        machines.site_code,
-        row_number() over () as sample_row_id
-    from temperature_samples
-    inner join machines on machines.machine_code = temperature_samples.machine_code
-),
-
-samples_placed as (
-    {{ assign_shift('sample_rows', 'sample_row_id', 'sampled_at') }}
-),
-
-temperatures as (
-    select
-        sample_rows.signal_path,
-        sample_rows.machine_code,
-        samples_placed.shift_id,
-        count(*) filter (where sample_rows.is_good_quality) as temperature_sample_count,
-        count(*) filter (where not sample_rows.is_good_quality) as temperature_bad_sample_count,
-        -- averaged as numeric (exact, so the same whatever order the rows are summed in: a
-        -- double precision sum differed in its last bits between two builds), then a double
-        avg(sample_rows.sample_value::numeric) filter (
-            where sample_rows.is_good_quality
-        )::double precision as temperature_avg_celsius
-    from sample_rows
-    inner join samples_placed on samples_placed.sample_row_id = sample_rows.sample_row_id
-    group by sample_rows.signal_path, sample_rows.machine_code, samples_placed.shift_id
-),
-
 keys as (
     select
         signal_path,
         machine_code,
         shift_id
-    from pieces
+    from measures
     union
     select
         signal_path,
         machine_code,
         shift_id
     from state_time
-    union
-    select
-        signal_path,
-        machine_code,
-        shift_id
-    from temperatures
 ),
 
 final as (
@@ -241,41 +241,36 @@ final as (
         shifts.shift_start_at,
         shifts.shift_end_at,
         keys.signal_path,
-        coalesce(pieces.good_count, 0) as good_count,
-        coalesce(pieces.scrap_count, 0) as scrap_count,
-        coalesce(pieces.rework_count, 0) as rework_count,
+        coalesce(measures.good_count, 0) as good_count,
+        coalesce(measures.scrap_count, 0) as scrap_count,
+        coalesce(measures.rework_count, 0) as rework_count,
         case
-            when pieces.total_counter_readings > 0 then pieces.total_counter_count
-            else coalesce(pieces.good_count + pieces.scrap_count + pieces.rework_count, 0)
+            when measures.total_counter_readings > 0 then coalesce(measures.total_counter_count, 0)
+            else coalesce(measures.good_count + measures.scrap_count + measures.rework_count, 0)
         end as total_count,
-        coalesce(pieces.counter_reset_count, 0) as counter_reset_count,
+        coalesce(measures.counter_reset_count, 0) as counter_reset_count,
         coalesce(state_time.running_seconds, 0) as running_seconds,
         coalesce(state_time.idle_seconds, 0) as idle_seconds,
         coalesce(state_time.setup_seconds, 0) as setup_seconds,
         coalesce(state_time.planned_downtime_seconds, 0) as planned_downtime_seconds,
         coalesce(state_time.unplanned_downtime_seconds, 0) as unplanned_downtime_seconds,
         coalesce(state_time.state_interval_count, 0) as state_interval_count,
-        coalesce(temperatures.temperature_sample_count, 0) as temperature_sample_count,
-        coalesce(temperatures.temperature_bad_sample_count, 0) as temperature_bad_sample_count,
-        temperatures.temperature_avg_celsius
+        coalesce(measures.temperature_sample_count, 0) as temperature_sample_count,
+        coalesce(measures.temperature_bad_sample_count, 0) as temperature_bad_sample_count,
+        measures.temperature_avg_celsius
     from keys
     inner join shifts on shifts.shift_id = keys.shift_id
     inner join machines on machines.machine_code = keys.machine_code
-    left join pieces
+    left join measures
         on
-            pieces.signal_path = keys.signal_path
-            and pieces.machine_code = keys.machine_code
-            and pieces.shift_id = keys.shift_id
+            measures.signal_path = keys.signal_path
+            and measures.machine_code = keys.machine_code
+            and measures.shift_id = keys.shift_id
     left join state_time
         on
             state_time.signal_path = keys.signal_path
             and state_time.machine_code = keys.machine_code
             and state_time.shift_id = keys.shift_id
-    left join temperatures
-        on
-            temperatures.signal_path = keys.signal_path
-            and temperatures.machine_code = keys.machine_code
-            and temperatures.shift_id = keys.shift_id
 )
 
 select * from final
