@@ -4,9 +4,25 @@ superuser by its password file."""
 
 from __future__ import annotations
 
+import os
+
 from launcher.__main__ import cluster_for
 from launcher.pgcluster import Cluster
-from launcher.settings import Instance, role_passwords
+from launcher.settings import Instance, platform_environment, role_passwords
+
+LIBPQ_VARIABLES = ("PGPASSWORD", "PGUSER", "PGPASSFILE", "PGDATABASE", "PGHOST", "PGPORT")
+
+
+def use_platform_connections(instance: Instance, secret: dict[str, str]) -> dict[str, str]:
+    """This process gets the components' connections (AIRFLOW_CONN_* …, as `make run`'s .env
+    has them) but none of the libpq variables: the harness is the superuser by its password
+    file, which a PGPASSWORD would override. Returns the whole environment (its PG* are the
+    transformer's, for a dbt the benchmark starts)."""
+    environment = platform_environment(instance, secret)
+    os.environ.update({k: v for k, v in environment.items() if not k.startswith("PG")})
+    for name in LIBPQ_VARIABLES:
+        os.environ.pop(name, None)
+    return environment
 
 
 def start_provisioned_cluster(instance: Instance, secret: dict[str, str]) -> Cluster:

@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _cluster import start_provisioned_cluster
+from _cluster import start_provisioned_cluster, use_platform_connections
 from _results import merge_results
-from launcher.settings import Instance, load_or_create_secrets, platform_environment
+from launcher.settings import Instance, load_or_create_secrets
 
 INSTANCE = Instance(name="bench-opcua", pg_port=55466, api_port=18466, mes_port=18467,
                     qms_port=18468, opcua_port=48466)
@@ -121,14 +121,6 @@ def last_production_hour(world: Path) -> datetime:
     return end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
-    out = []
-    while start < end:
-        out.append((start, min(start + size, end)))
-        start += size
-    return out
-
-
 def run_path(dsn: str, system: str, entity: str, spans) -> tuple[float, int]:
     """Every span through the task entry point; (seconds, rows loaded)."""
     from factory_platform.extract.run import extract_interval
@@ -156,16 +148,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
     secret = load_or_create_secrets(INSTANCE)
-    environment = platform_environment(INSTANCE, secret)
-    os.environ.update({k: v for k, v in environment.items() if not k.startswith("PG")})
-    for name in ("PGPASSWORD", "PGUSER", "PGPASSFILE", "PGDATABASE", "PGHOST", "PGPORT"):
-        os.environ.pop(name, None)
+    use_platform_connections(INSTANCE, secret)
     logging.getLogger("factory_platform").setLevel(logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     cluster = start_provisioned_cluster(INSTANCE, secret)
     server = None
     try:
         from factory_platform.bootstrap import bootstrap_warehouse
+        from factory_platform.extract.run import catchup_slices
         from factory_platform.sources import get_source
 
         dsn = cluster.dsn("warehouse")
@@ -184,9 +174,10 @@ def main() -> int:
         runs: dict[str, list[tuple[float, int]]] = {"opcua": [], "csv": [], "read": []}
         for rep in range(args.reps + 1):  # the paths alternate, so both see the same machine
             measured = {
-                "opcua": run_path(dsn, "opcua", "tag_values", windows(start, end, SLICE)),
+                "opcua": run_path(dsn, "opcua", "tag_values",
+                                  catchup_slices(start, end, SLICE, limit=1_000)),
                 "csv": run_path(dsn, "scada", "tag_values",
-                                windows(start, end, timedelta(hours=1))),
+                                catchup_slices(start, end, timedelta(hours=1), limit=1_000)),
                 "read": read_only(start - timedelta(minutes=30), end),
             }
             print(f"{'warm-up' if rep == 0 else f'rep {rep}'}: " + ", ".join(
