@@ -68,8 +68,7 @@ def _node_result_task(dag, task_group, node, task_id, **_):
     from factory_platform.transform_watch import DbtNodeResult
 
     return DbtNodeResult(task_id=task_id, dag=dag, task_group=task_group,
-                         unique_id=node.unique_id, manifest_path=str(MANIFEST_PATH),
-                         priority_weight=1, weight_rule="absolute")
+                         unique_id=node.unique_id, priority_weight=1, weight_rule="absolute")
 
 
 def _wire_watchers(group):
@@ -197,9 +196,12 @@ def build_transform_dag(doc_md: str | None):
             finished since the last successful run (a backfill's batches included), from
             ops.load_audit, recorded in ops.transform_run for the incremental models; and the
             dbt selection of the models downstream of what those batches changed. A manual
-            run processes everything, unless its conf says {"changed_only": true}."""
+            run processes everything, unless its conf says {"changed_only": true}.
+            Also, for the model tasks, which tests are on which node (transform_watch.py), from
+            the manifest read here once rather than by each of them."""
             import json
 
+            from factory_platform.transform_watch import TESTS_XCOM_KEY, tests_by_node
             from factory_platform.transform_window import (
                 changed_entities,
                 open_run,
@@ -212,7 +214,9 @@ def build_transform_dag(doc_md: str | None):
             changed_only = bool((context["dag_run"].conf or {}).get("changed_only"))
             interval = open_run(dsn, run_id, everything=manual and not changed_only)
             changed = changed_entities(dsn, run_id)
-            select = run_selection(changed, json.loads(Path(MANIFEST_PATH).read_text()))
+            manifest = json.loads(Path(MANIFEST_PATH).read_text())
+            select = run_selection(changed, manifest)
+            context["ti"].xcom_push(key=TESTS_XCOM_KEY, value=tests_by_node(manifest))
             print(f"changed since the last successful run: "
                   f"{'everything' if changed is None else changed}; dbt --select {select}")
             return {**interval, "select": select}

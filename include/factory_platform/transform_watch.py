@@ -10,7 +10,9 @@ retry re-runs dbt for the model, a second dbt process. And Cosmos' watcher mode 
 tests in separate test tasks (TestBehavior.AFTER_EACH: two tasks per model) or not at all.
 
 `DbtNodeResult` runs after the producer: it reads the node's status and that of every test (and
-unit test) on the node, logs them (with dbt's message for a failure), and ends
+unit test) on the node — which tests those are, `data_interval` worked out once for the run from
+the manifest it reads anyway (`tests_by_node`, an XCom), so no node task reads the 3 MB
+manifest — logs them (with dbt's message for a failure), and ends
 - success: dbt built the node and every test on it passed (or warned);
 - failed: dbt failed the node, skipped it because something upstream failed, or a test on it
   failed — the log names the test and dbt's message; no retry changes that (the data is what it
@@ -22,11 +24,10 @@ No task here starts dbt.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from airflow.sdk import BaseOperator
+from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_status_xcom_key
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +35,25 @@ PASSED = {"success", "pass", "warn"}
 # dbt's own statuses are success, error, fail, warn, pass, skipped, …; "failed" is Cosmos' rewrite
 # of dbt's "skipped" for a node it skipped because something upstream of it failed
 UPSTREAM_FAILED = "failed"
+# the XCom (of data_interval) holding `tests_by_node` for the run
+TESTS_XCOM_KEY = "tests_by_node"
 
 
-def _key(unique_id: str, suffix: str) -> str:
-    """Cosmos' XCom keys for a node (cosmos.operators._watcher.state)."""
-    return f"{unique_id.replace('.', '__')}_{suffix}"
-
-
-def tests_on(manifest_path: Path, unique_id: str) -> list[str]:
-    """The tests and unit tests on a node, in name order: those its yml attaches to it (a
+def tests_by_node(manifest: dict) -> dict[str, list[str]]:
+    """node → the tests and unit tests on it, in name order: those its yml attaches to it (a
     relationships test belongs to the model it is declared on, not to the one it refers to),
-    and the unit tests and singular tests that read it."""
-    manifest = json.loads(Path(manifest_path).read_text())
-    children = manifest.get("child_map", {}).get(unique_id, [])
+    and the unit tests and singular tests (no attached node) that read it. Nodes without tests
+    are left out."""
     nodes, unit_tests = manifest.get("nodes", {}), manifest.get("unit_tests", {})
-    return sorted(
-        child for child in children if child.startswith(("test.", "unit_test."))
-        and (child in unit_tests
-             or (nodes.get(child, {}).get("attached_node") or unique_id) == unique_id))
+    owned: dict[str, list[str]] = {}
+    for parent, children in manifest.get("child_map", {}).items():
+        tests = sorted(
+            child for child in children if child.startswith(("test.", "unit_test."))
+            and (child in unit_tests
+                 or (nodes.get(child, {}).get("attached_node") or parent) == parent))
+        if tests:
+            owned[parent] = tests
+    return owned
 
 
 class DbtNodeResult(BaseOperator):
@@ -59,21 +61,25 @@ class DbtNodeResult(BaseOperator):
 
     ui_color = "#e6f0e6"
 
-    def __init__(self, *, unique_id: str, manifest_path: str,
-                 producer_task_id: str = "dbt.dbt_producer_watcher", **kwargs) -> None:
+    def __init__(self, *, unique_id: str, producer_task_id: str = "dbt.dbt_producer_watcher",
+                 tests_task_id: str = "data_interval", **kwargs) -> None:
         super().__init__(**kwargs)
         self.unique_id = unique_id
-        self.manifest_path = manifest_path
         self.producer_task_id = producer_task_id  # Cosmos sets the group-qualified id
+        self.tests_task_id = tests_task_id  # the task that pushed `tests_by_node`
 
     def _pull(self, ti, key: str):
         return ti.xcom_pull(task_ids=self.producer_task_id, key=key)
+
+    def _tests(self, ti) -> list[str]:
+        return (ti.xcom_pull(task_ids=self.tests_task_id, key=TESTS_XCOM_KEY) or {}).get(
+            self.unique_id, [])
 
     def _message(self, ti, unique_id: str, status: str | None) -> str:
         """dbt's message for a node that did not pass (the producer keeps the error events)."""
         if status is None or status in PASSED | {"skipped", UPSTREAM_FAILED}:
             return ""
-        return (self._pull(ti, _key(unique_id, "dbt_event")) or {}).get("msg") or ""
+        return (self._pull(ti, get_dbt_event_xcom_key(unique_id)) or {}).get("msg") or ""
 
     def _producer_state(self, context) -> str | None:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
@@ -88,7 +94,7 @@ class DbtNodeResult(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         ti = context["ti"]
-        result = self._pull(ti, _key(self.unique_id, "status")) or {}
+        result = self._pull(ti, get_status_xcom_key(self.unique_id)) or {}
         status = result.get("status") if isinstance(result, dict) else result
         if status is None:
             producer = self._producer_state(context)
@@ -102,9 +108,9 @@ class DbtNodeResult(BaseOperator):
         log.info("dbt %s: %s %s", self.unique_id, status, self._message(ti, self.unique_id,
                                                                          status))
         failing = []
-        tests = tests_on(Path(self.manifest_path), self.unique_id)
+        tests = self._tests(ti)
         for test in tests:
-            test_status = (self._pull(ti, _key(test, "status")) or {}).get("status")
+            test_status = (self._pull(ti, get_status_xcom_key(test)) or {}).get("status")
             if test_status == UPSTREAM_FAILED:
                 log.info("  test %s: not run, something it reads failed", test)
                 continue

@@ -171,3 +171,142 @@ def test_one_dbt_process_builds_the_selection_and_a_task_reports_each_model(tran
     for node in nodes:
         assert "dbt.dbt_producer_watcher" in node.get_flat_relative_ids(upstream=True), node
         assert node.producer_task_id == "dbt.dbt_producer_watcher"
+        assert node.tests_task_id == "data_interval"
+
+
+# --- what a model's task reports: Cosmos' producer writes, DbtNodeResult reads -----------------
+
+MART = "model.factory_platform.mart_oee_shift"
+SEED = "seed.factory_platform.plant_sites"
+DOWNSTREAM = "model.factory_platform.mart_oee_line_day"  # reads mart_oee_shift
+
+
+def test_a_test_belongs_to_the_node_its_yml_attaches_it_to(manifest):
+    """`tests_by_node` (data_interval computes it once per run for the model tasks): a
+    relationships test from the mart to plant_sites is the mart's, not the seed's; a unit test
+    is its model's."""
+    from factory_platform.transform_watch import tests_by_node
+
+    owned = tests_by_node(manifest)
+    to_sites = [t for t in manifest["child_map"][SEED] if t.startswith("test.factory_platform."
+                                                                        "relationships_")]
+    assert len(to_sites) > 5  # every fact and mart with a site_code refers to the seed
+    assert not set(to_sites) & set(owned[SEED])
+    assert owned[SEED] == sorted(t for t in manifest["child_map"][SEED] if t.startswith("test.")
+                                 and manifest["nodes"][t]["attached_node"] == SEED)
+    mart_tests = owned[MART]
+    assert [t for t in mart_tests if "__ref_plant_sites_" in t] == [
+        t for t in to_sites if t.startswith("test.factory_platform.relationships_mart_oee_shift_")]
+    unit_test = "oee_shift_availability_effectiveness_quality_and_oee"
+    assert [t for t in mart_tests if t.startswith("unit_test.")] == [
+        f"unit_test.factory_platform.mart_oee_shift.{unit_test}"]
+    assert all(manifest["nodes"][t]["attached_node"] == MART for t in mart_tests
+               if t.startswith("test."))
+
+
+def dbt_log_lines(unique_id: str, status: str, message: str = "") -> list[str]:
+    """What `dbt build --log-format json` prints about a node that ended with `status`, made by
+    dbt's own event classes: its NodeFinished; after an upstream failure the SkippingDetails
+    before it; for a failure, the end-of-run RunResultFailure and RunResultError (dbt's
+    printer.print_run_result_error)."""
+    from dbt.events import types
+    from dbt_common.events.base_types import EventLevel, msg_from_base_event
+    from dbt_common.events.functions import msg_to_json
+
+    kind, _, name = unique_id.split(".")[:3]
+    node_info = {"unique_id": unique_id, "resource_type": kind, "node_name": name,
+                 "node_status": status, "node_path": f"{name}.sql",
+                 "node_started_at": "2026-12-03T10:00:00",
+                 "node_finished_at": "2026-12-03T10:00:01"}
+    events = [types.NodeFinished(node_info=node_info, run_result={
+        "status": status, "message": message, "thread": "Thread-1", "execution_time": 1.0,
+        "num_failures": 3 if status == "fail" else 0})]
+    if status == "skipped":
+        events.insert(0, types.SkippingDetails(node_info=node_info, resource_type=kind,
+                                               schema="marts", node_name=name, index=1, total=1))
+    if status in ("fail", "error"):
+        events += [types.RunResultFailure(resource_type=kind, node_name=name,
+                                          path=f"{name}.sql", node_info=node_info),
+                   types.RunResultError(msg=message, node_info=node_info)]
+    return [msg_to_json(msg_from_base_event(event, level=EventLevel.INFO)) for event in events]
+
+
+class RunXCom:
+    """One run's XCom, as the producer pushes it and the model tasks pull it. The task
+    instances are stand-ins: what is under test is Cosmos' keys and values (the contract
+    DbtNodeResult relies on), read through the producer's own log parser."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], object] = {}
+
+    def ti(self, task_id: str):
+        from types import SimpleNamespace
+
+        def push(key, value):
+            self.values[(task_id, key)] = value
+
+        def pull(task_ids, key):
+            return self.values.get((task_ids, key))
+
+        return SimpleNamespace(task_id=task_id, dag_id="transform_dbt", xcom_push=push,
+                               xcom_pull=pull)
+
+
+def test_each_model_task_reports_what_the_producers_build_did(transform, manifest, monkeypatch):
+    """dbt's JSON log lines of a build, through the producer's own parser (Cosmos, as
+    transform_dbt configures it), then each model's task — so this fails loudly if Cosmos
+    changes its XCom keys or values, or its rewrite of a skip after an upstream failure. The
+    build: mart_oee_shift fails (as a broken contract does), so dbt skips its tests (its
+    relationships tests to plant_sites too) and the marts that read it; mart_quality is built
+    but a test on it fails; mart_production_line_day is not built."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from factory_platform.transform_watch import TESTS_XCOM_KEY, tests_by_node
+
+    owned = tests_by_node(manifest)
+    xcom = RunXCom()
+    xcom.ti("data_interval").xcom_push(TESTS_XCOM_KEY, owned)
+    producer = transform.get_task("dbt.dbt_producer_watcher")
+    parse = producer._make_parse_callable()
+    context = {"ti": xcom.ti(producer.task_id)}
+    tested = "model.factory_platform.mart_quality"
+    failing = next(t for t in owned[tested] if t.startswith("test.factory_platform.not_null_"))
+    lines = dbt_log_lines(SEED, "success", "INSERT 0 3")
+    for test in owned[SEED]:
+        lines += dbt_log_lines(test, "pass")
+    lines += dbt_log_lines(MART, "error", "Database Error in model mart_oee_shift: null value "
+                           "in column \"shift_id\" violates not-null constraint")
+    for skipped in [*owned[MART], DOWNSTREAM]:
+        lines += dbt_log_lines(skipped, "skipped")
+    lines += dbt_log_lines(tested, "success", "SELECT 120")
+    for test in owned[tested]:
+        lines += dbt_log_lines(test, *(("fail", "Got 3 results, configured to fail if != 0")
+                                       if test == failing else ("pass",)))
+    for line in lines:
+        parse(line, {"context": context})
+
+    def report(unique_id: str, producer_state: str = "failed"):
+        task = next(t for t in transform.tasks if getattr(t, "unique_id", None) == unique_id)
+        monkeypatch.setattr(task, "_producer_state", lambda context: producer_state)
+        return task.execute({"ti": xcom.ti(task.task_id), "run_id": "manual__test"})
+
+    # the seed and its own tests passed: the mart's skipped relationships tests to it are the
+    # mart's, they do not fail the seed
+    assert report(SEED) == f"success; {len(owned[SEED])} test(s) on it"
+    with pytest.raises(AirflowFailException) as failed:
+        report(MART)
+    assert str(failed.value) == (f"dbt error {MART}: Database Error in model mart_oee_shift: "
+                                 f"null value in column \"shift_id\" violates not-null "
+                                 f"constraint")
+    with pytest.raises(AirflowFailException) as failed:
+        report(DOWNSTREAM)
+    assert str(failed.value) == (f"dbt did not build {DOWNSTREAM}: something upstream of it "
+                                 f"failed (the producer log names it)")
+    with pytest.raises(AirflowFailException) as failed:
+        report(tested)
+    assert str(failed.value) == (f"1 test(s) on {tested} failed: {failing} (fail: Got 3 "
+                                 f"results, configured to fail if != 0)")
+    not_built = "model.factory_platform.mart_production_line_day"
+    with pytest.raises(AirflowSkipException, match="not in this run's selection"):
+        report(not_built, producer_state="success")
+    with pytest.raises(AirflowSkipException, match=r"was not built: .*, failed\) ended before"):
+        report(not_built, producer_state="failed")
