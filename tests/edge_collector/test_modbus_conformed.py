@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _edge_gateway import INCLUDE, INSTANCE, RunningCollector, wait
+from _edge_gateway import INCLUDE, INSTANCE, RunningCollector, plc_runtime, wait
 from _pipeline import dbt_build_selected
 
 DAY = "2026-10-25"  # the DST change: S3 lasts 9 h; 7 PLC counters roll over that day
@@ -34,24 +34,14 @@ def plc_ids(dsn: str) -> set[str]:
                                     "where kind = 'plc'")}
 
 
-def collect(world: Path, broker: Any, folder: Path, instants: list[int]) -> list[str]:
+def collect(world: Path, broker: Any, instants: list[int]) -> list[str]:
     """Step the plant's PLCs (its world on a stopped live clock) through `instants`, the
     collector polling every 20 ms with the package's gateway.toml (this instance's ports).
     Returns the message ids it published (every one acknowledged by the broker)."""
-    from plant_sim.runtime import Runtime
-
-    gateway = folder / "gateway.toml"
-    text = (INCLUDE / "edge_collector" / "gateway.toml").read_text()
-    gateway.write_text(text.replace("poll_interval_s = 1.0", "poll_interval_s = 0.02"))
-    (folder / "register_map.toml").write_text(
-        (INCLUDE / "edge_collector" / "register_map.toml").read_text())
-    rt = Runtime(world, mes_port=0, qms_port=None, clock_mode="live", speed=0.0,
-                 modbus_port=INSTANCE.modbus_port)
-    rt.start()
-    rt.clock.start = instants[0]
-    running = RunningCollector(gateway, broker.password,
+    rt = plc_runtime(world, float(instants[0]), speed=0.0)
+    running = RunningCollector(INCLUDE / "edge_collector" / "gateway.toml", broker.password,
                                {"plc_port": INSTANCE.modbus_port, "mqtt_port": broker.port,
-                                "client_id": "edge-test-conformed-gw"})
+                                "client_id": "edge-test-conformed-gw", "poll_interval_s": 0.02})
     c = running.collector
     machines = [m for d in c.cfg.devices for m in d.machines]
     assert len(machines) == 12
@@ -70,8 +60,7 @@ def collect(world: Path, broker: Any, folder: Path, instants: list[int]) -> list
 
 
 @pytest.fixture(scope="module")
-def modbus_built(plant: Any, broker: Any, warehouse_dsn: str,
-                 tmp_path_factory: pytest.TempPathFactory) -> dict:
+def modbus_built(plant: Any, broker: Any, warehouse_dsn: str) -> dict:
     """The day's readings published, landed by the MQTT ingest, the EAM's equipment
     extracted, +fct_machine_signal_shift built."""
     from factory_platform.extract.run import extract_interval
@@ -95,7 +84,7 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str,
                                          "raw_mqtt.ingest_session where pid = %s",
                           ingest.pid)[0][0], 60, "the MQTT ingest subscribes")
         time.sleep(0.5)  # its SUBACK
-        published = collect(plant.world, broker, tmp_path_factory.mktemp("gw"), instants)
+        published = collect(plant.world, broker, instants)
         wait(lambda: len(plc_ids(warehouse_dsn)) >= len(published), 60,
              "the ingest lands every reading")
         time.sleep(1.0)  # nothing more arrives

@@ -23,28 +23,15 @@ MODEL = "stg_mqtt__plc_counter_changes"
 STATES = "stg_mqtt__plc_state_changes"
 BATCH = "edge-collector-test"
 
-# the contract's table (factory_platform.extract.mqtt creates it; here only if it is missing)
-RAW_TABLE = """
-create schema if not exists raw_mqtt;
-create table if not exists raw_mqtt.messages (
-    message_id text primary key,
-    topic text not null,
-    kind text not null,
-    machine_code text,
-    event_time timestamptz not null,
-    payload jsonb not null,
-    received_at timestamptz not null default now(),
-    _batch_id text
-)
-"""
-
 
 @pytest.fixture(scope="module")
 def landed(stepped: dict[str, Any], warehouse_dsn: str) -> dict[str, Any]:
     """The subscriber's deliveries in raw as the ingest lands them (a redelivered message id
     once), the staging model built; the rows removed afterwards."""
+    from factory_platform.extract.mqtt import ensure_tables
+
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-        conn.execute(RAW_TABLE)
+        ensure_tables(conn)  # the ingest's own table (the bootstrap has made it already)
         conn.execute("delete from raw_mqtt.messages where kind = 'plc'")
         with conn.cursor() as cur:
             cur.executemany(
