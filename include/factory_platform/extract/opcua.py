@@ -275,6 +275,9 @@ async def browse(client, endpoint: OpcUaEndpoint) -> list[Tag]:
         start = client.get_node(matches[0])
     namespaces = await client.get_namespace_array()
     found: list[Tag] = []
+    # hierarchical references may form cycles or reach a node by two paths (Organizes is
+    # not a tree): each node is visited once, by the first path the browse finds
+    seen = {start.nodeid.to_string()}
 
     async def walk(node, path: tuple[str, ...]) -> None:
         # one Browse per object: each reference names its target's class and browse name
@@ -283,6 +286,9 @@ async def browse(client, endpoint: OpcUaEndpoint) -> list[Tag]:
                 continue  # the OPC UA standard's own nodes (Objects/Server …), not the plant's
             name = ref.BrowseName.Name
             nid = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
+            if nid.to_string() in seen:
+                continue
+            seen.add(nid.to_string())
             if ref.NodeClass == ua.NodeClass.Object:
                 await walk(client.get_node(nid), (*path, name))
             elif ref.NodeClass == ua.NodeClass.Variable and path:
@@ -341,10 +347,16 @@ async def _read_raw(client, endpoint: OpcUaEndpoint, history: History, start: da
                 server_ms = _ms(dv.ServerTimestamp) if dv.ServerTimestamp else None
                 rows.append((source_ms, server_ms, vtype, value, code))
             cont = result.ContinuationPoint
-            if cont and cont != previous:
-                pending[index] = cont
-            else:
+            if not cont:
                 pending.pop(index)
+            elif cont == previous:
+                # a server that hands back the point it was given makes no progress: following
+                # it could loop for ever, stopping here would load the node's history cut
+                # short as if complete
+                raise RuntimeError(f"{endpoint.url}: HistoryRead of {tag.node_key} answered the "
+                                   "continuation point it was given")
+            else:
+                pending[index] = cont
 
 
 def _plain(t: datetime) -> datetime:

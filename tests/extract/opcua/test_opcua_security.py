@@ -4,8 +4,9 @@ name and password), and the bad-quality rule for discrete values: a counter or s
 whose status is not Good is quarantined with its status, and the counter's next good reading
 carries its pieces.
 
-The server holds one machine, `ENT/SEC/SEC-A/SEC-L1/SEC-M01`, with a crafted history in
-2026-12-01 10:00–10:15 UTC (a time the test plant's history does not touch)."""
+The server holds one machine, `ENT/SEC/SEC-A/SEC-L1/SEC-M01` (which also organizes `ENT`: a
+cycle the browse must not follow twice), with a crafted history in 2026-12-01 10:00–10:15 UTC
+(a time the test plant's history does not touch)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ HISTORY = {
     "Temperature": ("Double", [(q / 4, 999.0 if q == 8 else 60 + q / 8, BAD if q == 8 else GOOD)
                                for q in range(60)]),
 }
+
+# tags whose history the server answers with the same continuation point every time (a server
+# that makes no progress); set by one test
+STUCK: set[str] = set()
 
 
 def _at(minute: int) -> datetime:
@@ -93,6 +98,9 @@ class SecureServer:
         parent = server.nodes.objects
         for name in ("ENT", "SEC", "SEC-A", "SEC-L1", "SEC-M01"):
             parent = await parent.add_object(ua.NodeId(name, idx), ua.QualifiedName(name, idx))
+        # a cycle in the hierarchy (legal for Organizes): the machine organizes its enterprise
+        await parent.add_reference(ua.NodeId("ENT", idx), ua.ObjectIds.Organizes,
+                                   bidirectional=False)
         nodes = {}
         for tag, (vtype, _points) in HISTORY.items():
             var = await parent.add_variable(ua.NodeId(f"SEC-M01.{tag}", idx),
@@ -117,6 +125,8 @@ class SecureServer:
                 if tag is None:
                     return [], None
                 vtype, points = HISTORY[tag]
+                if tag in STUCK:  # answers the same continuation point every time
+                    return [], T0
                 lo = start.replace(tzinfo=UTC) if start.tzinfo is None else start
                 hi = end.replace(tzinfo=UTC) if end.tzinfo is None else end
                 return [ua.DataValue(ua.Variant(value, getattr(ua.VariantType, vtype)),
@@ -282,3 +292,21 @@ def test_no_session_without_security_or_with_a_wrong_password(
     for password in {PASSWORD, changes.get("password", PASSWORD)}:
         assert password not in str(raised.value) and password not in incidents[0][0]
         assert password not in caplog.text
+
+
+def test_a_continuation_point_handed_back_again_is_not_followed(
+        secure_server, clean, warehouse_dsn, monkeypatch):
+    """A server that answers a node's history with the continuation point it was given makes
+    no progress: the read fails, naming the node, instead of looping or loading that node's
+    history cut short as if complete. Nothing lands."""
+    monkeypatch.setenv("AIRFLOW_CONN_PLANT_OPCUA", connection(secure_server))
+    STUCK.add("GoodCount")
+    try:
+        with pytest.raises(RuntimeError, match="SEC-M01.GoodCount answered the continuation "
+                                               "point it was given"):
+            extract_interval("opcua", "tag_values", T0, T0 + timedelta(minutes=15),
+                             dsn=warehouse_dsn, watermark="keep")
+    finally:
+        STUCK.discard("GoodCount")
+    assert rows(warehouse_dsn, "select count(*) from raw_opcua.tag_values "
+                               "where machine_code = 'SEC-M01'") == [(0,)]
