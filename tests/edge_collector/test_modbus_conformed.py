@@ -60,7 +60,8 @@ def collect(world: Path, broker: Any, instants: list[int]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def modbus_built(plant: Any, broker: Any, warehouse_dsn: str) -> dict:
+def modbus_built(plant: Any, broker: Any, warehouse_dsn: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The day's readings published, landed by the MQTT ingest, the EAM's equipment
     extracted, +fct_machine_signal_shift built."""
     from factory_platform.extract.run import extract_interval
@@ -73,16 +74,27 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str) -> dict:
                       | {int(t.timestamp()) for s in shifts for t in s})
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
         conn.execute("delete from raw_mqtt.messages where kind = 'plc'")
-    ingest = subprocess.Popen(
-        [sys.executable, "-m", "factory_platform.extract.mqtt_ingest"],
-        env={**os.environ, "PYTHONPATH": str(INCLUDE)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        since = conn.execute("select clock_timestamp()").fetchone()[0]
+    ingest_log = tmp_path_factory.mktemp("ingest") / "mqtt-ingest.log"
+    with open(ingest_log, "wb") as out:
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "factory_platform.extract.mqtt_ingest"],
+            env={**os.environ, "PYTHONPATH": str(INCLUDE)}, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def subscribed() -> bool:
+        # this ingest's session (an earlier one's row may still say connected); an ingest that
+        # exited says why at once, not after the timeout
+        assert ingest.poll() is None, f"the MQTT ingest exited: {ingest_log.read_text()[-3000:]}"
+        return rows(warehouse_dsn, "select coalesce(bool_or(connected), false) from "
+                                   "raw_mqtt.ingest_session where pid = %s", ingest.pid)[0][0]
+
     started = time.monotonic()
     try:
-        # this ingest's session (an earlier one's row may still say connected)
-        wait(lambda: rows(warehouse_dsn, "select coalesce(bool_or(connected), false) from "
-                                         "raw_mqtt.ingest_session where pid = %s",
-                          ingest.pid)[0][0], 60, "the MQTT ingest subscribes")
+        try:
+            wait(subscribed, 60, "the MQTT ingest subscribes")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{ingest_log.read_text()[-3000:]}") from None
         time.sleep(0.5)  # its SUBACK
         published = collect(plant.world, broker, instants)
         wait(lambda: len(plc_ids(warehouse_dsn)) >= len(published), 60,
@@ -92,6 +104,8 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str) -> dict:
         ingest.terminate()
         ingest.wait(timeout=30)
     landed = plc_ids(warehouse_dsn)
+    quarantined = rows(warehouse_dsn, "select count(*) from ops.quarantine where system = 'mqtt' "
+                                      "and quarantined_at >= %s", since)[0][0]
     collected = time.monotonic() - started
     extract_interval("eam", "equipment", datetime.fromtimestamp(first, UTC) - timedelta(days=60),
                      plant.end, dsn=warehouse_dsn)
@@ -102,15 +116,22 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str) -> dict:
           f"{len(published)} readings, {len(landed)} landed in {collected:.0f} s; "
           f"dbt {time.monotonic() - started:.0f} s")
     try:
-        yield {"shifts": shifts, "published": published, "landed": landed}
+        yield {"shifts": shifts, "published": published, "landed": landed,
+               "quarantined": quarantined}
     finally:
+        # the shared warehouse as found: no readings, and no heartbeat of this ingest, which
+        # goes stale and fails extract_mqtt's check in a later module, nor its audit rows
         with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
             conn.execute("delete from raw_mqtt.messages where kind = 'plc'")
+            conn.execute("delete from raw_mqtt.ingest_session where pid = %s", (ingest.pid,))
+            conn.execute("delete from ops.load_audit where system = 'mqtt' and started_at >= %s",
+                         (since,))
 
 
 @pytest.mark.slow
 def test_every_reading_landed_once(modbus_built: dict) -> None:
     assert modbus_built["landed"] == set(modbus_built["published"])
+    assert modbus_built["quarantined"] == 0
     assert len(modbus_built["published"]) == len(set(modbus_built["published"]))
 
 
