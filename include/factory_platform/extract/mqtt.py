@@ -253,10 +253,10 @@ def parse_message(topic: str, payload: bytes,
                    event_time=event_time, payload_text=text)
 
 
-def same_content(a: Message, b: Message) -> bool:
+def same_content(m: Message, topic: str, payload_text: str) -> bool:
     """The same message again (a redelivery, a second publish): same topic and JSON value."""
-    return a.topic == b.topic and (a.payload_text == b.payload_text
-                                   or json.loads(a.payload_text) == json.loads(b.payload_text))
+    return m.topic == topic and (m.payload_text == payload_text
+                                 or json.loads(m.payload_text) == json.loads(payload_text))
 
 
 def reused_id(m: Message) -> Refused:
@@ -326,15 +326,10 @@ class MicroBatchWriter:
         counts = BatchCounts(received=len(messages))
         refused = [m for m in messages if isinstance(m, Refused)]
         good: dict[str, Message] = {}
+        again: list[Message] = []  # an id the batch holds already: compared with what landed
         for m in messages:
-            if isinstance(m, Message):
-                first = good.setdefault(m.message_id, m)
-                if first is m:
-                    continue
-                if same_content(first, m):
-                    counts.duplicates += 1
-                else:
-                    refused.append(reused_id(m))
+            if isinstance(m, Message) and good.setdefault(m.message_id, m) is not m:
+                again.append(m)
         conn = self.conn
         try:
             quarantined: list[tuple[str, str, str, str | None]] = []
@@ -357,6 +352,17 @@ class MicroBatchWriter:
                 refused += reused
                 not_landed -= len(reused)
             counts.duplicates += not_landed
+            if again:
+                held = {mid: (topic, payload) for mid, topic, payload in conn.execute(
+                    f"select message_id, topic, payload::text from {TABLE} "
+                    "where message_id = any(%s)", ([m.message_id for m in again],))}
+                for m in again:
+                    first = good[m.message_id]
+                    if same_content(m, *held.get(m.message_id,
+                                                 (first.topic, first.payload_text))):
+                        counts.duplicates += 1
+                    else:
+                        refused.append(reused_id(m))
             rows = [(r.topic, r.record_ref, r.reason, r.payload_text) for r in refused]
             rows += [(src, ref, reason, payload) for src, ref, reason, payload in quarantined]
             counts.quarantined = self._quarantine(batch_id, rows)
