@@ -2,7 +2,8 @@
     machine, counter and reading at which the counter changed (and each counter's first
     reading), with the pieces since the previous reading of the same machine and counter.
     The PLC's counters are 32-bit and roll over: (preset + pieces) mod 2^32. The rule, for a
-    reading `value` after `previous`:
+    reading `value` after `previous` (the shared rule, macro counter_increments, with these
+    parameters):
       - value >= previous: increment = value - previous;
       - value < previous, previous within `plc_rollover_margin` of 2^32 and the wrapped
         difference (value - previous) mod 2^32 within the margin too: a rollover, increment =
@@ -44,28 +45,11 @@ readings as (
     cross join counters
 ),
 
-with_previous as (
-    select
-        readings.*,
-        lag(readings.counter_value) over (
-            partition by readings.machine_code, readings.counter
-            order by readings.changed_at
-        ) as previous_value
-    from readings
-),
-
-classified as (
-    select
-        with_previous.*,
-        coalesce(
-            with_previous.counter_value < with_previous.previous_value
-            and with_previous.previous_value >= 4294967296 - {{ var('plc_rollover_margin', 1000000) }}
-            and with_previous.counter_value + 4294967296 - with_previous.previous_value
-            <= {{ var('plc_rollover_margin', 1000000) }},
-            false
-        ) as is_rollover,
-        coalesce(with_previous.counter_value < with_previous.previous_value, false) as went_back
-    from with_previous
+changes as (
+    -- the shared counter rule (macro counter_increments) with the PLC's parameters: rollover
+    -- modulus 2^32 (32-bit counters), margin plc_rollover_margin, reset_counts_from_zero false
+    -- (any other fall is flagged and not counted)
+    {{ counter_increments('readings', 'changed_at', 4294967296, var('plc_rollover_margin', 1000000), false) }}
 ),
 
 renamed as (
@@ -77,18 +61,13 @@ renamed as (
         counter,
         -- value, increment: the shop-floor contract's column names (keywords Postgres takes unquoted)
         counter_value as value,  -- noqa: RF04
-        case
-            when previous_value is null then null
-            when is_rollover then counter_value + 4294967296 - previous_value
-            when went_back then null
-            else counter_value - previous_value
-        end as increment,  -- noqa: RF04
+        increment,  -- noqa: RF04
         is_rollover,
-        went_back and not is_rollover as is_counter_reset,
+        is_counter_reset,
         changed_at,
-        case when went_back and not is_rollover then 'backwards' else 'good' end as status,
+        case when is_counter_reset then 'backwards' else 'good' end as status,
         'modbus'::text as signal_path
-    from classified
+    from changes
     where previous_value is null or counter_value != previous_value
 )
 
