@@ -140,7 +140,8 @@ def broker_settings(conn_id: str, topic: str) -> BrokerSettings:
 def ensure_tables(conn, target: LoadTarget | None = None) -> None:
     """`raw_mqtt.messages` (message_id the primary key: the dedupe) and the ingest's heartbeat
     table; idempotent (bootstrap calls it for the registry's `mqtt` system)."""
-    if conn.execute("select to_regclass(%s) is not null and to_regclass(%s) is not null",
+    if conn.execute("select to_regclass(%s) is not null and to_regclass(%s) is not null "
+                    "and to_regclass('ops.quarantine_mqtt_ref') is not null",
                     (TABLE, SESSION_TABLE)).fetchone()[0]:
         return
     conn.execute("create schema if not exists raw_mqtt")
@@ -174,6 +175,10 @@ def ensure_tables(conn, target: LoadTarget | None = None) -> None:
         )""")
     conn.execute(f"comment on table {SESSION_TABLE} is 'The MQTT ingest''s heartbeat, per "
                  "durable session (client id): extract_mqtt fails when it is stale'")
+    # a refused message is quarantined once: looked up by its digest, not by a scan of every
+    # mqtt row in quarantine (a publisher sending garbage would slow each batch down for ever)
+    conn.execute("create index if not exists quarantine_mqtt_ref on ops.quarantine "
+                 "(record_ref) where system = 'mqtt'")
 
 
 # --- one message --------------------------------------------------------------------------------
@@ -388,10 +393,11 @@ class MicroBatchWriter:
             new += self.conn.execute(
                 "insert into ops.quarantine (batch_id, system, entity, source, record_ref, "
                 "reason, raw_payload) select %s, %s, %s, %s, %s, %s, %s where not exists ("
-                "select 1 from ops.quarantine where system = %s and entity = %s "
+                # the literal system: the partial index quarantine_mqtt_ref serves the lookup
+                f"select 1 from ops.quarantine where system = '{SYSTEM}' and entity = %s "
                 "and source = %s and record_ref = %s)",
                 (batch_id, SYSTEM, ENTITY, storable(topic, 500), storable(ref, 500),
-                 storable(reason, 2000), storable(payload), SYSTEM, ENTITY,
+                 storable(reason, 2000), storable(payload), ENTITY,
                  storable(topic, 500), storable(ref, 500))).rowcount
         return new
 
