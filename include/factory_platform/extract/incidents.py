@@ -50,8 +50,9 @@ KINDS: dict[str, tuple[str, bool]] = {
         "an extraction batch failed; its window is retried by the next runs (high-water mark)",
         False),
     "ingest_down": (
-        ("a streaming ingest (MQTT) has not reported for too long; the broker keeps the messages "
-         "for its session until it is back"), False),
+        ("a streaming ingest (MQTT) has not reported for too long, or has not been subscribed to "
+         "its broker for too long (the broker's reason given); the broker keeps the messages for "
+         "its session until it is back"), False),
 }
 # A file still waiting after this long is alerted as stuck (an exporter that never finishes).
 WAITING_ALERT_AFTER = "1 hour"

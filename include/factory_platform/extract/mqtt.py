@@ -29,10 +29,13 @@ platform), and this module holds what it shares with the `extract_mqtt` DAG:
   commit. The transform takes the batches finished since its last run from there
   (transform_window.py), as for every other system — 1,440 rows a day, not one per micro-batch.
 * **The DAG's job** (`close_interval`): the ingest cannot emit Airflow asset events, so
-  `extract_mqtt` runs on its schedule, checks that the ingest is alive (its heartbeat in
-  `raw_mqtt.ingest_session`), sums what landed in its interval from the audit and emits the raw
-  table's asset, which schedules `transform_dbt`. A stale heartbeat fails the task (an incident
-  `ingest_down`, retries, the failure alert).
+  `extract_mqtt` runs on its schedule, checks that the ingest is alive and subscribed (its
+  heartbeat in `raw_mqtt.ingest_session`), sums what landed in its interval from the audit and
+  emits the raw table's asset, which schedules `transform_dbt`. A scheduled run fails (an
+  incident `ingest_down`, retries, the failure alert) when no ingest has reported within
+  STALE_AFTER (none ever did, or it stopped) or when one that reports has not been subscribed
+  for that long (the broker refused its login or its subscription, or cannot be reached: the
+  broker's reason is in the error). A reload or a backfill only reports what raw holds.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ INSERT_COLUMNS = ("message_id", "topic", "kind", "machine_code", "event_time", "
 
 
 class IngestNotAlive(RuntimeError):
-    """The MQTT ingest has not reported for longer than STALE_AFTER."""
+    """No MQTT ingest has reported within STALE_AFTER, or one that reports has not been
+    subscribed to its broker for that long."""
 
     incident_kind = "ingest_down"
 
@@ -105,6 +109,25 @@ class BrokerSettings:
     @property
     def label(self) -> str:
         return f"mqtt://{self.host}:{self.port} {self.topic} as {self.client_id}"
+
+
+@dataclass
+class BrokerLink:
+    """The ingest's standing with its broker, as its heartbeat reports it: subscribed (the
+    broker granted the topic filter at QoS 1), since when it is not, and the broker's last "no"
+    (a refused login or subscription) or why the link is down — never a credential."""
+
+    subscribed: bool = False
+    down_since: datetime | None = field(default_factory=lambda: datetime.now(UTC))
+    last_error: str | None = None
+
+    def up(self) -> None:
+        self.subscribed, self.down_since, self.last_error = True, None, None
+
+    def down(self, why: str | None) -> None:
+        self.subscribed = False
+        self.down_since = self.down_since or datetime.now(UTC)
+        self.last_error = why or self.last_error
 
 
 def default_client_id() -> str:
@@ -140,7 +163,8 @@ def broker_settings(conn_id: str, topic: str) -> BrokerSettings:
 def ensure_tables(conn, target: LoadTarget | None = None) -> None:
     """`raw_mqtt.messages` (message_id the primary key: the dedupe) and the ingest's heartbeat
     table; idempotent (bootstrap calls it for the registry's `mqtt` system)."""
-    if conn.execute("select to_regclass(%s) is not null and to_regclass(%s) is not null "
+    if conn.execute("select to_regclass(%s) is not null and exists (select from pg_attribute "
+                    "where attrelid = to_regclass(%s) and attname = 'last_error') "
                     "and to_regclass('ops.quarantine_mqtt_ref') is not null",
                     (TABLE, SESSION_TABLE)).fetchone()[0]:
         return
@@ -175,6 +199,9 @@ def ensure_tables(conn, target: LoadTarget | None = None) -> None:
         )""")
     conn.execute(f"comment on table {SESSION_TABLE} is 'The MQTT ingest''s heartbeat, per "
                  "durable session (client id): extract_mqtt fails when it is stale'")
+    # not subscribed since (null while it is), and the broker's last "no" or why it is away
+    conn.execute(f"alter table {SESSION_TABLE} add column if not exists disconnected_since "
+                 "timestamptz, add column if not exists last_error text")
     # a refused message is quarantined once: looked up by its digest, not by a scan of every
     # mqtt row in quarantine (a publisher sending garbage would slow each batch down for ever)
     conn.execute("create index if not exists quarantine_mqtt_ref on ops.quarantine "
@@ -322,7 +349,7 @@ class MicroBatchWriter:
             self.conn.commit()
             self._temp_ready = True
 
-    def write(self, messages: list[Message | Refused], connected: bool = True) -> BatchCounts:
+    def write(self, messages: list[Message | Refused], link: BrokerLink) -> BatchCounts:
         """Land one micro-batch in one transaction; return its counts. Raises on a database
         error (after a rollback): the caller acknowledges nothing and retries."""
         self._temp_table()
@@ -377,7 +404,7 @@ class MicroBatchWriter:
             self._audit(batch_id, now, counts, window)
             totals = replace(self.totals)
             totals.add(counts)
-            self._beat(connected, totals)
+            self._beat(link, totals)
             conn.commit()
         except Exception:
             conn.rollback()
@@ -429,26 +456,30 @@ class MicroBatchWriter:
              counts.received, counts.loaded, counts.quarantined, counts.duplicates,
              f"ingest {self.settings.client_id}", now))
 
-    def _beat(self, connected: bool, totals: BatchCounts) -> None:
-        """The ingest's row: alive now, its counts since it started."""
+    def _beat(self, link: BrokerLink, totals: BatchCounts) -> None:
+        """The ingest's row: alive now, its standing with the broker, its counts since it
+        started."""
         self.conn.execute(
             f"""
             insert into {SESSION_TABLE} (client_id, host, pid, started_at, beat_at, connected,
-                received, loaded, duplicates, quarantined)
-            values (%s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s)
+                disconnected_since, last_error, received, loaded, duplicates, quarantined)
+            values (%s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s, %s, %s)
             on conflict (client_id) do update set host = excluded.host, pid = excluded.pid,
                 started_at = excluded.started_at, beat_at = excluded.beat_at,
-                connected = excluded.connected, received = excluded.received,
+                connected = excluded.connected,
+                disconnected_since = excluded.disconnected_since,
+                last_error = excluded.last_error, received = excluded.received,
                 loaded = excluded.loaded, duplicates = excluded.duplicates,
                 quarantined = excluded.quarantined
             """,
-            (self.settings.client_id, self.host, os.getpid(), self.started_at, connected,
-             totals.received, totals.loaded, totals.duplicates, totals.quarantined))
+            (self.settings.client_id, self.host, os.getpid(), self.started_at, link.subscribed,
+             link.down_since, storable(link.last_error, 2000), totals.received, totals.loaded,
+             totals.duplicates, totals.quarantined))
 
-    def heartbeat(self, connected: bool) -> None:
+    def heartbeat(self, link: BrokerLink) -> None:
         """The heartbeat alone (an idle ingest is alive too)."""
         try:
-            self._beat(connected, self.totals)
+            self._beat(link, self.totals)
             self.conn.commit()
         except Exception:
             self.conn.rollback()
@@ -458,13 +489,33 @@ class MicroBatchWriter:
 # --- the DAG's task -----------------------------------------------------------------------------
 
 
+def ingest_problem(sessions: list[tuple]) -> str | None:
+    """Why the ingest is not doing its job, from its heartbeats (client_id, beat_at, beat age,
+    subscribed, not subscribed for, last_error; the latest first), or None. Only the sessions
+    that reported within STALE_AFTER count: a client id no longer used goes stale, harmlessly."""
+    if not sessions:
+        return ("no MQTT ingest has ever reported to this warehouse (raw_mqtt.ingest_session is "
+                "empty): is `python -m factory_platform.extract.mqtt_ingest` running?")
+    fresh = [s for s in sessions if s[2] <= STALE_AFTER]
+    if not fresh:
+        client_id, beat_at, age = sessions[0][:3]
+        return (f"the MQTT ingest {client_id} last reported at {beat_at.isoformat()} "
+                f"({age.total_seconds():.0f} s ago)")
+    for client_id, _, _, _, down_for, last_error in fresh:
+        if down_for is not None and down_for > STALE_AFTER:
+            return (f"the MQTT ingest {client_id} has not been subscribed to its broker for "
+                    f"{down_for.total_seconds():.0f} s: {last_error or 'no reason given'}")
+    return None
+
+
 def close_interval(source, entity, interval_start: datetime, interval_end: datetime,
-                   run_id: str | None = None, dsn: str | None = None) -> dict:
+                   run_id: str | None = None, dsn: str | None = None,
+                   check_ingest: bool = True) -> dict:
     """`extract_mqtt`'s task: what the ingest landed in `[interval_start, interval_end)` (the
-    audit rows of those minutes) and whether it is alive. Fails (`IngestNotAlive`) when an
-    ingest has reported here and its heartbeat is older than STALE_AFTER (incident
-    `ingest_down`, resolved by the next run that finds it alive); when none ever has (a
-    warehouse whose plant has no broker: tests, a history build) it says so and succeeds."""
+    audit rows of those minutes) and, for a scheduled run (`check_ingest`), whether it does its
+    job: fails (`IngestNotAlive`, incident `ingest_down`, resolved by the next run that finds it
+    well) on `ingest_problem`. A reload or a backfill reports what raw holds, whatever the
+    ingest's state now."""
     import psycopg
 
     from factory_platform.warehouse import ensure_warehouse_once, warehouse_dsn
@@ -474,9 +525,10 @@ def close_interval(source, entity, interval_start: datetime, interval_end: datet
     with psycopg.connect(dsn) as conn:
         ensure_tables(conn)
         conn.commit()
-        beat = conn.execute(
-            f"select client_id, beat_at, clock_timestamp() - beat_at, connected "
-            f"from {SESSION_TABLE} order by beat_at desc limit 1").fetchone()
+        sessions = conn.execute(
+            f"select client_id, beat_at, clock_timestamp() - beat_at, connected, "
+            f"clock_timestamp() - disconnected_since, last_error from {SESSION_TABLE} "
+            "order by beat_at desc").fetchall()
         read, loaded, quarantined, duplicates, batches = conn.execute(
             "select coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0), "
             "coalesce(sum(rows_quarantined), 0), coalesce(sum(duplicates_skipped), 0), count(*) "
@@ -487,21 +539,21 @@ def close_interval(source, entity, interval_start: datetime, interval_end: datet
                            f"{interval_end.isoformat()}",
                "rows_read": int(read), "rows_loaded": int(loaded),
                "rows_quarantined": int(quarantined), "duplicates_skipped": int(duplicates),
-               "audit_batches": int(batches), "ingest_client_id": None, "ingest_age_s": None}
-    if beat is None:
-        log.warning("no MQTT ingest has reported to this warehouse (raw_mqtt.ingest_session is "
-                    "empty): start `python -m factory_platform.extract.mqtt_ingest`")
-        return summary
-    client_id, beat_at, age, connected = beat
-    summary.update(ingest_client_id=client_id, ingest_age_s=round(age.total_seconds(), 1),
-                   ingest_connected=bool(connected))
-    if age > STALE_AFTER:
-        raise IngestNotAlive(f"the MQTT ingest {client_id} last reported at "
-                             f"{beat_at.isoformat()} ({age.total_seconds():.0f} s ago)")
-    with psycopg.connect(dsn) as conn:  # alive: an open ingest_down incident is over
-        incidents.resolve(conn, source.system, entity.name, ("ingest_down",))
-    log.info("mqtt: ingest %s alive (%.1f s, connected %s); [%s, %s): %d received, %d landed, "
-             "%d duplicates, %d quarantined in %d audit batches", client_id,
-             age.total_seconds(), connected, interval_start, interval_end, read, loaded,
-             duplicates, quarantined, batches)
+               "audit_batches": int(batches), "ingest_client_id": None, "ingest_age_s": None,
+               "ingest_connected": None}
+    if sessions:
+        client_id, _, age, connected = sessions[0][:4]
+        summary.update(ingest_client_id=client_id, ingest_age_s=round(age.total_seconds(), 1),
+                       ingest_connected=bool(connected))
+    problem = ingest_problem(sessions)
+    if problem and check_ingest:
+        raise IngestNotAlive(problem)
+    if problem:
+        log.warning("mqtt: %s (a reload or backfill: not checked)", problem)
+    elif check_ingest:
+        with psycopg.connect(dsn) as conn:  # it does its job: an open ingest_down is over
+            incidents.resolve(conn, source.system, entity.name, ("ingest_down",))
+    log.info("mqtt: [%s, %s): %d received, %d landed, %d duplicates, %d quarantined in %d audit "
+             "batches; ingest %s", interval_start, interval_end, read, loaded, duplicates,
+             quarantined, batches, problem or f"{summary['ingest_client_id']} well")
     return summary

@@ -17,6 +17,10 @@ conflict do nothing, quarantine, audit, heartbeat), commits, then acknowledges t
   reconnect (paho retries every ≤ 2 s) and it redelivers what was unacknowledged.
 * **Warehouse down**: the batch rolls back, nothing is acknowledged, the ingest waits and
   retries the same messages; the broker keeps sending up to the receive maximum only.
+* **The broker says no** (a refused login, a refused subscription or one granted at QoS 0
+  only) or cannot be reached: the ingest retries, logs each new reason once, and its heartbeat
+  carries it (`connected` false, `disconnected_since`, `last_error`): extract_mqtt fails on it
+  after two minutes with the broker's reason.
 
 The connections are Airflow's (`plant_mqtt`, `warehouse_load`, from `AIRFLOW_CONN_*`): no
 password on the command line or in the log. SIGTERM/SIGINT: the current batch commits and is
@@ -37,6 +41,7 @@ from typing import Any
 
 from factory_platform.extract.mqtt import (
     HEARTBEAT_EVERY,
+    BrokerLink,
     BrokerSettings,
     MicroBatchWriter,
     broker_settings,
@@ -73,7 +78,7 @@ class Ingest:
         self.inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.client: Any = None
-        self.subscribed = threading.Event()
+        self.link = BrokerLink()  # written by paho's thread, read by the heartbeat
 
     # --- the broker side ------------------------------------------------------------------------
 
@@ -91,6 +96,8 @@ class Ingest:
             c.tls_set(ca_certs=s.ca_certs)
         c.reconnect_delay_set(0.2, 2)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
@@ -100,20 +107,39 @@ class Ingest:
         c.connect_async(s.host, s.port, keepalive=30, clean_start=False, properties=props)
         c.loop_start()
 
+    def _link_down(self, why: str | None) -> None:
+        """Not subscribed: the heartbeat says so; a new reason is logged once (paho retries
+        every ≤ 2 s, a refused login would fill the log)."""
+        if why and why != self.link.last_error:
+            log.error("%s; retrying", why)
+        self.link.down(why)
+
     def _on_connect(self, client, _userdata, flags, reason_code, _props) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            self._link_down(f"the broker refused the connection: {reason_code}")
             return
         # a resumed session keeps its subscription; subscribing again is harmless (idempotent)
         client.subscribe(self.settings.topic, qos=1)
-        self.subscribed.set()
         log.info("connected to %s (session present: %s)", self.settings.label,
                  flags.session_present)
 
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
+        granted = reason_codes[0]
+        if granted.is_failure or granted.value < 1:  # refused, or QoS 0: no redelivery
+            self._link_down(f"the broker answered the subscription to {self.settings.topic} "
+                            f"with {granted!s} (QoS 1 needed)")
+        else:
+            self.link.up()
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        self._link_down(f"cannot reach the broker at {self.settings.host}:{self.settings.port}")
+
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
-        self.subscribed.clear()
-        if not self.stopping.is_set():
-            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+        if self.stopping.is_set():
+            return
+        self.link.down(None)  # keeps a refusal's reason: the disconnect that follows it is noise
+        if not self.link.last_error:
+            self._link_down(f"disconnected from the broker ({reason_code})")
 
     def _on_message(self, _client, _userdata, msg) -> None:
         self.inbox.put(Incoming(msg.mid, msg.topic, msg.payload))
@@ -160,8 +186,7 @@ class Ingest:
                         began = time.monotonic()
                         limit = self.settings.max_payload_bytes
                         counts = writer.write([parse_message(m.topic, m.payload, limit)
-                                               for m in pending],
-                                              connected=self.client.is_connected())
+                                               for m in pending], self.link)
                         written = time.monotonic()
                         for m in pending:  # committed: now the broker may forget them
                             self.client.ack(m.mid, 1)
@@ -174,7 +199,7 @@ class Ingest:
                         pending = []
                         last_beat = time.monotonic()
                     elif time.monotonic() - last_beat >= HEARTBEAT_EVERY.total_seconds():
-                        writer.heartbeat(self.client.is_connected())
+                        writer.heartbeat(self.link)
                         last_beat = time.monotonic()
                 except psycopg.OperationalError as exc:
                     # nothing of the batch is acknowledged: it is written again, whole
@@ -185,8 +210,8 @@ class Ingest:
                     writer.use_connection(conn)
                     continue
                 if time.monotonic() - last_report >= REPORT_EVERY_S:
-                    log.info("connected %s; since start %s; waiting %d",
-                             self.client.is_connected(), writer.totals, self.inbox.qsize())
+                    log.info("subscribed %s; since start %s; waiting %d",
+                             self.link.subscribed, writer.totals, self.inbox.qsize())
                     last_report = time.monotonic()
             log.info("stopped: %s", writer.totals)
         finally:

@@ -48,9 +48,25 @@ def is_snapshot(entity: Entity) -> bool:
 
 def is_stream(source: Source) -> bool:
     """A stream (MQTT) is landed by its own long-running process, not read by the task: the
-    task closes its interval instead (the client's `close_interval`: is the process alive, what
-    landed), and there is no high-water mark to catch up from."""
+    task closes its interval instead (the client's `close_interval`: what landed, and for a
+    scheduled run whether the process does its job), and there is no high-water mark to catch
+    up from."""
     return getattr(client_for(source.interface), "STREAMING", False)
+
+
+def close_stream_interval(source: Source, entity: Entity, interval_start: datetime,
+                          interval_end: datetime, run_id: str | None, dsn: str,
+                          scheduled: bool) -> dict:
+    """A stream's task; its failure (the ingest not doing its job) is an incident."""
+    try:
+        return client_for(source.interface).close_interval(
+            source, entity, interval_start, interval_end, run_id=run_id, dsn=dsn,
+            check_ingest=scheduled)
+    except Exception as exc:
+        _record_failure(dsn, source.system, entity.name,
+                        Window(start=interval_start, end=interval_end,
+                               interval_start=interval_start, interval_end=interval_end), exc)
+        raise
 
 
 def extract_interval(system: str, entity_name: str, interval_start: datetime,
@@ -62,13 +78,9 @@ def extract_interval(system: str, entity_name: str, interval_start: datetime,
     dsn = dsn or warehouse_dsn()
     window = Window(start=interval_start - source.lookback, end=interval_end,
                     interval_start=interval_start, interval_end=interval_end)
-    if is_stream(source):
-        try:
-            return client_for(source.interface).close_interval(
-                source, entity, interval_start, interval_end, run_id=run_id, dsn=dsn)
-        except Exception as exc:
-            _record_failure(dsn, system, entity_name, window, exc)
-            raise
+    if is_stream(source):  # a backfill or a reload: what raw holds
+        return close_stream_interval(source, entity, interval_start, interval_end, run_id, dsn,
+                                     scheduled=False)
     try:
         extraction = client_for(source.interface).open_extraction(source, entity, window)
         result = load.load_batch(
@@ -146,7 +158,10 @@ def extract_scheduled(system: str, entity_name: str, interval_start: datetime,
     source = get_source(system)
     entity = source.entity(entity_name)
     dsn = dsn or warehouse_dsn()
-    if is_snapshot(entity) or is_stream(source):
+    if is_stream(source):
+        return close_stream_interval(source, entity, interval_start, interval_end, run_id, dsn,
+                                     scheduled=True)
+    if is_snapshot(entity):
         return extract_interval(system, entity_name, interval_start, interval_end, run_id, dsn)
     began = time.monotonic()
     budget = source.task_timeout.total_seconds() / 2
