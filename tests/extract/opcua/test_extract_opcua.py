@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from _pipeline import _SESSION_MARK, dbt
-from factory_platform.extract.run import extract_interval
+from factory_platform.extract.run import catchup_slices, extract_interval
+from factory_platform.sources import get_source
 from psycopg import sql
 
 SYSTEM, ENTITY = "opcua", "tag_values"
@@ -27,6 +28,7 @@ CLOCK = datetime(2026, 11, 2, 6, 5, tzinfo=UTC)
 LOAD_START = datetime(2026, 10, 31, 18, 0, tzinfo=UTC)  # inside CLOCK - 48 h, lookback included
 LOAD_END = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 3 shifts of 12 machines compared
 SLICE = timedelta(hours=2)  # a history load (catch-up) in slices; scheduled runs are 15 min
+LOOKBACK = get_source(SYSTEM).lookback  # 30 minutes: each run also reads the half hour before
 TABLE = "raw_opcua.tag_values"
 # the fact and everything it reads; the tests of the opcua staging models and of the fact
 MODELS = ["+fct_machine_signal_shift", "staging.opcua", "conformed.machine_signals"]
@@ -43,20 +45,20 @@ def scalar(dsn: str, sql: str, *params):
     return rows(dsn, sql, *params)[0][0]
 
 
+def per_shift(dsn: str, sql: str, *params) -> dict[tuple, tuple]:
+    """Rows of (machine, production date, shift code, values…) keyed by their first three."""
+    return {tuple(row[:3]): tuple(row[3:]) for row in rows(dsn, sql, *params)}
+
+
 def slices(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
-    out = []
-    while start < end:
-        out.append((start, min(start + size, end)))
-        start += size
-    return out
+    """[start, end) in consecutive windows of `size`: the catch-up's own slicing, unlimited."""
+    return catchup_slices(start, end, size, limit=1_000)
 
 
 def content_hash(dsn: str, start: datetime, end: datetime, *, batch_columns: bool) -> tuple:
     """Rows and an md5 of the ordered rows of raw_opcua in [start, end): every declared column,
     and with `batch_columns` the batch's own (_batch_id, _source, interval) too — never
     `_extracted_at`, the wall-clock load time."""
-    from factory_platform.sources import get_source
-
     columns = [f'"{f.name}"' for f in get_source(SYSTEM).entity(ENTITY).fields] + ["_extra"]
     if batch_columns:
         columns += ["_batch_id", "_source", "_interval_start", "_interval_end"]
@@ -121,6 +123,10 @@ def test_every_value_of_the_history_is_in_raw_or_quarantined(opcua_built, wareho
     assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") == scalar(
         warehouse_dsn, f"select count(distinct (machine_code, tag, source_at)) from {TABLE}")
     assert scalar(warehouse_dsn, f"select count(*) from {TABLE}") > 80_000
+    # Temperature, as the server publishes it: a sample a minute, every machine, the whole time
+    minutes = (LOAD_END - LOAD_START + LOOKBACK).total_seconds() // 60
+    assert rows(warehouse_dsn, f"select count(*), count(distinct machine_code) from {TABLE} "
+                               f"where tag = 'Temperature'") == [(12 * minutes, 12)]
     audit = rows(warehouse_dsn, "select count(*), sum(rows_loaded), bool_and(status = 'loaded') "
                                 "from ops.load_audit where system = %s", SYSTEM)[0]
     assert audit == (len(opcua_built), loaded, True)
@@ -135,29 +141,26 @@ def test_every_value_of_the_history_is_in_raw_or_quarantined(opcua_built, wareho
 def test_pieces_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_built, warehouse_dsn):
     shifts = compared_shifts(warehouse_dsn)
     assert len(shifts) >= 3 * 12
-    signal = {(m, d, s): v for m, d, s, *v in rows(
-        warehouse_dsn, "select machine_code, production_date, shift_code, good_count, "
-                       "scrap_count, rework_count, total_count from conformed."
-                       "fct_machine_signal_shift where signal_path = 'opcua'")}
-    counters = {(m, d, s): v for m, d, s, *v in rows(
-        warehouse_dsn, "select machine_code, production_date::date, shift_code, "
-                       "good_count::int, scrap_count::int, rework_count::int, "
-                       "total_count_end::int - total_count_start::int "
-                       "from truth.machine_counter_shift")}
-    oee = {(m, d, s): v for m, d, s, *v in rows(
-        warehouse_dsn, "select machine_code, production_date::date, shift_code, gq::int, "
-                       "sq::int, rq::int from truth.oee_machine_shift")}
-    mes = {(m, d, s): v for m, d, s, *v in rows(
-        warehouse_dsn, "select machine_code, production_date, shift_code, sum(good_qty), "
-                       "sum(scrap_qty), sum(rework_qty) from (select distinct on "
-                       "(confirmation_id) * from raw_mes.confirmations order by confirmation_id, "
-                       "updated_at desc) c group by 1, 2, 3")}
+    signal = per_shift(warehouse_dsn, "select machine_code, production_date, shift_code, "
+                                      "good_count, scrap_count, rework_count, total_count from "
+                                      "conformed.fct_machine_signal_shift where signal_path = "
+                                      "'opcua'")
+    counters = per_shift(warehouse_dsn, "select machine_code, production_date::date, shift_code, "
+                                        "good_count::int, scrap_count::int, rework_count::int, "
+                                        "total_count_end::int - total_count_start::int "
+                                        "from truth.machine_counter_shift")
+    oee = per_shift(warehouse_dsn, "select machine_code, production_date::date, shift_code, "
+                                   "gq::int, sq::int, rq::int from truth.oee_machine_shift")
+    mes = per_shift(warehouse_dsn, "select machine_code, production_date, shift_code, "
+                                   "sum(good_qty), sum(scrap_qty), sum(rework_qty) from (select "
+                                   "distinct on (confirmation_id) * from raw_mes.confirmations "
+                                   "order by confirmation_id, updated_at desc) c group by 1, 2, 3")
     same_as_mes = 0
     for machine, day, shift, _start, _end in shifts:
         key = (machine, day, shift)
         assert signal[key] == counters[key], key
         if oee[key] == counters[key][:3]:  # the MES quarantined none of the shift's confirmations
-            assert tuple(signal[key][:3]) == tuple(mes[key]) == tuple(oee[key]), key
+            assert signal[key][:3] == mes[key] == oee[key], key
             same_as_mes += 1
     assert same_as_mes >= len(shifts) - 2
     assert sum(v[3] for k, v in signal.items() if k in {s[:3] for s in shifts}) > 10_000
@@ -166,16 +169,15 @@ def test_pieces_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_built, w
 def test_state_seconds_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_built,
                                                                           warehouse_dsn):
     shifts = compared_shifts(warehouse_dsn)
-    signal = {(m, d, s): v for m, d, s, *v in rows(
-        warehouse_dsn, "select machine_code, production_date, shift_code, running_seconds, "
-                       "idle_seconds, setup_seconds, planned_downtime_seconds, "
-                       "unplanned_downtime_seconds from conformed.fct_machine_signal_shift "
-                       "where signal_path = 'opcua'")}
-    truth = {(m, d, s): v for m, d, s, *v in rows(
-        warehouse_dsn, "select machine_code, production_date::date, shift_code, "
-                       "apt_seconds::int, idle_seconds::int, setup_seconds::int, "
-                       "planned_downtime_seconds::int, unplanned_downtime_seconds::int "
-                       "from truth.oee_machine_shift")}
+    signal = per_shift(warehouse_dsn, "select machine_code, production_date, shift_code, "
+                                      "running_seconds, idle_seconds, setup_seconds, "
+                                      "planned_downtime_seconds, unplanned_downtime_seconds from "
+                                      "conformed.fct_machine_signal_shift where signal_path = "
+                                      "'opcua'")
+    truth = per_shift(warehouse_dsn, "select machine_code, production_date::date, shift_code, "
+                                     "apt_seconds::int, idle_seconds::int, setup_seconds::int, "
+                                     "planned_downtime_seconds::int, "
+                                     "unplanned_downtime_seconds::int from truth.oee_machine_shift")
     mes = {}
     for machine, day, shift, state, seconds in rows(
             warehouse_dsn, "select machine_code, production_date, shift_code, state, "
@@ -186,15 +188,15 @@ def test_state_seconds_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_b
     order = ("running", "idle", "setup", "planned_downtime", "unplanned_downtime")
     for machine, day, shift, start, end in shifts:
         key = (machine, day, shift)
-        assert tuple(signal[key]) == tuple(truth[key]), key
-        assert tuple(signal[key]) == tuple(mes[key].get(s, 0) for s in order), key
+        assert signal[key] == truth[key], key
+        assert signal[key] == tuple(mes[key].get(s, 0) for s in order), key
         assert sum(signal[key]) == (end - start).total_seconds()
 
 
 def test_state_changes_are_the_mes_intervals(opcua_built, warehouse_dsn):
     """Every MES machine-state interval that starts in the loaded range is one state change
     in OPC UA, at the same instant, with the same state, reason and operation."""
-    start, end = LOAD_START - timedelta(minutes=30), LOAD_END
+    start, end = LOAD_START - LOOKBACK, LOAD_END
     opcua = rows(warehouse_dsn, "select machine_code, changed_at, state, reason_code, "
                                 "operation_id from staging.stg_opcua__machine_state_changes "
                                 "where changed_at >= %s and changed_at < %s order by 1, 2",
@@ -260,9 +262,9 @@ def test_a_backfill_reloads_a_window_identically(opcua_built, warehouse_dsn):
     time in the schedule's 15-minute runs (each with its 30-minute lookback) gives the same
     values; the values are in raw once; re-running the history's slices restores every row."""
     start, end = datetime(2026, 11, 1, 10, 0, tzinfo=UTC), datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-    window = (start - timedelta(minutes=30), end)  # the 2-hour slice's window, lookback included
+    window = (start - LOOKBACK, end)  # the 2-hour slice's window, lookback included
     # what that batch owns after the history load: the next slice's lookback re-took its end
-    owned = (window[0], end - timedelta(minutes=30))
+    owned = (window[0], end - LOOKBACK)
     before = content_hash(warehouse_dsn, *owned, batch_columns=True)
     values = content_hash(warehouse_dsn, *window, batch_columns=False)
     assert before[0] > 5_000
@@ -271,7 +273,7 @@ def test_a_backfill_reloads_a_window_identically(opcua_built, warehouse_dsn):
     assert again["rows_replaced"] == again["rows_loaded"] == values[0]
     assert content_hash(warehouse_dsn, *owned, batch_columns=True) == before
     assert content_hash(warehouse_dsn, *window, batch_columns=False) == values
-    for s, e in slices(start - timedelta(minutes=30), end, timedelta(minutes=15)):
+    for s, e in slices(start - LOOKBACK, end, timedelta(minutes=15)):
         extract_interval(SYSTEM, ENTITY, s, e, dsn=warehouse_dsn, watermark="keep")
     assert content_hash(warehouse_dsn, *window, batch_columns=False) == values
     assert content_hash(warehouse_dsn, *owned, batch_columns=True) != before  # new batches
@@ -297,7 +299,7 @@ def test_an_answer_lacking_values_raw_holds_is_refused_not_deleted(
     stay and the refusal is a source incident."""
     from factory_platform.extract import load
 
-    before = content_hash(warehouse_dsn, at - timedelta(minutes=30), at + timedelta(minutes=15),
+    before = content_hash(warehouse_dsn, at - LOOKBACK, at + timedelta(minutes=15),
                           batch_columns=True)
     lacking = at + timedelta(minutes=5, milliseconds=123)  # no value of the plant's is there
     with psycopg.connect(warehouse_dsn) as conn:
@@ -315,7 +317,7 @@ def test_an_answer_lacking_values_raw_holds_is_refused_not_deleted(
                       lacking) == 1
         with psycopg.connect(warehouse_dsn) as conn:
             conn.execute(f"delete from {TABLE} where _batch_id = 'earlier'")
-        assert content_hash(warehouse_dsn, at - timedelta(minutes=30),
+        assert content_hash(warehouse_dsn, at - LOOKBACK,
                             at + timedelta(minutes=15), batch_columns=True) == before
         assert scalar(warehouse_dsn, "select count(*) from ops.source_incident where system = "
                                      "%s and reason like %s", SYSTEM, f"{refusal}: %") == 1
@@ -335,7 +337,7 @@ def test_history_read_follows_continuation_points(opcua_built, warehouse_dsn):
 
     from factory_platform.extract.opcua import endpoint_for, read_history
 
-    start = LOAD_START - timedelta(minutes=30)
+    start = LOAD_START - LOOKBACK
     minutes = int((LOAD_END - start).total_seconds() // 60)
     history = asyncio.run(read_history(endpoint_for("plant_opcua"), start, LOAD_END,
                                        {"Temperature"}))
@@ -351,7 +353,6 @@ def test_history_read_follows_continuation_points(opcua_built, warehouse_dsn):
 
 def test_the_registry_declares_the_opcua_interface():
     from factory_platform.extract.clients import client_for
-    from factory_platform.sources import get_source
 
     source = get_source(SYSTEM)
     assert (source.interface, source.connection_kind, source.pool_slots) == ("opcua", "opcua", 2)
@@ -378,6 +379,6 @@ def test_the_extract_opcua_dag_runs_one_interval(opcua_built, project_root, ware
     audit = rows(warehouse_dsn, "select status, window_start, rows_loaded from ops.load_audit "
                                 "where system = 'opcua' and run_id = %s and interval_start = %s "
                                 "and interval_end = %s", run.run_id, start, end)
-    assert [a[:2] for a in audit] == [("loaded", start - timedelta(minutes=30))]
+    assert [a[:2] for a in audit] == [("loaded", start - LOOKBACK)]
     assert audit[0][2] > 1_000
     assert content_hash(warehouse_dsn, LOAD_START, LOAD_END, batch_columns=False) == values
