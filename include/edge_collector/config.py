@@ -155,7 +155,11 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             value = overrides[name]
         if value is None and name != "mqtt_user":
             raise ConfigError(f"{path}: [{section}] {key} is not set (nor {variable})")
-        values[name] = None if value is None else kind(value)
+        try:
+            values[name] = None if value is None else kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[{section}] {key} (or {variable}, or the command line): {value!r} "
+                              f"is not {kind.__name__}") from None
     if values["poll_interval_s"] <= 0:
         raise ConfigError("poll_interval_s must be positive")
     if values["publish"] not in ("change", "every_poll"):
@@ -171,6 +175,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     machines = [m for d in devices for m in d.machines]
     if len(set(machines)) != len(machines):
         raise ConfigError(f"{path}: a machine is listed twice")
+    ids = [d.device_id for d in devices]
+    if len(set(ids)) != len(ids):  # both lists would start at the same unit's block 0
+        raise ConfigError(f"{path}: a device_id is listed twice (one [[devices]] per PLC unit)")
     regmap = load_register_map(path.parent / data.get("register_map", "register_map.toml"))
     return GatewayConfig(**values, devices=devices, register_map=regmap,
                          mqtt_password=environ.get(PASSWORD_ENV) or None)

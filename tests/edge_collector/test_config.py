@@ -54,3 +54,20 @@ def test_register_types_decode_as_the_plc_encodes() -> None:
     assert Register("t", 2, "int16", 0.1).decode(words) == -20.0  # -200 × 0.1 °C
     assert Register("n", 3, "uint32").decode(words) == 100000
     assert Register("s", 5, "uint16", 0.1).decode(words) == 40.0
+
+
+def test_a_wrong_gateway_file_is_refused(tmp_path: Path) -> None:
+    """A value of the wrong type (from any of the three places) and a PLC unit listed twice (its
+    machines would be read from the same blocks) are refused with what is wrong, not a
+    traceback."""
+    gateway = (INCLUDE / "edge_collector" / "gateway.toml").read_text()
+    (tmp_path / "register_map.toml").write_text(
+        (INCLUDE / "edge_collector" / "register_map.toml").read_text())
+    (tmp_path / "gateway.toml").write_text(gateway)
+    with pytest.raises(ConfigError, match=r"\[plc\] port .*'fifteen' is not int"):
+        load_config(tmp_path / "gateway.toml", environ={"EDGE_PLC_PORT": "fifteen"})
+    with pytest.raises(ConfigError, match=r"poll_interval_s .*'soon' is not float"):
+        load_config(tmp_path / "gateway.toml", {"poll_interval_s": "soon"}, environ={})
+    (tmp_path / "gateway.toml").write_text(gateway.replace("device_id = 2", "device_id = 1"))
+    with pytest.raises(ConfigError, match="a device_id is listed twice"):
+        load_config(tmp_path / "gateway.toml", environ={})
