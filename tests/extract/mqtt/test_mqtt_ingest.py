@@ -6,8 +6,12 @@ truth) and the ingest is killed with SIGKILL mid-stream and started again.
 Checked against the plant: the message ids in raw are exactly the ones it published (its
 `published` count on the MES `/api/v1/health` minus its listed duplicate publishes), each once;
 counts per machine × counter and state changes per machine in the shift, through the staging
-models, equal the truth's and the MES's; malformed messages are quarantined once with topic and
-reason; extract_mqtt's task reports the ingest alive and fails once it is not."""
+models, equal the truth's and the MES's; malformed and hostile messages (not JSON, empty, no id,
+a bad time, an id too long for raw's key, a string PostgreSQL cannot hold, a payload over the
+limit, an id reused for another payload) are quarantined once with topic and reason while the
+stream goes on; no secret reaches the ingest's log; extract_mqtt's task reports the ingest
+alive, fails once it is not, when the broker refuses its login (with the broker's reason) and
+when no ingest ever reported, while a reload only reports what raw holds."""
 
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ import csv
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -226,10 +232,10 @@ def test_counts_and_states_equal_the_truth(landed, plant, warehouse_dsn) -> None
     """Through the staging models: pieces per machine × counter in the shift (ms instants in
     (start, end]) = the truth's; state changes per machine in [start, end) = the MES's
     machine-state interval starts."""
-    from _pipeline import dbt
+    from _pipeline import dbt_build_selected
 
-    dbt("build", "--select", "stg_mqtt__counter_changes", "stg_mqtt__machine_state_changes",
-        "stg_mqtt__alarms")
+    dbt_build_selected(["stg_mqtt__counter_changes", "stg_mqtt__machine_state_changes",
+                        "stg_mqtt__alarms"])
     a = dt.datetime.fromtimestamp(landed["a"] / 1000, UTC)
     b = dt.datetime.fromtimestamp(landed["b"] / 1000, UTC)
     with psycopg.connect(warehouse_dsn) as conn:
@@ -259,65 +265,96 @@ def test_counts_and_states_equal_the_truth(landed, plant, warehouse_dsn) -> None
         assert got == want, machine
 
 
-def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) -> None:
-    """Not JSON, no message_id, a bad event_time: each in ops.quarantine once with its topic
-    and reason, also when published twice; nothing of them in raw."""
+def _publish(broker, client_id: str, messages: list[tuple[str, bytes | str]]) -> None:
+    """QoS 1 publishes, each acknowledged by the broker."""
     import paho.mqtt.client as mqtt
 
-    def received() -> int:
-        with psycopg.connect(warehouse_dsn) as conn:
-            return conn.execute("select coalesce(sum(rows_read), 0) from ops.load_audit "
-                                "where system = 'mqtt'").fetchone()[0]
-
-    def quarantined() -> list[tuple[str, str]]:
-        with psycopg.connect(warehouse_dsn) as conn:
-            return conn.execute("select source, reason from ops.quarantine "
-                                "where system = 'mqtt' order by reason").fetchall()
-
-    before = received()
-    topic = "ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01/counter"
-    bad = [b"{not json", json.dumps({"event_time": "2026-10-24T04:00:00.000Z"}).encode(),
-           json.dumps({"message_id": "bad-time-1", "event_time": "yesterday"}).encode()]
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h4-bad-publisher")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
     c.username_pw_set(broker.user, broker.password)
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
-    for payload in bad * 2:  # each twice: the second copy is not quarantined again
+    for topic, payload in messages:
         c.publish(topic, payload, qos=1).wait_for_publish(10)
     c.disconnect()
     c.loop_stop()
-    _wait(lambda: received() >= before + 6, 30, "the ingest takes all six")
-    rows = quarantined()
-    assert {topic} == {s for s, _ in rows}
-    reasons = [r for _, r in rows]
-    assert reasons[0].startswith("event_time 'yesterday'")
-    assert reasons[1] == "no message_id"
-    assert reasons[2].startswith("payload is not JSON")
+
+
+def _audit_totals(dsn: str) -> tuple[int, int, int, int]:
+    """(received, loaded, duplicates, quarantined) over the mqtt audit rows."""
+    with psycopg.connect(dsn) as conn:
+        return tuple(int(v) for v in conn.execute(
+            "select coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0), "
+            "coalesce(sum(duplicates_skipped), 0), coalesce(sum(rows_quarantined), 0) "
+            "from ops.load_audit where system = 'mqtt'").fetchone())
+
+
+def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) -> None:
+    """Each bad message in ops.quarantine once with its topic and reason, also when published
+    twice, nothing of it in raw, the stream going on: not JSON, empty, no message_id, a bad
+    event_time; an id over the 2,704 bytes raw's key index holds and a \\u0000 string (refused
+    by PostgreSQL: before, such a message failed its micro-batch for ever); a payload over
+    max_payload_bytes; a landed message_id published again with another payload (the landed
+    row kept). The landed message again with its keys reordered is a duplicate."""
     with psycopg.connect(warehouse_dsn) as conn:
-        assert conn.execute("select count(*) from raw_mqtt.messages "
-                            "where message_id = 'bad-time-1'").fetchone()[0] == 0
+        landed_id, landed_topic, landed_payload = conn.execute(
+            "select message_id, topic, payload from raw_mqtt.messages where kind = 'counter' "
+            "order by message_id limit 1").fetchone()
+    before = _audit_totals(warehouse_dsn)
+    topic = "ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01/counter"
+    at = "2026-10-24T04:00:00.000Z"
+    long_id = secrets.token_hex(3000)  # 6,000 bytes, incompressible
+    bad = [(topic, b"{not json"), (topic, b""),
+           (topic, json.dumps({"event_time": at})),
+           (topic, json.dumps({"message_id": "bad-time-1", "event_time": "yesterday"})),
+           (topic, json.dumps({"message_id": long_id, "event_time": at})),
+           (topic, f'{{"message_id": "nul-1", "event_time": "{at}", "note": "a\\u0000b"}}'),
+           (topic, json.dumps({"message_id": "big-1", "event_time": at,
+                               "blob": "x" * (1536 * 1024)})),
+           (landed_topic, json.dumps({**landed_payload, "increment": 7}))]
+    reordered = json.dumps(dict(reversed(list(landed_payload.items()))))
+    _publish(broker, "h1-bad-publisher", [*bad, *bad, (landed_topic, reordered)])
+    _wait(lambda: _audit_totals(warehouse_dsn)[0] >= before[0] + 17, 60,
+          f"the ingest takes all 17 ({landed['ingest'].log.read_text()[-2000:]})")
+    received, loaded, duplicates, quarantined = (
+        after - b for after, b in zip(_audit_totals(warehouse_dsn), before, strict=True))
+    assert (received, loaded, duplicates, quarantined) == (17, 0, 9, 8)
+    with psycopg.connect(warehouse_dsn) as conn:
+        rows = conn.execute("select source, reason from ops.quarantine "
+                            "where system = 'mqtt' order by reason").fetchall()
+        assert conn.execute("select count(*) from raw_mqtt.messages where message_id = any(%s)",
+                            (["bad-time-1", long_id, "nul-1", "big-1"],)).fetchone()[0] == 0
+        assert conn.execute("select payload from raw_mqtt.messages where message_id = %s",
+                            (landed_id,)).fetchone()[0] == landed_payload
+    assert sorted(s for s, _ in rows) == sorted([topic] * 7 + [landed_topic])
+    reasons = [r for _, r in rows]
+    assert len(reasons) == 8, reasons
+    expected = [
+        "event_time 'yesterday' is not an ISO time with a zone",
+        (f"message_id {landed_id!r} came before with another topic or payload (the first one "
+         "is kept)"),
+        "no message_id",
+        "payload is not JSON",
+        "payload is not JSON",
+        f"payload of {len(bad[6][1]):,} bytes is over the limit of 1,048,576 (max_payload_bytes)",
+        "refused by the database: index row size",
+        "refused by the database: unsupported Unicode escape sequence",
+    ]
+    assert all(r.startswith(e) for r, e in zip(reasons, expected, strict=True)), reasons
 
 
 def test_a_lost_warehouse_session_loses_nothing(landed, broker, warehouse_dsn) -> None:
     """The ingest's warehouse session is terminated (a database restart, a failover): it
-    reconnects, and messages published meanwhile land, each once."""
-    import paho.mqtt.client as mqtt
-
+    reconnects, and messages published meanwhile land, each once. Its log, after a kill, a
+    restart, refused messages and a lost session, holds none of the environment's secrets."""
     with psycopg.connect(warehouse_dsn) as conn:
         killed = conn.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
                               "where application_name = 'sfdp-mqtt-ingest'").fetchone()[0]
     assert killed == 1
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="h4-probe-publisher")
-    c.username_pw_set(broker.user, broker.password)
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
     ids = [f"probe-{i:03d}" for i in range(50)]
-    for mid in ids:
-        c.publish("ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01/probe", json.dumps(
-            {"message_id": mid, "event_time": "2026-10-24T04:00:00.000Z"}), qos=1
-        ).wait_for_publish(10)
-    c.disconnect()
-    c.loop_stop()
+    _publish(broker, "h1-probe-publisher", [
+        ("ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01/probe",
+         json.dumps({"message_id": mid, "event_time": "2026-10-24T04:00:00.000Z"}))
+        for mid in ids])
 
     def landed_probes() -> dict[str, int]:
         with psycopg.connect(warehouse_dsn) as conn:
@@ -327,26 +364,34 @@ def test_a_lost_warehouse_session_loses_nothing(landed, broker, warehouse_dsn) -
     _wait(lambda: len(landed_probes()) == len(ids), 60,
           f"the probes land ({landed['ingest'].log.read_text()[-2000:]})")
     assert landed_probes() == dict.fromkeys(ids, 1)
-    assert "warehouse unavailable" in landed["ingest"].log.read_text()
+    log = landed["ingest"].log.read_text()
+    assert "warehouse unavailable" in log
+    secret = load_or_create_secrets(INSTANCE)
+    assert secret["MQTT_PASSWORD"] and len(secret) > 3
+    assert [k for k, v in secret.items() if len(v) >= 8 and v in log] == []
 
 
 def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
-    """extract_mqtt's task (and the DAG, through Airflow): sums the interval's audit and
+    """extract_mqtt's task (and the DAG, through Airflow): sums the interval's audit — its
+    counts are raw's rows and quarantine's, every message received counted once — and
     succeeds while the heartbeat is fresh; fails (incident ingest_down) once it is older than
     two minutes, and the next run that finds it alive resolves the incident."""
     from factory_platform.extract.mqtt import IngestNotAlive
     from factory_platform.extract.run import extract_scheduled
 
     with psycopg.connect(warehouse_dsn) as conn:
-        first, last, loaded = conn.execute(
-            "select min(started_at), max(started_at), sum(rows_loaded) from ops.load_audit "
-            "where system = 'mqtt'").fetchone()
-        conn.execute("update raw_mqtt.ingest_session set beat_at = clock_timestamp()")
+        first, last = conn.execute("select min(started_at), max(started_at) from ops.load_audit "
+                                   "where system = 'mqtt'").fetchone()
+        rows = conn.execute("select count(*) from raw_mqtt.messages").fetchone()[0]
+        refused = conn.execute("select count(*) from ops.quarantine "
+                               "where system = 'mqtt'").fetchone()[0]
     start = first.replace(second=0, microsecond=0)
     end = last + dt.timedelta(minutes=1)
     summary = extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
-    assert summary["rows_loaded"] == loaded > 0
-    assert summary["ingest_age_s"] < 60
+    assert summary["rows_loaded"] == rows > 0
+    assert summary["rows_quarantined"] == refused == 8
+    assert summary["rows_read"] == rows + refused + summary["duplicates_skipped"]
+    assert summary["ingest_connected"] is True and summary["ingest_age_s"] < 60
     # the registry's DAG through Airflow, as the scheduler runs it (the loader's connection)
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
@@ -356,18 +401,122 @@ def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
     for task in dag.tasks:
         task.retries = 0
     assert dag.test(logical_date=start).state == DagRunState.SUCCESS
-    with psycopg.connect(warehouse_dsn) as conn:
-        conn.execute("update raw_mqtt.ingest_session "
-                     "set beat_at = clock_timestamp() - interval '10 minutes'")
-    with pytest.raises(IngestNotAlive):
-        extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
-    with psycopg.connect(warehouse_dsn) as conn:
-        kinds = [k for (k,) in conn.execute(
-            "select kind from ops.source_incident where system = 'mqtt' and resolved_at is null")]
-    assert kinds == ["ingest_down"]
+    for _ in range(3):  # the live ingest beats every 5 s: it may between update and check
+        with psycopg.connect(warehouse_dsn) as conn:
+            conn.execute("update raw_mqtt.ingest_session "
+                         "set beat_at = clock_timestamp() - interval '10 minutes'")
+        try:
+            extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+        except IngestNotAlive as exc:
+            assert "last reported at" in str(exc)
+            break
+    else:
+        pytest.fail("extract_mqtt passed on a heartbeat 10 minutes old")
+    assert _open_incidents(warehouse_dsn) == ["ingest_down"]
     with psycopg.connect(warehouse_dsn) as conn:
         conn.execute("update raw_mqtt.ingest_session set beat_at = clock_timestamp()")
     extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    assert _open_incidents(warehouse_dsn) == []
+
+
+def _open_incidents(dsn: str, kind: str = "kind") -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r for (r,) in conn.execute(
+            f"select {kind} from ops.source_incident "  # kind: a column name of ours
+            "where system = 'mqtt' and resolved_at is null")]
+
+
+def test_a_refused_login_fails_extract_mqtt_with_the_brokers_reason(landed, warehouse_dsn
+                                                                     ) -> None:
+    """An ingest whose password the broker refuses: it retries, logs the refusal once and
+    never the password, and its heartbeat carries the broker's reason; once it has not been
+    subscribed for longer than two minutes (its row back-dated) a scheduled extract_mqtt fails
+    with that reason (incident ingest_down) although the ingest reports — before, a fresh
+    heartbeat with connected false passed. Its row gone, the next run resolves the incident."""
+    import logging
+    from dataclasses import replace
+
+    from factory_platform.extract.mqtt import IngestNotAlive, broker_settings
+    from factory_platform.extract.mqtt_ingest import Ingest
+    from factory_platform.extract.run import extract_scheduled
+    from factory_platform.warehouse import warehouse_dsn as role_dsn
+
+    wrong = f"wrong-{secrets.token_hex(8)}"
+    client_id = "sfdp-h1-refused-login"
+    settings = replace(broker_settings("plant_mqtt", "ENT/#"), password=wrong,
+                       client_id=client_id)
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(handler.format(record))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    ingest = Ingest(settings, role_dsn("warehouse_load"))
+    attempts: list[str] = []
+    answer = ingest._on_connect
+    ingest._on_connect = lambda *args: (attempts.append(str(args[3])), answer(*args))
+    runner = threading.Thread(target=ingest.run, daemon=True)
+    runner.start()
+
+    def reported() -> tuple | None:
+        with psycopg.connect(warehouse_dsn) as conn:
+            return conn.execute("select connected, disconnected_since, last_error from "
+                                "raw_mqtt.ingest_session where client_id = %s and last_error "
+                                "is not null", (client_id,)).fetchone()
+    try:
+        _wait(lambda: len(attempts) >= 3 and reported(), 30, "the refused ingest reports")
+    finally:
+        ingest.stop()
+        runner.join(15)
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert not runner.is_alive()
+    connected, down_since, last_error = reported()
+    assert (connected, last_error) == (False, "the broker refused the connection: Not authorized")
+    assert down_since is not None
+    assert set(attempts) == {"Not authorized"}
+    refusals = [line for line in lines if "refused the connection" in line]
+    assert len(refusals) == 1, lines  # once, though paho tried again and again
+    assert not [line for line in lines if wrong in line]
+    start = dt.datetime.now(UTC).replace(second=0, microsecond=0)
     with psycopg.connect(warehouse_dsn) as conn:
-        assert conn.execute("select count(*) from ops.source_incident where system = 'mqtt' "
-                            "and resolved_at is null").fetchone()[0] == 0
+        conn.execute("update raw_mqtt.ingest_session set beat_at = clock_timestamp(), "
+                     "disconnected_since = clock_timestamp() - interval '10 minutes' "
+                     "where client_id = %s", (client_id,))
+    with pytest.raises(IngestNotAlive, match="has not been subscribed to its broker for "
+                       "6.. s: the broker refused the connection: Not authorized"):
+        extract_scheduled("mqtt", "messages", start, start + dt.timedelta(minutes=15),
+                          dsn=warehouse_dsn)
+    (reason,) = _open_incidents(warehouse_dsn, "reason")
+    assert client_id in reason and "Not authorized" in reason and wrong not in reason
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("delete from raw_mqtt.ingest_session where client_id = %s", (client_id,))
+    extract_scheduled("mqtt", "messages", start, start + dt.timedelta(minutes=15),
+                      dsn=warehouse_dsn)
+    assert _open_incidents(warehouse_dsn) == []
+
+
+def test_without_an_ingest_scheduled_runs_fail_and_reloads_report(landed, warehouse_dsn
+                                                                   ) -> None:
+    """No ingest has ever reported (a deployment where it never started): a scheduled
+    extract_mqtt fails, incident ingest_down — before, it warned and succeeded for ever. A
+    reload or backfill of a window (extract_interval) reports what raw holds, as it would
+    whatever the ingest's state. (The module's ingest is stopped here: the last test.)"""
+    from factory_platform.extract.mqtt import IngestNotAlive
+    from factory_platform.extract.run import extract_interval, extract_scheduled
+
+    landed["ingest"].stop()
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("truncate raw_mqtt.ingest_session")
+        first, last = conn.execute("select min(started_at), max(started_at) from ops.load_audit "
+                                   "where system = 'mqtt'").fetchone()
+        rows = conn.execute("select count(*) from raw_mqtt.messages").fetchone()[0]
+    start = first.replace(second=0, microsecond=0)
+    end = last + dt.timedelta(minutes=1)
+    with pytest.raises(IngestNotAlive, match="no MQTT ingest has ever reported"):
+        extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    assert _open_incidents(warehouse_dsn) == ["ingest_down"]
+    summary = extract_interval("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    assert summary["rows_loaded"] == rows > 0
+    assert summary["ingest_client_id"] is None
