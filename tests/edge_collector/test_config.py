@@ -12,12 +12,22 @@ from edge_collector.config import ConfigError, Register, load_config
 
 
 def test_shipped_gateway_is_make_runs_plant() -> None:
+    """Its PLCs and machines are the default plant's (a unit id per line, in the config's
+    order; a machine's block its index - 1), its root the plant's enterprise."""
+    from plant_sim.config import load_config as load_plant
+    from plant_sim.protocols.modbus import BLOCK
+    from plant_sim.systems.shopfloor import ENTERPRISE
+
+    plant = load_plant(INCLUDE / "plant_sim" / "configs" / "default.toml")
     cfg = load_config(environ={})
-    assert [(d.device_id, d.line, d.area) for d in cfg.devices] == [
-        (1, "ERF-L1", "ERF-MACH"), (2, "ERF-L2", "ERF-MACH"), (3, "ERF-L3", "ERF-MOLD")]
-    assert sum(len(d.machines) for d in cfg.devices) == 12
+    assert [(d.device_id, d.site, d.area, d.line, d.machines) for d in cfg.devices] == [
+        (unit, line.site_code, line.area_code, line.code,
+         tuple(m.code for m in sorted(line.machines, key=lambda m: m.index)))
+        for unit, line in enumerate(plant.lines, start=1)]
+    assert [m.index for line in plant.lines for m in line.machines] == [1, 2, 3, 4] * 3
+    assert cfg.enterprise == ENTERPRISE
     assert set(MACHINES) < {m for d in cfg.devices for m in d.machines}
-    assert cfg.register_map.span == 14 and cfg.register_map.block_size == 100
+    assert cfg.register_map.span == 14 and cfg.register_map.block_size == BLOCK
     assert cfg.topic(cfg.devices[2], "ERF-L3-M04") == "ENT/ERF/ERF-MOLD/ERF-L3/ERF-L3-M04/plc"
     assert (cfg.publish, cfg.heartbeat_s, cfg.poll_interval_s) == ("change", 60, 1.0)
     assert cfg.mqtt_password is None
