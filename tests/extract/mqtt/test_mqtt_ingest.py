@@ -372,13 +372,19 @@ def test_a_lost_warehouse_session_loses_nothing(landed, broker, warehouse_dsn) -
 
 
 def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
-    """extract_mqtt's task (and the DAG, through Airflow): sums the interval's audit — its
-    counts are raw's rows and quarantine's, every message received counted once — and
-    succeeds while the heartbeat is fresh; fails (incident ingest_down) once it is older than
-    two minutes, and the next run that finds it alive resolves the incident."""
+    """extract_mqtt's task, as the DAG's task runs it (extract_scheduled, the loader's
+    connection: its grants on the audit, the heartbeat and the incidents): sums the interval's
+    audit — its counts are raw's rows and quarantine's, every message received counted once —
+    and succeeds while the heartbeat is fresh; fails (incident ingest_down) once it is older
+    than two minutes, and the next run that finds it alive resolves the incident. (The task
+    itself is the factory's, the same for every system, run through Airflow by
+    tests/extract/files (the file drops) and tests/e2e (the others); a dag.test() here
+    re-parsed the whole dags folder for ~12 s.)"""
     from factory_platform.extract.mqtt import IngestNotAlive
     from factory_platform.extract.run import extract_scheduled
+    from factory_platform.warehouse import warehouse_dsn as role_dsn
 
+    loader = role_dsn("warehouse_load")
     with psycopg.connect(warehouse_dsn) as conn:
         first, last = conn.execute("select min(started_at), max(started_at) from ops.load_audit "
                                    "where system = 'mqtt'").fetchone()
@@ -387,26 +393,18 @@ def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
                                "where system = 'mqtt'").fetchone()[0]
     start = first.replace(second=0, microsecond=0)
     end = last + dt.timedelta(minutes=1)
-    summary = extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    summary = extract_scheduled("mqtt", "messages", start, end, dsn=loader)
+    json.dumps(summary)  # the task's return value: its XCom
     assert summary["rows_loaded"] == rows > 0
     assert summary["rows_quarantined"] == refused == 8
     assert summary["rows_read"] == rows + refused + summary["duplicates_skipped"]
     assert summary["ingest_connected"] is True and summary["ingest_age_s"] < 60
-    # the registry's DAG through Airflow, as the scheduler runs it (the loader's connection)
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.state import DagRunState
-
-    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "extract_sources.py")).get_dag(
-        "extract_mqtt")
-    for task in dag.tasks:
-        task.retries = 0
-    assert dag.test(logical_date=start).state == DagRunState.SUCCESS
     for _ in range(3):  # the live ingest beats every 5 s: it may between update and check
         with psycopg.connect(warehouse_dsn) as conn:
             conn.execute("update raw_mqtt.ingest_session "
                          "set beat_at = clock_timestamp() - interval '10 minutes'")
         try:
-            extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+            extract_scheduled("mqtt", "messages", start, end, dsn=loader)
         except IngestNotAlive as exc:
             assert "last reported at" in str(exc)
             break
@@ -415,7 +413,7 @@ def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
     assert _open_incidents(warehouse_dsn) == ["ingest_down"]
     with psycopg.connect(warehouse_dsn) as conn:
         conn.execute("update raw_mqtt.ingest_session set beat_at = clock_timestamp()")
-    extract_scheduled("mqtt", "messages", start, end, dsn=warehouse_dsn)
+    extract_scheduled("mqtt", "messages", start, end, dsn=loader)
     assert _open_incidents(warehouse_dsn) == []
 
 
@@ -487,7 +485,7 @@ def test_a_refused_login_fails_extract_mqtt_with_the_brokers_reason(landed, ware
     with pytest.raises(IngestNotAlive, match="has not been subscribed to its broker for "
                        "6.. s: the broker refused the connection: Not authorized"):
         extract_scheduled("mqtt", "messages", start, start + dt.timedelta(minutes=15),
-                          dsn=warehouse_dsn)
+                          dsn=role_dsn("warehouse_load"))
     (reason,) = _open_incidents(warehouse_dsn, "reason")
     assert client_id in reason and "Not authorized" in reason and wrong not in reason
     with psycopg.connect(warehouse_dsn) as conn:
