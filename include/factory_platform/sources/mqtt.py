@@ -13,13 +13,16 @@ each message to the broker only after its batch committed.
 * **Exactly once into raw:** `insert … on conflict (message_id) do nothing` — a redelivery after
   a consumer crash or a broker restart, a message the plant published twice: counted as
   duplicates in `ops.load_audit`, never landed twice. Nothing the broker accepted is lost.
-* **Bad messages:** not JSON, no `message_id`, a bad `event_time` → `ops.quarantine` with the
-  topic and the reason.
-* **This DAG** (every 15 minutes) is the safety net and the trigger: it fails when the ingest's
-  heartbeat is older than 2 minutes (incident `ingest_down`), sums what landed in its interval
-  from the load audit (one row per minute of ingest) and emits the raw table's asset, which
-  schedules `transform_dbt`. A reload or backfill re-reads nothing (the broker is no history):
-  it reports what raw holds for the window.
+* **Bad messages:** over the payload limit (1 MiB), not UTF-8 or not JSON, no `message_id`, a
+  bad `event_time`, a value PostgreSQL refuses, a `message_id` reused for another payload →
+  `ops.quarantine` with the topic and the reason, once; the stream goes on.
+* **This DAG** (every 15 minutes) is the safety net and the trigger: a scheduled run fails
+  (incident `ingest_down`) when no ingest has reported for 2 minutes (or none ever did) or the
+  one that reports has not been subscribed to the broker for 2 minutes (a refused login: the
+  broker's reason in the error); it sums what landed in its interval from the load audit (one
+  row per minute of ingest) and emits the raw table's asset, which schedules `transform_dbt`.
+  A reload or backfill re-reads nothing (the broker is no history) and judges no ingest: it
+  reports what raw holds for the window.
 
 Source registry: `include/factory_platform/sources/mqtt.py`; the client and the raw table:
 `include/factory_platform/extract/mqtt.py`.
