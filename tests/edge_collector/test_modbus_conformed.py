@@ -83,8 +83,8 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def subscribed() -> bool:
-        # this ingest's session (an earlier one's row may still say connected); an ingest that
-        # exited says why at once, not after the timeout
+        # this ingest's session (an earlier one's row may still say connected), connected once
+        # its SUBACK granted QoS 1; an ingest that exited says why at once, not after the timeout
         assert ingest.poll() is None, f"the MQTT ingest exited: {ingest_log.read_text()[-3000:]}"
         return rows(warehouse_dsn, "select coalesce(bool_or(connected), false) from "
                                    "raw_mqtt.ingest_session where pid = %s", ingest.pid)[0][0]
@@ -95,7 +95,6 @@ def modbus_built(plant: Any, broker: Any, warehouse_dsn: str,
             wait(subscribed, 60, "the MQTT ingest subscribes")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{ingest_log.read_text()[-3000:]}") from None
-        time.sleep(0.5)  # its SUBACK
         published = collect(plant.world, broker, instants)
         wait(lambda: len(plc_ids(warehouse_dsn)) >= len(published), 60,
              "the ingest lands every reading")
