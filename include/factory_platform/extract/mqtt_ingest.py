@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import re
 import signal
 import sys
 import threading
@@ -237,6 +238,13 @@ class Ingest:
         self.stopping.set()
 
 
+def without_credentials(text: str) -> str:
+    """`text` with the user info of any URL (`scheme://user:password@`) and any JSON
+    `"password": "…"` replaced by ***."""
+    text = re.sub(r"(\w[\w+.-]*://)\S*@", r"\1***@", text)
+    return re.sub(r'("password"\s*:\s*")(?:[^"\\]|\\.)*"', r'\1***"', text)
+
+
 def main(argv: list[str] | None = None) -> int:
     from factory_platform.sources import get_source
     from factory_platform.warehouse import warehouse_dsn
@@ -252,9 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = get_source(args.system)
-    settings = broker_settings(source.conn_id, source.entities[0].endpoint)
-    ingest = Ingest(settings, warehouse_dsn(args.warehouse_conn), args.batch_ms,
-                    args.batch_max)
+    try:
+        settings = broker_settings(source.conn_id, source.entities[0].endpoint)
+        dsn = warehouse_dsn(args.warehouse_conn)
+    except Exception as exc:  # noqa: BLE001 — said once, without what it may quote
+        # Airflow quotes a connection it cannot parse whole ("Invalid connection string:
+        # mqtt://user:password@…"); this process has no secrets masker on its log
+        log.error("cannot read the connections %s and %s: %s", source.conn_id,
+                  args.warehouse_conn, without_credentials(f"{type(exc).__name__}: {exc}"))
+        return 2
+    ingest = Ingest(settings, dsn, args.batch_ms, args.batch_max)
     # Airflow's import (the connections) replaced the root logger's handlers: ours again
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

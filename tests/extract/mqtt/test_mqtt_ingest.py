@@ -199,6 +199,27 @@ def _plan(world: Path, first_ms: int, upto_ms: int) -> list[tuple[str, str, str]
                          (first_ms, upto_ms)).fetchall()
 
 
+def test_a_connection_it_cannot_read_is_reported_without_its_password(monkeypatch, caplog
+                                                                       ) -> None:
+    """A plant_mqtt connection Airflow cannot parse: the ingest exits (2) with one line naming
+    the connections and why, not a traceback, and the password is in nothing it logs at its
+    level (Airflow 3.3 drops the unparsable value with a debug line; its message, in older
+    versions, quoted the URI: the line redacts a URL's user info and a JSON password)."""
+    from factory_platform.extract.mqtt_ingest import main, without_credentials
+
+    password = f"pw-{secrets.token_hex(8)}"
+    monkeypatch.setenv("AIRFLOW_CONN_PLANT_MQTT", f"mqtt://plant:{password}@broker://a://b")
+    with caplog.at_level("INFO"):
+        assert main([]) == 2
+    assert ("cannot read the connections plant_mqtt and warehouse_load: "
+            "AirflowNotFoundException: The conn_id `plant_mqtt` isn't defined") in caplog.text
+    assert password not in caplog.text
+    assert without_credentials(f"Invalid connection string: mqtt://plant:{password}@h://a://b."
+                               ) == "Invalid connection string: mqtt://***@h://a://b."
+    assert without_credentials(f'{{"login": "plant", "password": "{password}\\"x"}}'
+                               ) == '{"login": "plant", "password": "***"}'
+
+
 def test_raw_holds_each_published_message_once(landed, plant, warehouse_dsn) -> None:
     """Broker restart and SIGKILL of the ingest mid-stream: raw's message ids are exactly the
     plant's published ones; its `published` count = raw rows + its listed duplicate publishes."""
