@@ -9,7 +9,10 @@
     on the same path and is split at shift boundaries (the machine's last state, still open,
     is not counted); a process sample belongs to [start, end). The machine's site comes from
     the equipment register (dim_equipment): a signal of a machine the register does not know
-    is not placed (the staging models' relationships tests warn about it). -#}
+    is not placed (the staging models' relationships tests warn about it).
+    A full table, not incremental, for now: the staging views number readings (lag) and states
+    (lead) over each machine's whole history, so recomputing only changed shifts would still
+    read all of raw; it wants an incremental staging step first (README, the OPC UA client). -#}
 with state_changes as (
     select
         machine_code,
