@@ -203,8 +203,9 @@ def test_a_connection_it_cannot_read_is_reported_without_its_password(monkeypatc
                                                                        ) -> None:
     """A plant_mqtt connection Airflow cannot parse: the ingest exits (2) with one line naming
     the connections and why, not a traceback, and the password is in nothing it logs at its
-    level (Airflow 3.3 drops the unparsable value with a debug line; its message, in older
-    versions, quoted the URI: the line redacts a URL's user info and a JSON password)."""
+    level (Airflow's URI parser raises "Invalid connection string: <the URI>"; 3.3's lookup
+    keeps that for a debug line and says "isn't defined": the line redacts a URL's user info
+    and a JSON password whatever it is given)."""
     from factory_platform.extract.mqtt_ingest import main, without_credentials
 
     password = f"pw-{secrets.token_hex(8)}"
