@@ -169,6 +169,7 @@ class Collector:
         self.readings = 0  # machine blocks read
         self.repeats = 0  # readings of an instant already read
         self.unchanged = 0  # readings equal to the last published (publish = change)
+        self.clock_back = 0  # readings of an instant before the machine's last one read
         self.read_errors = 0
         self._errors: dict[str, str] = {}  # what failed, by server / device block: its last error
 
@@ -209,6 +210,19 @@ class Collector:
             log.warning("%s", text)
             self._errors[key] = text
 
+    def _clock_went_back(self, machine: str, instant: int, seen: int) -> None:
+        """A reading older than one already read (the PLC's clock set back, a PLC restart): not
+        published until the clock passes the last instant read, counted, logged once. Published,
+        it would sit between earlier readings by its event time (a fall, then a rise, of its
+        counters: pieces counted twice) or reuse an instant's message id with other registers.
+        Counters are cumulative: the first reading past it carries the pieces."""
+        self.clock_back += 1
+        if f"clock {machine}" not in self._errors:
+            log.warning("%s: the PLC's clock went back to %s, before %s already read; its "
+                        "readings wait until it passes that", machine, iso_ms(instant),
+                        iso_ms(seen))
+            self._errors[f"clock {machine}"] = "back"
+
     def _answered(self, key: str) -> None:
         if self._errors.pop(key, None) is not None:
             log.info("%s answers again", "the PLC server" if key == "server" else key)
@@ -228,9 +242,15 @@ class Collector:
             self.readings += 1
             registers = regmap.decode(words)
             instant = int(registers.pop(regmap.time_register))
-            if self.last_read.get(machine) == instant:  # the PLC's clock has not moved
+            seen = self.last_read.get(machine)
+            if seen == instant:  # the PLC's clock has not moved
                 self.repeats += 1
                 continue
+            if seen is not None and instant < seen:
+                self._clock_went_back(machine, instant, seen)
+                continue
+            if self._errors.pop(f"clock {machine}", None) is not None:
+                log.info("%s: the PLC's clock is past %s again", machine, iso_ms(seen))
             self.last_read[machine] = instant
             last = self.last_instant.get(machine)
             if (self.cfg.publish == "change" and last is not None
@@ -288,7 +308,7 @@ class Collector:
         p = self.publisher
         with p.lock:
             return {"polls": self.polls, "readings": self.readings, "repeats": self.repeats,
-                    "unchanged": self.unchanged,
+                    "unchanged": self.unchanged, "clock_back": self.clock_back,
                     "read_errors": self.read_errors, "published": p.published,
                     "acked": p.acked, "refused": p.refused, "connects": p.connects,
                     "login_refused": p.login_refused, "disconnects": p.disconnects}

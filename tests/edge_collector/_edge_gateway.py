@@ -213,6 +213,7 @@ class FakePlc:
 
     def __init__(self, answers: dict[tuple[int, int], str | int]) -> None:
         self.answers = answers
+        self.clock_offset = 0  # seconds added to every block's clock (set back: negative)
         self.reads: dict[tuple[int, int], int] = defaultdict(int)
         plc = self
 
@@ -240,7 +241,7 @@ class FakePlc:
         words = [0] * count
         words[1] = words[7] = n  # good_count, total_count (uint32, low words)
         words[8] = 1  # running
-        words[12], words[13] = divmod(self.T0 + n, 1 << 16)  # plant_time
+        words[12], words[13] = divmod(self.T0 + n + self.clock_offset, 1 << 16)  # plant_time
         words = {"good": words, "short": words[:-4], "long": [*words, 0]}[how]
         return struct.pack(f">BB{len(words)}H", fc, 2 * len(words), *words)
 

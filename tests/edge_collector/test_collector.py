@@ -308,6 +308,37 @@ def test_a_plc_answering_garbage_costs_its_blocks_only(
         ("ERF-L1-M01", FakePlc.T0 + n, n, 1) for n in range(1, 6)]
 
 
+def test_a_plc_clock_set_back_is_held_until_it_passes_the_last_instant(
+        broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The PLCs' clock goes back 3 s after the third poll: the next two polls read instants
+    already passed (held: counted clock_back, one warning per machine), the third the last
+    instant again (a repeat), the fourth is published — with the pieces of the whole gap, so
+    no piece is counted twice. 7 polls x 4 machines, nothing sent to a broker here."""
+    plc = FakePlc(dict.fromkeys(((1, 0), (1, 1), (2, 0), (2, 1)), "good"))
+    c = _collector_on(plc, broker, tmp_path, "edge-test-clock", broker.password)
+    c.published_ids = []
+    try:
+        with caplog.at_level("INFO", logger="edge_collector"):
+            sent = [c.poll_once() for _ in range(3)]
+            plc.clock_offset = -3
+            sent += [c.poll_once() for _ in range(4)]
+    finally:
+        c.modbus.close()
+        plc.close()
+    status = c.status()
+    assert sent == [4, 4, 4, 0, 0, 0, 4]
+    assert {k: status[k] for k in ("readings", "published", "clock_back", "repeats",
+                                   "read_errors")} == {
+        "readings": 28, "published": 16, "clock_back": 8, "repeats": 4, "read_errors": 0}
+    t0 = FakePlc.T0
+    assert [i for i in c.published_ids if i.startswith("ERF-L1-M01-")] == [
+        f"ERF-L1-M01-plc-{t}" for t in (t0 + 1, t0 + 2, t0 + 3, t0 + 4)]
+    assert c.last_registers["ERF-L1-M01"]["good_count"] == 7  # the 7th read: 4 pieces on
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 4 and all("clock went back" in w for w in warnings), warnings
+    assert sum("clock is past" in r.getMessage() for r in caplog.records) == 4
+
+
 def test_a_broker_refusing_the_login_and_a_full_queue_are_counted(
         broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A wrong password: the broker refuses the login (counted at each of paho's retries,
