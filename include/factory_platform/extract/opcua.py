@@ -50,6 +50,9 @@ SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 ANALOG_TYPES = ("Float", "Double")
 ISA95_LEVELS = ("enterprise", "site", "area", "line", "machine")
 GOOD_MASK = 0xC0000000  # the severity bits of a status code: 00 Good, 01 Uncertain, 10 Bad
+# HistoryRead's "no value in the range": Part 11 lets a server say it as Good_NoData or as
+# Bad_NoData (0x809B0000), so a quiet tag (a counter that did not change) is no error
+BAD_NO_DATA = 0x809B0000
 
 
 class OpcUaConfigError(RuntimeError):
@@ -327,10 +330,13 @@ async def _read_raw(client, endpoint: OpcUaEndpoint, history: History, start: da
         history.requests += 1
         for (index, previous), result in zip(batch, results, strict=True):
             tag = history.tags[index]
+            rows = history.values.setdefault(index, [])
+            if result.StatusCode.value == BAD_NO_DATA:
+                pending.pop(index)  # the history has no value in the range: none, not an error
+                continue
             if not result.StatusCode.is_good():
                 raise RuntimeError(f"{endpoint.url}: HistoryRead of {tag.node_key} answered "
                                    f"{result.StatusCode.name}")
-            rows = history.values.setdefault(index, [])
             for dv in result.HistoryData.DataValues or ():
                 source_ms = _ms(dv.SourceTimestamp) if dv.SourceTimestamp else None
                 if source_ms is None:

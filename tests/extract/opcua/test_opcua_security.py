@@ -43,6 +43,9 @@ HISTORY = {
 # tags whose history the server answers with the same continuation point every time (a server
 # that makes no progress); set by one test
 STUCK: set[str] = set()
+# set: the server answers a node whose history has no value in the range with Bad_NoData (as
+# some servers do; asyncua's says Good); set by one test
+NO_DATA_AS_BAD = threading.Event()
 
 
 def _at(minute: int) -> datetime:
@@ -147,6 +150,17 @@ class SecureServer:
                 return None
 
         server.iserver.history_manager.set_storage(Crafted())
+        manager = server.iserver.history_manager
+        read_history = manager.read_history
+
+        async def read_history_saying_bad_no_data(params):
+            results = await read_history(params)
+            for result in results:
+                if NO_DATA_AS_BAD.is_set() and not result.HistoryData.DataValues:
+                    result.StatusCode = ua.StatusCode(ua.StatusCodes.BadNoData)
+            return results
+
+        manager.read_history = read_history_saying_bad_no_data
         await server.start()
         self.server = server
 
@@ -310,3 +324,18 @@ def test_a_continuation_point_handed_back_again_is_not_followed(
         STUCK.discard("GoodCount")
     assert rows(warehouse_dsn, "select count(*) from raw_opcua.tag_values "
                                "where machine_code = 'SEC-M01'") == [(0,)]
+
+
+def test_a_history_answered_bad_no_data_is_read_as_no_values(secure_server, monkeypatch):
+    """Part 11 lets a server answer "no value in the range" as Bad_NoData: those tags read as
+    no values, the others' values are read. In [10:08:30, 10:15) only Temperature changed."""
+    from factory_platform.extract.opcua import endpoint_for, read_history
+
+    monkeypatch.setenv("AIRFLOW_CONN_PLANT_OPCUA", connection(secure_server))
+    NO_DATA_AS_BAD.set()
+    try:
+        history = asyncio.run(read_history(endpoint_for("plant_opcua"), _at(8.5), _at(15)))
+    finally:
+        NO_DATA_AS_BAD.clear()
+    assert {t.tag: len(history.values[i]) for i, t in enumerate(history.tags)} == {
+        "GoodCount": 0, "State": 0, "Temperature": 26}
