@@ -221,6 +221,7 @@ def test_a_connection_it_cannot_read_is_reported_without_its_password(monkeypatc
                                ) == '{"login": "plant", "password": "***"}'
 
 
+@pytest.mark.slow  # the plant, a broker, the ingest process (and dbt): ≈ 1–2 min
 def test_raw_holds_each_published_message_once(landed, plant, warehouse_dsn) -> None:
     """Broker restart and SIGKILL of the ingest mid-stream: raw's message ids are exactly the
     plant's published ones; its `published` count = raw rows + its listed duplicate publishes."""
@@ -250,6 +251,7 @@ def test_raw_holds_each_published_message_once(landed, plant, warehouse_dsn) -> 
     assert read == loaded + duplicates and duplicates >= len(plant_duplicates)
 
 
+@pytest.mark.slow
 def test_counts_and_states_equal_the_truth(landed, plant, warehouse_dsn) -> None:
     """Through the staging models: pieces per machine × counter in the shift (ms instants in
     (start, end]) = the truth's; state changes per machine in [start, end) = the MES's
@@ -310,6 +312,7 @@ def _audit_totals(dsn: str) -> tuple[int, int, int, int]:
             "from ops.load_audit where system = 'mqtt'").fetchone())
 
 
+@pytest.mark.slow
 def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) -> None:
     """Each bad message in ops.quarantine once with its topic and reason, also when published
     twice, nothing of it in raw, the stream going on: not JSON, empty, no message_id, a bad
@@ -364,6 +367,7 @@ def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) 
     assert all(r.startswith(e) for r, e in zip(reasons, expected, strict=True)), reasons
 
 
+@pytest.mark.slow
 def test_a_lost_warehouse_session_loses_nothing(landed, broker, warehouse_dsn) -> None:
     """The ingest's warehouse session is terminated (a database restart, a failover): it
     reconnects, and messages published meanwhile land, each once. Its log, after a kill, a
@@ -393,6 +397,7 @@ def test_a_lost_warehouse_session_loses_nothing(landed, broker, warehouse_dsn) -
     assert [k for k, v in secret.items() if len(v) >= 8 and v in log] == []
 
 
+@pytest.mark.slow
 def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
     """extract_mqtt's task, as the DAG's task runs it (extract_scheduled, the loader's
     connection: its grants on the audit, the heartbeat and the incidents): sums the interval's
@@ -446,6 +451,7 @@ def _open_incidents(dsn: str, kind: str = "kind") -> list[str]:
             "where system = 'mqtt' and resolved_at is null")]
 
 
+@pytest.mark.slow
 def test_a_refused_login_fails_extract_mqtt_with_the_brokers_reason(landed, warehouse_dsn
                                                                      ) -> None:
     """An ingest whose password the broker refuses: it retries, logs the refusal once and
@@ -517,6 +523,7 @@ def test_a_refused_login_fails_extract_mqtt_with_the_brokers_reason(landed, ware
     assert _open_incidents(warehouse_dsn) == []
 
 
+@pytest.mark.slow
 def test_without_an_ingest_scheduled_runs_fail_and_reloads_report(landed, warehouse_dsn
                                                                    ) -> None:
     """No ingest has ever reported (a deployment where it never started): a scheduled
