@@ -60,9 +60,14 @@ def sql_text(path: Path) -> str:
     """The SQL a file holds: a .sql/.yml without comments, a .py's string literals."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".py":
-        parts = []
+        parts, inside_fstrings = [], set()
         for node in ast.walk(ast.parse(text, str(path))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if isinstance(node, ast.JoinedStr):  # an f-string reads as one text, `{…}` as a blank
+                pieces = [v.value if isinstance(v, ast.Constant) else " " for v in node.values]
+                inside_fstrings.update(id(v) for v in node.values)
+                parts.append("".join(pieces))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and id(node) not in inside_fstrings:
                 parts.append(node.value)
         docstrings = {ast.get_docstring(n, clean=False) for n in ast.walk(ast.parse(text))
                       if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
