@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 from factory_platform.change_triggers import (
     ApiChangeTrigger,
@@ -168,29 +167,6 @@ def test_the_deployments_triggerer_sees_every_watched_inbox(project_root):
 
 
 # --- the API trigger against the served plant ---------------------------------------------------
-
-
-@pytest.fixture()
-def mes_marks(warehouse_dsn):
-    """Set the MES high-water marks for a test; the session's marks come back after it."""
-    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-        saved = conn.execute("select entity, loaded_upto, batch_id from ops.extract_watermark "
-                             "where system = 'mes'").fetchall()
-
-    def set_marks(marks: dict[str, datetime]) -> None:
-        with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-            for entity, upto in marks.items():
-                conn.execute(
-                    "insert into ops.extract_watermark (system, entity, loaded_upto, batch_id) "
-                    "values ('mes', %s, %s, 'test_change_triggers') on conflict (system, entity) "
-                    "do update set loaded_upto = excluded.loaded_upto", (entity, upto))
-
-    yield set_marks
-    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-        conn.execute("delete from ops.extract_watermark where system = 'mes'")
-        for entity, upto, batch_id in saved:
-            conn.execute("insert into ops.extract_watermark (system, entity, loaded_upto, "
-                         "batch_id) values ('mes', %s, %s, %s)", (entity, upto, batch_id))
 
 
 class Events:

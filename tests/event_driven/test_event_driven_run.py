@@ -160,19 +160,13 @@ def add_confirmations(world: Path, at: list[datetime]) -> list[str]:
 
 
 @pytest.fixture()
-def mes_marks_at_start(warehouse_dsn):
+def mes_marks_at_start(mes_marks, warehouse_dsn):
     """The MES high-water marks at the test's start (so the world's records are all loaded, as
-    far as the trigger can tell); afterwards the session's marks, and no row of this test."""
+    far as the trigger can tell); afterwards the session's marks (`mes_marks`), and no row of
+    this test."""
     started = datetime.now(UTC).replace(microsecond=0)
     entities = [e.name for e in get_source("mes").entities]
-    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-        saved = conn.execute("select entity, loaded_upto, batch_id from ops.extract_watermark "
-                             "where system = 'mes'").fetchall()
-        for entity in entities:
-            conn.execute(
-                "insert into ops.extract_watermark (system, entity, loaded_upto, batch_id) "
-                "values ('mes', %s, %s, 'test_event_driven_run') on conflict (system, entity) "
-                "do update set loaded_upto = excluded.loaded_upto", (entity, started))
+    mes_marks(dict.fromkeys(entities, started))
     yield started
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
         batches = [b for (b,) in conn.execute(
@@ -182,10 +176,6 @@ def mes_marks_at_start(warehouse_dsn):
             conn.execute(f"delete from raw_mes.{entity} where _batch_id = any(%s)", (batches,))
         for table in ("quarantine", "load_audit", "source_incident"):
             conn.execute(f"delete from ops.{table} where batch_id = any(%s)", (batches,))
-        conn.execute("delete from ops.extract_watermark where system = 'mes'")
-        for entity, upto, batch_id in saved:
-            conn.execute("insert into ops.extract_watermark (system, entity, loaded_upto, "
-                         "batch_id) values ('mes', %s, %s, %s)", (entity, upto, batch_id))
 
 
 def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_at_start,

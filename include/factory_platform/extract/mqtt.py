@@ -360,8 +360,11 @@ class MicroBatchWriter:
         good: dict[str, Message] = {}
         again: list[Message] = []  # an id the batch holds already: compared with what landed
         for m in messages:
-            if isinstance(m, Message) and good.setdefault(m.message_id, m) is not m:
-                again.append(m)
+            if isinstance(m, Message):
+                if m.message_id in good:
+                    again.append(m)
+                else:
+                    good[m.message_id] = m
         conn = self.conn
         try:
             quarantined: list[tuple[str, str, str, str | None]] = []
