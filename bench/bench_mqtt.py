@@ -124,14 +124,13 @@ def main() -> int:
         return 0
 
     import psycopg
-    from launcher.mosquitto import Mosquitto
+    from launcher.__main__ import broker_for, mqtt_ingest_environment
 
     secret = load_or_create_secrets(INSTANCE)
     cluster = start_provisioned_cluster(INSTANCE, secret)
-    broker_root = INSTANCE.var_dir / "mosquitto"
-    Mosquitto(broker_root, INSTANCE.mqtt_port, "plant", "").stop()
-    shutil.rmtree(broker_root, ignore_errors=True)
-    broker = Mosquitto(broker_root, INSTANCE.mqtt_port, "plant", secret["MQTT_PASSWORD"])
+    broker = broker_for(INSTANCE, secret)  # make run's accounts and ACL
+    broker.stop()
+    shutil.rmtree(broker.root, ignore_errors=True)
     broker.start()
     env = {**os.environ, **platform_environment(INSTANCE, secret),
            "PYTHONPATH": str(ROOT / "include")}
@@ -144,7 +143,8 @@ def main() -> int:
         with open(log, "wb") as fh:
             ingest = subprocess.Popen(
                 [sys.executable, "-m", "factory_platform.extract.mqtt_ingest",
-                 "--log-level", "DEBUG" if args.verbose else "INFO"], env=env,
+                 "--log-level", "DEBUG" if args.verbose else "INFO"],
+                env=mqtt_ingest_environment(env),
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while True:

@@ -19,6 +19,7 @@ from launcher.mosquitto import Mosquitto
 from launcher.pgcluster import Cluster
 from launcher.redisserver import RedisServer
 from launcher.settings import (
+    INGEST_MQTT_USER,
     PROJECT_ROOT,
     SUPERUSER_PASSWORD,
     Executor,
@@ -40,6 +41,8 @@ from launcher.settings import (
 VENV_BIN = Path(sys.executable).parent
 PLANT_BASE_CONFIG = PROJECT_ROOT / "include" / "plant_sim" / "configs" / "default.toml"
 PLANT_MQTT_USER = "plant"
+EDGE_MQTT_USER = "edge"
+UNS_ROOT = "ENT"  # the unified namespace's enterprise level (the plant's topics, sources/mqtt.py)
 EDGE_COLLECTOR_CONFIG = PROJECT_ROOT / "include" / "edge_collector" / "gateway.toml"
 LIVE_HISTORY_DAYS = 2
 MASTER_DATA_LEAD_DAYS = 30  # the history load starts this long before production
@@ -54,10 +57,20 @@ def cluster_for(instance: Instance, secret: dict[str, str]) -> Cluster:
                    passfile=admin_passfile(instance, secret))
 
 
-def broker_for(instance: Instance, secret: dict[str, str]) -> Mosquitto:
-    """The plant's MQTT broker (its machine events on the unified namespace)."""
-    return Mosquitto(instance.mosquitto_root, instance.mqtt_port, PLANT_MQTT_USER,
-                     secret.get("MQTT_PASSWORD", ""))
+def broker_for(instance: Instance, secret: dict[str, str], root: Path | None = None) -> Mosquitto:
+    """The plant's MQTT broker (its machine events on the unified namespace), with an account
+    per client and only what each needs: the plant writes its machine events, the edge
+    collector its PLC readings, the platform's ingest only reads (least privilege: a leaked
+    ingest password publishes nothing on the shop floor)."""
+    return Mosquitto(
+        root or instance.mosquitto_root, instance.mqtt_port, PLANT_MQTT_USER,
+        secret.get("MQTT_PASSWORD", ""),
+        more_users={EDGE_MQTT_USER: secret.get("MQTT_EDGE_PASSWORD", ""),
+                    INGEST_MQTT_USER: secret.get("MQTT_INGEST_PASSWORD", "")},
+        acl=(f"user {PLANT_MQTT_USER}",
+             *(f"topic write {UNS_ROOT}/+/+/+/+/{kind}" for kind in ("state", "counter", "alarm")),
+             f"user {EDGE_MQTT_USER}", f"topic write {UNS_ROOT}/+/+/+/+/plc",
+             f"user {INGEST_MQTT_USER}", f"topic read {UNS_ROOT}/#"))
 
 
 def redis_for(instance: Instance, secret: dict[str, str]) -> RedisServer:
@@ -180,6 +193,16 @@ def start_plant(instance: Instance, env: dict[str, str], secret: dict[str, str])
                             instance.log_dir, PROJECT_ROOT)
 
 
+# What the MQTT ingest reads of the environment: its broker account, the warehouse as the
+# loader role, the environment's name (its session's client id). Compose gives it the same.
+MQTT_INGEST_ENV = ("AIRFLOW_CONN_PLANT_MQTT", "AIRFLOW_CONN_WAREHOUSE_LOAD", "SFDP_ENVIRONMENT")
+
+
+def mqtt_ingest_environment(env: dict[str, str]) -> dict[str, str]:
+    """The ingest's environment: no connection or password but the two its job needs."""
+    return outside_environment(env, {k: env[k] for k in MQTT_INGEST_ENV if k in env})
+
+
 def start_mqtt_ingest(instance: Instance, env: dict[str, str]) -> None:
     """The platform's MQTT ingest (factory_platform.extract.mqtt_ingest): the durable
     subscriber that lands the unified namespace in raw_mqtt. Started before the plant, so its
@@ -187,7 +210,8 @@ def start_mqtt_ingest(instance: Instance, env: dict[str, str]) -> None:
     the environment's connections (plant_mqtt, warehouse_load), never on its command line."""
     processes.start_service("mqtt-ingest", [str(VENV_BIN / "python"), "-m",
                                             "factory_platform.extract.mqtt_ingest"],
-                            env, instance.pid_dir, instance.log_dir, PROJECT_ROOT)
+                            mqtt_ingest_environment(env), instance.pid_dir, instance.log_dir,
+                            PROJECT_ROOT)
 
 
 def wait_for_mqtt_ingest(instance: Instance, cluster: Cluster, timeout_s: float = 120) -> None:
@@ -222,9 +246,9 @@ def edge_collector_command(instance: Instance, secret: dict[str, str],
         str(VENV_BIN / "python"), "-m", "edge_collector", "run", "--config", str(config),
         "--plc-host", client_host(instance.bind_host), "--plc-port", str(instance.modbus_port),
         "--mqtt-host", "127.0.0.1", "--mqtt-port", str(instance.mqtt_port),
-        "--mqtt-user", PLANT_MQTT_USER, "--client-id", f"edge-collector-{instance.name}",
+        "--mqtt-user", EDGE_MQTT_USER, "--client-id", f"edge-collector-{instance.name}",
     ]
-    return cmd, {"EDGE_MQTT_PASSWORD": secret["MQTT_PASSWORD"]}
+    return cmd, {"EDGE_MQTT_PASSWORD": secret["MQTT_EDGE_PASSWORD"]}
 
 
 def start_edge_collector(instance: Instance, env: dict[str, str], secret: dict[str, str]) -> None:

@@ -140,6 +140,8 @@ def test_instance() -> Instance:
 # secrets.env keys. PGPASSWORD is the superuser's (the name predates the roles; the cluster's
 # superuser keeps it). The roles' passwords use the deployment's variable names.
 SUPERUSER_PASSWORD = "PGPASSWORD"
+# The platform's account on the plant's MQTT broker: it may only read (launcher.broker_for).
+INGEST_MQTT_USER = "sfdp_ingest"
 
 
 def _secret_generators() -> dict[str, object]:
@@ -153,7 +155,10 @@ def _secret_generators() -> dict[str, object]:
         "MES_API_KEY": lambda: secrets.token_urlsafe(12),
         "ADMIN_PASSWORD": lambda: secrets.token_urlsafe(9),
         "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
-        "MQTT_PASSWORD": lambda: secrets.token_urlsafe(18),  # the plant's broker
+        # the plant's broker: an account each for the plant, the edge collector, the ingest
+        "MQTT_PASSWORD": lambda: secrets.token_urlsafe(18),
+        "MQTT_EDGE_PASSWORD": lambda: secrets.token_urlsafe(18),
+        "MQTT_INGEST_PASSWORD": lambda: secrets.token_urlsafe(18),
         **{key: roles.new_password for key in roles.PASSWORD_ENV.values()},
     }
 
@@ -334,18 +339,20 @@ def plant_connections(instance: Instance, secret: dict[str, str],
             port = instance.plant_api_ports[source.system]
             connections[name] = (f"http://{source.system}:{secret['MES_API_KEY']}@127.0.0.1:"
                                  f"{port}")
-        elif kind == "opcua" and source.system == "opcua":
-            # the plant's OPC UA server: security None, anonymous (extract/opcua.py)
+        elif kind == "opcua":
+            # the plant's OPC UA server (one per plant): security None, anonymous
+            # (extract/opcua.py)
             connections[name] = json.dumps({
                 "conn_type": "opcua", "host": "127.0.0.1", "port": instance.opcua_port,
                 "schema": "plant", "extra": {"namespace_uri": "urn:sfdp:plant-sim",
                                              "root": "ENT", "security_policy": "None",
                                              "security_mode": "None"}})
         elif kind == "mqtt":
-            # the plant's broker; the ingest's durable session is this environment's
+            # the plant's broker, as the platform's read-only account; the ingest's durable
+            # session is this environment's
             connections[name] = json.dumps({
                 "conn_type": "mqtt", "host": "127.0.0.1", "port": instance.mqtt_port,
-                "login": "plant", "password": secret.get("MQTT_PASSWORD", ""),
+                "login": INGEST_MQTT_USER, "password": secret.get("MQTT_INGEST_PASSWORD", ""),
                 "extra": {"client_id": f"sfdp-{instance.name}-ingest"}})
     return connections
 

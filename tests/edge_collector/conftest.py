@@ -3,6 +3,7 @@ mosquitto on the test instance's MQTT port, a durable subscriber (helpers: _edge
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 import time
@@ -39,16 +40,17 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Any]:
     """A private mosquitto (the launcher's module) on the test instance's MQTT port, per module
-    (other modules start their own on that port), with the account of the environment's
-    `plant_mqtt` connection (the MQTT ingest logs in with it)."""
-    from launcher.mosquitto import Mosquitto
+    (other modules start their own on that port), with make run's accounts (launcher.broker_for:
+    the ingest's of the environment's `plant_mqtt` connection, the edge collector's) but no ACL:
+    the tests' gateways publish as the plant's account (test_privilege_faults tests the ACL)."""
+    from launcher.__main__ import broker_for
     from launcher.settings import load_or_create_secrets
 
     root = INSTANCE.var_dir / "mosquitto-edge"
-    Mosquitto(root, INSTANCE.mqtt_port, "plant", "").stop()
+    b = dataclasses.replace(broker_for(INSTANCE, load_or_create_secrets(INSTANCE), root=root),
+                            acl=())
+    b.stop()
     shutil.rmtree(root, ignore_errors=True)  # no sessions of earlier runs
-    b = Mosquitto(root, INSTANCE.mqtt_port, "plant",
-                  load_or_create_secrets(INSTANCE)["MQTT_PASSWORD"])
     b.start()
     try:
         yield b

@@ -188,14 +188,19 @@ def test_launcher_command_reads_password_from_environment(small_world: Path, bro
     """The command `make run` starts (launcher.edge_collector_command: this instance's Modbus and
     MQTT ports, the small plant's gateway file): the password from EDGE_MQTT_PASSWORD (never
     argv, never the log), readings arrive, SIGTERM drains and exits 0 with its counts logged."""
-    from launcher.__main__ import edge_collector_command, outside_environment
+    from launcher.__main__ import (
+        EDGE_MQTT_USER,
+        edge_collector_command,
+        outside_environment,
+    )
 
     shifts = truth(small_world, "machine_counter_shift")
     rt = plc_runtime(small_world, shifts[0]["shift_start_at"], speed=600.0)
     config = gateway_file(tmp_path, broker, 0.1, "unused")
-    args, edge_env = edge_collector_command(INSTANCE, {"MQTT_PASSWORD": broker.password},
+    edge_password = broker.more_users[EDGE_MQTT_USER]
+    args, edge_env = edge_collector_command(INSTANCE, {"MQTT_EDGE_PASSWORD": edge_password},
                                             config=config)
-    assert broker.password not in " ".join(args)
+    assert edge_password not in " ".join(args)
     assert args[args.index("--mqtt-port") + 1] == str(broker.port)
     # as make run starts it: none of the platform's connections and passwords (this session's
     # environment has them: the warehouse's connections, the superuser's PGPASSWORD)
@@ -211,7 +216,7 @@ def test_launcher_command_reads_password_from_environment(small_world: Path, bro
         out, _ = proc.communicate(timeout=30)
         rt.stop()
     assert proc.returncode == 0, out
-    assert broker.password not in out
+    assert edge_password not in out
     assert f"as edge-collector-{INSTANCE.name}" in out
     final = json.loads(out.strip().splitlines()[-1].split("stopped ", 1)[1])
     assert final["published"] == final["acked"] > 0 and final["read_errors"] == 0, out

@@ -469,7 +469,7 @@ def test_make_run_starts_nothing_with_a_secret_on_its_command_line():
                    "PLANT_MQTT_PASSWORD": SECRET["MQTT_PASSWORD"]}
     cmd, env = edge_collector_command(INSTANCE, SECRET)
     assert leaks(" ".join(cmd), "the edge collector's command line") == []
-    assert env == {"EDGE_MQTT_PASSWORD": SECRET["MQTT_PASSWORD"]}
+    assert env == {"EDGE_MQTT_PASSWORD": SECRET["MQTT_EDGE_PASSWORD"]}
     for args in AIRFLOW_COMPONENTS.values():
         assert leaks(" ".join(args), "an Airflow command line") == []
     assert "--skip-serve-logs" in AIRFLOW_COMPONENTS["scheduler"]
@@ -545,3 +545,73 @@ def test_an_alert_never_carries_a_secret_the_masker_knows(monkeypatch):
     finally:
         server.shutdown()
     assert received and password not in received[0] and "***" in received[0]
+
+
+def test_each_broker_account_may_do_only_its_job():
+    """make run's broker (launcher.broker_for): the plant publishes its machine events, the
+    edge collector its PLC readings, the platform's ingest only reads. Over MQTT 5 the broker
+    answers a publish it refuses with 'not authorized' (PUBACK reason 135) and delivers
+    nothing of it; a wrong password is refused at connect."""
+    import paho.mqtt.client as mqtt
+    from launcher.__main__ import EDGE_MQTT_USER, PLANT_MQTT_USER, broker_for
+    from launcher.settings import INGEST_MQTT_USER
+
+    # under var/ (as root the broker runs as the mosquitto user, who cannot enter pytest's tmp)
+    root = INSTANCE.var_dir / "mosquitto-acl-test"
+    broker = broker_for(INSTANCE, SECRET, root=root)
+    passwords = {PLANT_MQTT_USER: SECRET["MQTT_PASSWORD"],
+                 EDGE_MQTT_USER: SECRET["MQTT_EDGE_PASSWORD"],
+                 INGEST_MQTT_USER: SECRET["MQTT_INGEST_PASSWORD"]}
+    machine = "ENT/ERF/ERF-MACH/ERF-L1/ERF-L1-M01"
+
+    def client(user: str, password: str) -> tuple[mqtt.Client, dict]:
+        seen: dict = {"connect": threading.Event(), "rc": None, "acks": {}, "got": [],
+                      "subscribed": threading.Event()}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"acl-{user}-{uuid.uuid4()}",
+                        protocol=mqtt.MQTTv5)
+        c.username_pw_set(user, password)
+        c.on_connect = lambda _c, _u, _f, rc, _p: (seen.update(rc=rc), seen["connect"].set())
+        c.on_publish = lambda _c, _u, mid, rc, _p: seen["acks"].__setitem__(mid, rc.value)
+        c.on_message = lambda _c, _u, msg: seen["got"].append(msg.topic)
+        c.on_subscribe = lambda *_: seen["subscribed"].set()
+        c.connect("127.0.0.1", INSTANCE.mqtt_port)
+        c.loop_start()
+        assert seen["connect"].wait(10), user
+        return c, seen
+
+    def publish(c, seen, topic: str) -> int:
+        mid = c.publish(topic, b"{}", qos=1).mid
+        for _ in range(100):
+            if mid in seen["acks"]:
+                return seen["acks"][mid]
+            threading.Event().wait(0.05)
+        raise AssertionError(f"no PUBACK for {topic}")
+
+    broker.start()
+    clients = []
+    try:
+        wrong, seen = client(INGEST_MQTT_USER, "not-the-password")
+        clients.append(wrong)
+        assert seen["rc"].is_failure  # refused at connect
+        ingest, inbox = client(INGEST_MQTT_USER, passwords[INGEST_MQTT_USER])
+        plant, plant_seen = client(PLANT_MQTT_USER, passwords[PLANT_MQTT_USER])
+        edge, edge_seen = client(EDGE_MQTT_USER, passwords[EDGE_MQTT_USER])
+        clients += [ingest, plant, edge]
+        ingest.subscribe("ENT/#", qos=1)
+        assert inbox["subscribed"].wait(10)
+        assert publish(plant, plant_seen, f"{machine}/counter") == 0
+        assert publish(edge, edge_seen, f"{machine}/plc") == 0
+        refused = 135  # MQTT 5 reason code: not authorized
+        assert publish(plant, plant_seen, f"{machine}/plc") == refused  # not the plant's topic
+        assert publish(edge, edge_seen, f"{machine}/state") == refused  # not the edge's
+        assert publish(ingest, inbox, f"{machine}/counter") == refused  # the ingest only reads
+        threading.Event().wait(1)
+        assert sorted(inbox["got"]) == [f"{machine}/counter", f"{machine}/plc"]
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        broker.stop()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

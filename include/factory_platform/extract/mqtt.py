@@ -10,8 +10,10 @@ platform), and this module holds what it shares with the `extract_mqtt` DAG:
   `received_at` (when the row was written) and `_batch_id` (the load-audit batch).
 * **A message, parsed or refused** (`parse_message`): over the payload limit (the
   connection's extra `max_payload_bytes`, 1 MiB: kept cut, with its length and digest), not
-  UTF-8, not JSON, not an object, no `message_id`, no or a bad `event_time` (not an ISO time with a zone), a topic outside the
-  namespace → quarantined with the topic and the reason. A value the warehouse refuses (a
+  UTF-8, not JSON, not an object, no `message_id`, no or a bad `event_time` (not an ISO time
+  with a zone), a topic outside the namespace, a number the staging models cast that is not an
+  integer of its type (`sources.mqtt.PAYLOAD_INTEGERS`: a hostile `"value": "12abc"` would
+  otherwise fail every build) → quarantined with the topic and the reason. A value the warehouse refuses (a
   `message_id` too long for the key's index, a JSON string PostgreSQL cannot hold) is
   quarantined with the database's reason by the guarded COPY, the rest of its micro-batch lands:
   no message can hold the stream up.
@@ -58,6 +60,7 @@ from factory_platform.extract.load.batch import (
     storable,
 )
 from factory_platform.extract.load.delivery import SourceRecord
+from factory_platform.sources.mqtt import PAYLOAD_INTEGERS
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,29 @@ def parse_time(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def not_an_integer(body: dict[str, Any], fields: dict[str, int]) -> str | None:
+    """Which of a payload's `fields` (name → bits; `key.member`: a member of the object `key`)
+    is there but not a JSON integer that fits its bits, or None. A JSON 5.0 or "5" is not one:
+    the staging models cast the text PostgreSQL gives back, and '5.0'::bigint fails."""
+    for name, bits in fields.items():
+        key, _, member = name.partition(".")
+        if key not in body or body[key] is None:
+            continue
+        if not member:
+            found = [(name, body[key])]
+        elif not isinstance(body[key], dict):
+            return f"{key} is not a JSON object"
+        else:
+            found = [(name, body[key].get(member))]
+        for label, value in found:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                return f"{label} {json.dumps(value)[:60]} is not a {bits}-bit integer"
+    return None
+
+
 def parse_message(topic: str, payload: bytes,
                   max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Message | Refused:
     """One message of the namespace `<enterprise>/…/<machine>/<kind>`, or why it cannot land."""
@@ -278,10 +304,14 @@ def parse_message(topic: str, payload: bytes,
     except (ValueError, OverflowError):
         return Refused(topic, f"event_time {body.get('event_time')!r} is not an ISO time with "
                        "a zone", text)
+    kind = levels[-1]
+    problem = not_an_integer(body, PAYLOAD_INTEGERS.get(kind, {}))
+    if problem:
+        return Refused(topic, f"{kind} payload: {problem}", text)
     machine = body.get("machine_code")
     if not isinstance(machine, str) or not machine:
         machine = levels[-2] if len(levels) >= 3 else None
-    return Message(message_id=message_id, topic=topic, kind=levels[-1], machine_code=machine,
+    return Message(message_id=message_id, topic=topic, kind=kind, machine_code=machine,
                    event_time=event_time, payload_text=text)
 
 

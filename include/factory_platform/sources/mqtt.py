@@ -14,7 +14,8 @@ each message to the broker only after its batch committed.
   a consumer crash or a broker restart, a message the plant published twice: counted as
   duplicates in `ops.load_audit`, never landed twice. Nothing the broker accepted is lost.
 * **Bad messages:** over the payload limit (1 MiB), not UTF-8 or not JSON, no `message_id`, a
-  bad `event_time`, a value PostgreSQL refuses, a `message_id` reused for another payload →
+  bad `event_time`, a number the staging models read that is not an integer of its type
+  (`PAYLOAD_INTEGERS`), a value PostgreSQL refuses, a `message_id` reused for another payload →
   `ops.quarantine` with the topic and the reason, once; the stream goes on.
 * **This DAG** (every 15 minutes) is the safety net and the trigger: a scheduled run fails
   (incident `ingest_down`) when no ingest has reported for 2 minutes (or none ever did) or the
@@ -32,6 +33,18 @@ from datetime import timedelta
 
 from factory_platform.fields import Field as F
 from factory_platform.sources import Entity, Source
+
+# The numbers the staging models read of each kind's payload (`(payload ->> …)::bigint`), field →
+# bits of the SQL type they are cast to (`registers.good_count`: a member of the object
+# `registers`). A payload whose listed field is there but not a JSON integer in that range is
+# quarantined by the ingest: landed, it would break its staging model's cast and so the whole
+# build. (A PLC's scaled registers, temperature and speed, are numbers no model casts.)
+PAYLOAD_INTEGERS: dict[str, dict[str, int]] = {
+    "state": {"state_code": 32},
+    "counter": {"value": 64, "increment": 64, "total": 64},
+    "plc": {**{f"registers.{c}_count": 64 for c in ("good", "scrap", "rework", "total")},
+            "registers.state_code": 32, "registers.reason_code": 32},
+}
 
 SOURCE = Source(
     system="mqtt",

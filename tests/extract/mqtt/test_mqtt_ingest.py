@@ -16,6 +16,7 @@ when no ingest ever reported, while a reload only reports what raw holds."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -74,7 +75,10 @@ class IngestProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "include")}
+        from launcher.__main__ import mqtt_ingest_environment
+
+        env = {**mqtt_ingest_environment(dict(os.environ)),
+               "PYTHONPATH": str(PROJECT_ROOT / "include")}
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "factory_platform.extract.mqtt_ingest"], env=env,
@@ -93,14 +97,16 @@ class IngestProcess:
 
 @pytest.fixture(scope="module")
 def broker():
-    """A private mosquitto with the environment's plant_mqtt account (launcher's module)."""
-    from launcher.mosquitto import Mosquitto
+    """A private mosquitto with make run's accounts (launcher.broker_for: the plant's, the
+    ingest's of the plant_mqtt connection) but no ACL, so the tests' own publishers may send
+    what no plant account may (test_privilege_faults tests the ACL)."""
+    from launcher.__main__ import broker_for
 
     secret = load_or_create_secrets(INSTANCE)
     root = INSTANCE.var_dir / "mosquitto-mqtt-ingest"
-    Mosquitto(root, INSTANCE.mqtt_port, "plant", "").stop()
+    b = dataclasses.replace(broker_for(INSTANCE, secret, root=root), acl=())
+    b.stop()
     shutil.rmtree(root, ignore_errors=True)  # no sessions of earlier runs
-    b = Mosquitto(root, INSTANCE.mqtt_port, "plant", secret["MQTT_PASSWORD"])
     b.start()
     yield b
     b.stop()
@@ -319,7 +325,9 @@ def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) 
     event_time; an id over the 2,704 bytes raw's key index holds and a \\u0000 string (refused
     by PostgreSQL: before, such a message failed its micro-batch for ever); a payload over
     max_payload_bytes; a landed message_id published again with another payload (the landed
-    row kept). The landed message again with its keys reordered is a duplicate."""
+    row kept); numbers a staging model casts that are not integers of its type (a counter's
+    "12abc", a state_code over 32 bits, a PLC's good_count 1.5: landed, each failed the whole
+    staging build). The landed message again with its keys reordered is a duplicate."""
     with psycopg.connect(warehouse_dsn) as conn:
         landed_id, landed_topic, landed_payload = conn.execute(
             "select message_id, topic, payload from raw_mqtt.messages where kind = 'counter' "
@@ -335,25 +343,37 @@ def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) 
            (topic, f'{{"message_id": "nul-1", "event_time": "{at}", "note": "a\\u0000b"}}'),
            (topic, json.dumps({"message_id": "big-1", "event_time": at,
                                "blob": "x" * (1536 * 1024)})),
-           (landed_topic, json.dumps({**landed_payload, "increment": 7}))]
+           (landed_topic, json.dumps({**landed_payload, "increment": 7})),
+           (topic, json.dumps({"message_id": "text-count-1", "event_time": at,
+                               "counter": "good", "increment": 1, "value": "12abc"})),
+           (topic.replace("counter", "state"), json.dumps({
+               "message_id": "huge-state-1", "event_time": at, "state": "RUN",
+               "state_code": 2 ** 40})),
+           (topic.replace("counter", "plc"), json.dumps({
+               "message_id": "float-plc-1", "event_time": at,
+               "registers": {"good_count": 1.5, "temperature": 26.5}}))]
     reordered = json.dumps(dict(reversed(list(landed_payload.items()))))
     _publish(broker, "h1-bad-publisher", [*bad, *bad, (landed_topic, reordered)])
-    _wait(lambda: _audit_totals(warehouse_dsn)[0] >= before[0] + 17, 60,
-          f"the ingest takes all 17 ({landed['ingest'].log.read_text()[-2000:]})")
+    _wait(lambda: _audit_totals(warehouse_dsn)[0] >= before[0] + 23, 60,
+          f"the ingest takes all 23 ({landed['ingest'].log.read_text()[-2000:]})")
     received, loaded, duplicates, quarantined = (
         after - b for after, b in zip(_audit_totals(warehouse_dsn), before, strict=True))
-    assert (received, loaded, duplicates, quarantined) == (17, 0, 9, 8)
+    assert (received, loaded, duplicates, quarantined) == (23, 0, 12, 11)
     with psycopg.connect(warehouse_dsn) as conn:
         rows = conn.execute("select source, reason from ops.quarantine "
                             "where system = 'mqtt' order by reason").fetchall()
         assert conn.execute("select count(*) from raw_mqtt.messages where message_id = any(%s)",
-                            (["bad-time-1", long_id, "nul-1", "big-1"],)).fetchone()[0] == 0
+                            (["bad-time-1", long_id, "nul-1", "big-1", "text-count-1",
+                              "huge-state-1", "float-plc-1"],)).fetchone()[0] == 0
         assert conn.execute("select payload from raw_mqtt.messages where message_id = %s",
                             (landed_id,)).fetchone()[0] == landed_payload
-    assert sorted(s for s, _ in rows) == sorted([topic] * 7 + [landed_topic])
+    assert sorted(s for s, _ in rows) == sorted(
+        [topic] * 8 + [landed_topic, topic.replace("counter", "state"),
+                       topic.replace("counter", "plc")])
     reasons = [r for _, r in rows]
-    assert len(reasons) == 8, reasons
+    assert len(reasons) == 11, reasons
     expected = [
+        'counter payload: value "12abc" is not a 64-bit integer',
         "event_time 'yesterday' is not an ISO time with a zone",
         (f"message_id {landed_id!r} came before with another topic or payload (the first one "
          "is kept)"),
@@ -361,8 +381,10 @@ def test_malformed_messages_are_quarantined_once(landed, broker, warehouse_dsn) 
         "payload is not JSON",
         "payload is not JSON",
         f"payload of {len(bad[6][1]):,} bytes is over the limit of 1,048,576 (max_payload_bytes)",
+        "plc payload: registers.good_count 1.5 is not a 64-bit integer",
         "refused by the database: index row size",
         "refused by the database: unsupported Unicode escape sequence",
+        "state payload: state_code 1099511627776 is not a 32-bit integer",
     ]
     assert all(r.startswith(e) for r, e in zip(reasons, expected, strict=True)), reasons
 
@@ -423,7 +445,7 @@ def test_extract_mqtt_task_checks_the_ingest(landed, warehouse_dsn) -> None:
     summary = extract_scheduled("mqtt", "messages", start, end, dsn=loader)
     json.dumps(summary)  # the task's return value: its XCom
     assert summary["rows_loaded"] == rows > 0
-    assert summary["rows_quarantined"] == refused == 8
+    assert summary["rows_quarantined"] == refused == 11  # test_malformed_messages_…
     assert summary["rows_read"] == rows + refused + summary["duplicates_skipped"]
     assert summary["ingest_connected"] is True and summary["ingest_age_s"] < 60
     for _ in range(3):  # the live ingest beats every 5 s: it may between update and check
