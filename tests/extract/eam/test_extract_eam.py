@@ -42,6 +42,7 @@ def eam_loaded(plant, warehouse_dsn) -> Loaded:
     return world_loaded(plant, warehouse_dsn, "eam")
 
 
+@pytest.mark.slow  # the whole EAM history extracted (~35 s, make test runs it)
 def test_every_eam_table_equals_what_the_eam_emitted(eam_loaded, plant, warehouse_dsn):
     counts = {}
     for entity in eam_source().entities:
@@ -60,6 +61,7 @@ def test_every_eam_table_equals_what_the_eam_emitted(eam_loaded, plant, warehous
           f"in one pool with the other SQL system's, {eam_loaded.seconds:.1f} s")
 
 
+@pytest.mark.slow  # the whole EAM history extracted (~35 s, make test runs it)
 def test_version_at_is_the_latest_event_the_row_records(eam_loaded, plant, warehouse_dsn):
     for table, columns in VERSION_COLUMNS.items():
         key = eam_source().entity(table).natural_key[0]
@@ -75,6 +77,7 @@ def test_version_at_is_the_latest_event_the_row_records(eam_loaded, plant, wareh
                   "where version_at <> ended_at") == 0
 
 
+@pytest.mark.slow  # the whole EAM history extracted (~35 s, make test runs it)
 def test_audit_adds_up_and_nothing_was_quarantined(eam_loaded, warehouse_dsn):
     assert audit_problems(warehouse_dsn, "eam") == []
     with psycopg.connect(warehouse_dsn) as conn:

@@ -187,12 +187,14 @@ def test_every_delivered_file_is_settled(plant, files_loaded):
         assert settled == {f.name for f in emitted_files(plant, system)}
 
 
+@pytest.mark.slow  # every file drop extracted again end to end (make test runs it)
 def test_extracting_everything_again_changes_nothing(plant, files_loaded, warehouse_dsn):
     print("\nsecond extraction (s):", extract_systems(plant, warehouse_dsn))
     for system in SYSTEMS:
         assert raw_fingerprint(warehouse_dsn, system) == files_loaded[system], system
 
 
+@pytest.mark.slow  # every file drop extracted again end to end (make test runs it)
 def test_rerunning_a_week_from_the_archive_changes_nothing(plant, files_loaded, warehouse_dsn):
     week_start = plant.start + timedelta(days=3)
     week = (week_start, week_start + timedelta(days=7))

@@ -157,6 +157,7 @@ def test_a_backfill_over_loaded_days_changes_nothing(loaded, plant, warehouse_ds
         assert raw_snapshot(warehouse_dsn, system, batch_metadata=False) == before, system
 
 
+@pytest.mark.slow  # every interval of the plant extracted twice (make test runs it)
 def test_every_15_minute_interval_twice_changes_nothing(loaded, plant, warehouse_dsn):
     """The last day at the DAG's real 15-minute intervals, twice: the second pass changes
     nothing at all, and the data equals what the daily load had (only the batch that last
