@@ -24,14 +24,16 @@ longer (measured 2026-12-03: 620 s of a 2,142 s measurement were that tail).
 Its own instance (var/bench-celery): PostgreSQL 127.0.0.1:55481, API :18880, MES :18881,
 QMS :18882, Redis :56490, relays :28881 (MES), :28882 (QMS), :25481 (plant databases).
 
-What bounds it: a whole plant-day is 1,642 task instances (320 runs, most of them MES and QMS
-windows with a few records) of 0.5–1.2 s each, but a worker slot is held ~3.4 s per task
+What bounds it: a whole plant-day is 1,836 task instances (514 runs, most of them MES and QMS
+windows with a few records) of 0.5–1.3 s each, but a worker slot is held ~3.4 s per task
 instance (Celery hand-over, the task runner's start-up, the execution API, 50 ms per plant
-request) while the machine's CPU stays mostly idle (0.42 cores busy with 1 worker, 0.47 with 2,
-measured 2026-12-03): the slots, not the cores, are the limit, so a second worker's slots add
-almost their whole throughput (steady rate 36 → 64 task instances a minute, 1.78). A plant-day
-takes ~45 min on 1 worker and ~26 min on 2: `make bench` runs 6 plant hours by default
-(`--hours 24` for the day). Measured 2026-12-02, 2 plant hours (168 task instances, ERP-heavy):
+request) while the machine's CPU stays mostly idle (0.51 cores busy with 1 worker): the slots,
+not the cores, are the limit, so a second worker's slots add most of their throughput (steady
+rate 33 → 59 task instances a minute). Measured 2026-12-03, `--hours 24`: 1 worker 3,293 s,
+2 workers 2,131 s — 1.55, with niced tests beside the 2-worker half for its first 15 minutes
+(41 a minute then; 59 once quiet: ≈ 1.76 at the quiet rate). A plant-day takes ~55 min on 1
+worker and ~32–36 min on 2: `make bench` runs 6 plant hours by default (`--hours 24` for the
+day). Measured 2026-12-02, 2 plant hours (168 task instances, ERP-heavy):
 1 worker 443 s at 1.15 cores busy, 2 workers 274 s at 1.58 cores — 1.62.
 
 Usage: .venv/bin/python bench/bench_celery.py [--hours 6] [--concurrency 2] [--latency-ms 50]
