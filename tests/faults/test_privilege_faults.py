@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import threading
@@ -559,6 +560,8 @@ def test_each_broker_account_may_do_only_its_job():
     # under var/ (as root the broker runs as the mosquitto user, who cannot enter pytest's tmp)
     root = INSTANCE.var_dir / "mosquitto-acl-test"
     broker = broker_for(INSTANCE, SECRET, root=root)
+    broker.stop()  # one an interrupted run left
+    shutil.rmtree(root, ignore_errors=True)
     passwords = {PLANT_MQTT_USER: SECRET["MQTT_PASSWORD"],
                  EDGE_MQTT_USER: SECRET["MQTT_EDGE_PASSWORD"],
                  INGEST_MQTT_USER: SECRET["MQTT_INGEST_PASSWORD"]}
@@ -612,6 +615,4 @@ def test_each_broker_account_may_do_only_its_job():
             c.loop_stop()
             c.disconnect()
         broker.stop()
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
