@@ -47,6 +47,7 @@ def provision(admin_dsn: str, passwords: dict[str, str], *, plant: bool,
             for name, (owner, grants) in databases.items():
                 roles.ensure_database(conn, name, owner)
                 roles.grant_database(conn, name, grants)
+            roles.configure_database(conn, warehouse_db, roles.WAREHOUSE_SETTINGS)
             if plant:
                 roles.grant_database(conn, warehouse_db, roles.PLANT_WAREHOUSE_PRIVILEGES)
             for name in ("postgres", "template1"):

@@ -116,3 +116,36 @@ def test_a_historian_load_analyses_the_partition_and_file_table_it_wrote(loader_
     # the partitioned parent: analysed once, on its first load (its ANALYZE reads every
     # partition; later loads keep the partitions' statistics)
     assert statistics(loader_dsn, f"{TAGS.table}__rows")[0] == 600
+
+
+def test_a_dbt_build_leaves_the_tables_it_made_analysed(pg, tmp_path):
+    """Every table dbt builds (seeds, tables; the project's post-hook analyze_built_table) is
+    analysed by the build itself: these three hold 2, 3 and ~2,000 rows, under autovacuum's
+    threshold of 50 rows + 10 % for the first two, so nothing else would ever analyse them."""
+    from factory_platform.dbt_project import run_dbt
+
+    dsn = pg.create_database("analyze_dbt")
+    try:
+        target = str(tmp_path / "dbt")
+        for args in (("seed", "--select", "plant_sites", "shift_patterns"),
+                     ("run", "--select", "dim_shift")):
+            done = run_dbt(dsn, *args, target_path=target)
+            assert done.returncode == 0, done.stdout[-3000:]
+        for table in ("conformed.plant_sites", "conformed.shift_patterns", "conformed.dim_shift"):
+            reltuples, last_analyze, columns_with_stats = statistics(dsn, table)
+            with psycopg.connect(dsn) as conn:
+                rows = conn.execute(f"select count(*) from {table}").fetchone()[0]
+            assert last_analyze is not None and columns_with_stats > 0, table
+            assert (reltuples, rows > 0) == (rows, True), table
+    finally:
+        pg.cluster.drop_database("analyze_dbt")
+
+
+def test_warehouse_sessions_plan_without_jit(warehouse_dsn):
+    """Provisioning sets the warehouse's sessions to jit off (roles.WAREHOUSE_SETTINGS): the
+    gate's batches were costed in the millions and spent 1.45 of 1.67 s compiling."""
+    from factory_platform.warehouse import warehouse_dsn as connection_dsn
+
+    for dsn in (warehouse_dsn, connection_dsn("warehouse_load")):
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("show jit").fetchone()[0] == "off"

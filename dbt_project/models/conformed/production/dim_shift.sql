@@ -1,7 +1,15 @@
 {#- The local shift calendar of every site: each site's shift pattern laid over a date spine and
     converted to UTC with the site's time zone. A shift's length is whatever the local clock
     makes it, so a DST day has a 7 h or 9 h shift (Europe/Berlin, 2026-10-24 S3: 9 h).
-    The spine's range comes from the vars shift_calendar_start_date / shift_calendar_end_date. -#}
+    The spine's range comes from the vars shift_calendar_start_date / shift_calendar_end_date.
+    Indexed on (site, start): macro assign_shift finds an instant's shift by one probe of it
+    (a site's shifts never overlap, so the pair is unique). -#}
+{{
+    config(
+        indexes=[{'columns': ['site_code', 'shift_start_at'], 'unique': true}],
+    )
+}}
+
 with sites as (
     select * from {{ ref('plant_sites') }}
 ),
