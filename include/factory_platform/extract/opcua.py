@@ -23,6 +23,13 @@ values are kept as compact tuples; a 15-minute window of a plant is a few thousa
 | extra `server_certificate` | path of the server's certificate to trust (pinned); without it the certificate the server presents in its endpoint list is used |
 | extra `application_uri` | the client's application URI (must be the certificate's SubjectAltName URI) |
 | extra `timeout_s`, `nodes_per_request` | request timeout (default 60 s), nodes per HistoryRead request (default 16) |
+| extra `max_nodes`, `max_depth` | the most nodes the browse visits (default 100,000) and the deepest folder below `Objects` it enters (default 12; the ISA-95 tree needs 5 below its root) |
+
+**A server that answers without end** (a misconfigured root, a generated or hostile address
+space): the browse stops at `max_nodes` visited nodes or at a folder deeper than `max_depth`
+and the extraction fails naming the bound — before any value is read, so nothing is loaded
+and the refusal is a source incident; widen the bound in the connection if the plant is
+really that large.
 
 **Bad quality** (the rule; see the source's docstring): a value whose status is not Good is
 kept with its status when it is analog (float/double), and quarantined with its status as the
@@ -77,6 +84,8 @@ class OpcUaEndpoint:
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 60.0
     nodes_per_request: int = 16
+    max_nodes: int = 100_000
+    max_depth: int = 12
 
     def __post_init__(self) -> None:
         if self.security_policy not in SECURITY_POLICIES:
@@ -132,6 +141,8 @@ def endpoint_for(conn_id: str) -> OpcUaEndpoint:
         login=conn.login or None, password=conn.password or None,
         timeout_s=float(extra.get("timeout_s", 60)),
         nodes_per_request=int(extra.get("nodes_per_request", 16)),
+        max_nodes=int(extra.get("max_nodes", 100_000)),
+        max_depth=int(extra.get("max_depth", 12)),
     )
 
 
@@ -282,6 +293,8 @@ async def browse(client, endpoint: OpcUaEndpoint) -> list[Tag]:
     # not a tree): each node is visited once, by the first path the browse finds
     seen = {start.nodeid.to_string()}
 
+    where = f"{endpoint.url}: the address space below Objects/{'/'.join(endpoint.root)}"
+
     async def walk(node, path: tuple[str, ...]) -> None:
         # one Browse per object: each reference names its target's class and browse name
         for ref in await node.get_children_descriptions(refs=ua.ObjectIds.HierarchicalReferences):
@@ -291,8 +304,17 @@ async def browse(client, endpoint: OpcUaEndpoint) -> list[Tag]:
             nid = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
             if nid.to_string() in seen:
                 continue
+            if len(seen) >= endpoint.max_nodes:
+                raise OpcUaConfigError(
+                    f"{where} holds more than {endpoint.max_nodes} nodes (the connection's "
+                    f"max_nodes); browsing stopped, nothing read")
             seen.add(nid.to_string())
             if ref.NodeClass == ua.NodeClass.Object:
+                if len(path) + 1 > endpoint.max_depth:
+                    raise OpcUaConfigError(
+                        f"{where} goes deeper than {endpoint.max_depth} levels (the connection's "
+                        f"max_depth) at {'/'.join((*path, name))[-200:]}; browsing stopped, "
+                        f"nothing read")
                 await walk(client.get_node(nid), (*path, name))
             elif ref.NodeClass == ua.NodeClass.Variable and path:
                 key = f"nsu={namespaces[nid.NamespaceIndex]};{nid.to_string().split(';', 1)[-1]}"

@@ -40,6 +40,7 @@ HISTORY = {
                                for q in range(60)]),
 }
 
+FLOOD_NODES, DEEP_LEVELS = 300, 20  # Objects/FLOOD's variables, Objects/DEEP/L1/…/L19
 # tags whose history the server answers with the same continuation point every time (a server
 # that makes no progress); set by one test
 STUCK: set[str] = set()
@@ -104,6 +105,18 @@ class SecureServer:
         # a cycle in the hierarchy (legal for Organizes): the machine organizes its enterprise
         await parent.add_reference(ua.NodeId("ENT", idx), ua.ObjectIds.Organizes,
                                    bidirectional=False)
+        # beside the plant: an address space without end, as a misconfigured root or a
+        # generated one answers — many nodes in one folder, and folders nested ever deeper
+        flood = await server.nodes.objects.add_object(ua.NodeId("FLOOD", idx),
+                                                      ua.QualifiedName("FLOOD", idx))
+        for n in range(FLOOD_NODES):
+            await flood.add_variable(ua.NodeId(f"FLOOD.{n}", idx), ua.QualifiedName(f"V{n}", idx),
+                                     0.0)
+        deep = server.nodes.objects
+        for level in range(DEEP_LEVELS):
+            name = "DEEP" if level == 0 else f"L{level}"
+            deep = await deep.add_object(ua.NodeId(f"DEEP.{level}", idx),
+                                         ua.QualifiedName(name, idx))
         nodes = {}
         for tag, (vtype, _points) in HISTORY.items():
             var = await parent.add_variable(ua.NodeId(f"SEC-M01.{tag}", idx),
@@ -339,3 +352,30 @@ def test_a_history_answered_bad_no_data_is_read_as_no_values(secure_server, monk
         NO_DATA_AS_BAD.clear()
     assert {t.tag: len(history.values[i]) for i, t in enumerate(history.tags)} == {
         "GoodCount": 0, "State": 0, "Temperature": 26}
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"root": "FLOOD", "max_nodes": 100},
+     r"below Objects/FLOOD holds more than 100 nodes \(the connection's max_nodes\)"),
+    ({"root": "DEEP"},
+     (r"below Objects/DEEP goes deeper than 12 levels \(the connection's max_depth\) at "
+      r"DEEP/L1/.*/L12;")),
+], ids=["more_nodes_than_allowed", "deeper_than_allowed"])
+def test_an_address_space_without_end_is_refused_before_anything_is_read(
+        secure_server, clean, warehouse_dsn, monkeypatch, changes, error):
+    """A root that holds more nodes than the connection allows (300 here, 100 allowed), or
+    folders nested deeper than it allows (20 here, 12 by default): the browse stops at the
+    bound, the extraction fails naming it, nothing lands and the refusal is one incident."""
+    from factory_platform.extract.opcua import OpcUaConfigError
+
+    monkeypatch.setenv("AIRFLOW_CONN_PLANT_OPCUA", connection(secure_server, **changes))
+    raw_before = rows(warehouse_dsn, "select count(*) from raw_opcua.tag_values")
+    with pytest.raises(OpcUaConfigError, match=error):
+        extract_interval("opcua", "tag_values", T0, T0 + timedelta(minutes=15),
+                         dsn=warehouse_dsn, watermark="keep")
+    assert rows(warehouse_dsn, "select count(*) from raw_opcua.tag_values") == raw_before
+    assert rows(warehouse_dsn, "select count(*) from ops.load_audit where system = 'opcua' "
+                               "and interval_start = %s and status = 'success'", T0) == [(0,)]
+    incidents = rows(warehouse_dsn, "select reason from ops.source_incident where system = "
+                                    "'opcua' and entity = 'tag_values'")
+    assert len(incidents) == 1 and re.search(error, incidents[0][0]), incidents
