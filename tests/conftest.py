@@ -77,6 +77,7 @@ def pytest_configure(config) -> None:
     _provision(cluster, secret)
     _migrate_airflow()
     _sync_pools()
+    _dag_test_without_deadlines()
 
 
 def _provision(cluster: Cluster, secret: dict[str, str]) -> None:
@@ -97,6 +98,30 @@ def _migrate_airflow() -> None:
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                    check=True, stdout=subprocess.DEVNULL, env=dict(os.environ))
     stamp.touch()
+
+
+def _dag_test_without_deadlines() -> None:
+    """`dag.test()` runs a DAG without its DeadlineAlerts. Airflow 3.3.2's `dag.test()` fails
+    at the end of every successful run of a DAG with a deadline — its in-memory serialization
+    leaves the alerts as dicts, which `DagRun.update_state` looks up as ids
+    (apache/airflow#73428, fix pending in #73430) — and the extraction DAGs have one
+    (source_watch.extraction_deadline). The scheduler's path is not affected and is tested with
+    the deadline (tests/alerts); no test here measures a deadline through `dag.test()`."""
+    from airflow.sdk.definitions.dag import DAG
+
+    if getattr(DAG.test, "_without_deadlines", False):
+        return
+    original = DAG.test
+
+    def test(self, *args, **kwargs):
+        deadline, self.deadline = self.deadline, None
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            self.deadline = deadline
+
+    test._without_deadlines = True
+    DAG.test = test
 
 
 def _sync_pools() -> None:

@@ -52,6 +52,8 @@ def build_extract_dag(system: str, doc_md: str | None = None):
     outlet; documented by `doc_md`, else by its registry module's docstring."""
     from airflow.sdk import Param, dag, task
 
+    from factory_platform.source_watch import extraction_deadline
+
     source = get_source(system)
     doc_md = doc_md or source.doc_md or None
     reload_params = {
@@ -73,6 +75,8 @@ def build_extract_dag(system: str, doc_md: str | None = None):
         tags=["extract", system, "raw"],
         doc_md=doc_md,
         params=reload_params,
+        # a run not finished its cadence + 10 min after it was queued is alerted (triggerer)
+        deadline=extraction_deadline(source),
     )
     def extract():
         for entity in source.entities:

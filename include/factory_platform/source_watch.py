@@ -26,12 +26,14 @@ A file-drop source whose exporter stops still commits (empty) batches, so it sta
 its silence shows as stale freshness instead. Both land in `reporting.rpt_source_health` and
 at the top of the HTML report.
 
-`extraction_deadline` is the DeadlineAlert meant for every extraction DAG: a run not finished
-`cadence + GRACE` after it was queued is alerted by the triggerer (alerts.WebhookNotifier). It
-is not attached yet: Airflow 3.3.2's `dag.test()` fails on any DAG with a deadline (its
-`DagRun.update_state` hands the serialized alert, a dict, to `DeadlineAlertModel.get_by_id`:
-psycopg2 "can't adapt type 'dict'"), and the e2e and DAG tests run the extraction DAGs with
-`dag.test()`. The scheduler's own path works (a queued run gets its Deadline row: tested).
+`extraction_deadline` is the DeadlineAlert of every extraction DAG (dag_factory): a run not
+finished `cadence + GRACE` after it was queued is alerted by the triggerer
+(alerts.WebhookNotifier); backfill runs, which wait for their turn, are not. Airflow 3.3.2's
+`dag.test()` (and so `airflow dags test`) fails at the end of a successful run of a DAG with a
+deadline — its in-memory serialization leaves the alerts as dicts, which
+`DagRun.update_state` looks up as ids (apache/airflow#73428, fix pending in #73430). The
+scheduler's path is not affected (a queued run gets its Deadline row: tested); the test suite,
+which runs the DAGs with `dag.test()`, runs them without their deadline (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -85,8 +87,7 @@ def run_deadline(source) -> timedelta:
 
 def extraction_deadline(source):
     """The DeadlineAlert for `extract_<system>`: late runs are alerted by the triggerer through
-    the webhook notifier (backfill runs, which wait for their turn, are not). Not attached to
-    the DAGs yet (module docstring)."""
+    the webhook notifier (backfill runs, which wait for their turn, are not)."""
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
     from factory_platform.alerts import WebhookNotifier

@@ -125,8 +125,7 @@ def test_without_a_webhook_an_alert_is_only_logged(monkeypatch, caplog):
 
 def test_the_extraction_deadline_alerts_through_the_notifier():
     """source_watch.extraction_deadline: queued + the schedule's interval + 10 min, the
-    notifier as the triggerer's callback. (Not attached to the extraction DAGs: Airflow 3.3.2's
-    dag.test() fails on any DAG with a deadline — README, Noticing silence.)"""
+    notifier as the triggerer's callback (every extraction DAG carries it: test_dagbag)."""
     from airflow.sdk import AsyncCallback, DeadlineReference
     from factory_platform.source_watch import extraction_deadline, run_deadline
     from factory_platform.sources import all_sources

@@ -71,6 +71,19 @@ def test_every_registry_system_has_its_extract_dag_documented_by_its_module(dagb
         assert dag.fileloc.endswith("dags/extract_sources.py")
 
 
+def test_every_extract_dag_alerts_a_run_not_finished_in_time(dagbag):
+    """Each extract_<system> carries its DeadlineAlert: queued + the schedule's cadence + 10
+    min, the webhook notifier called by the triggerer (source_watch.extraction_deadline)."""
+    from airflow.sdk import DeadlineReference
+    from factory_platform.source_watch import run_deadline
+
+    for system, source in all_sources().items():
+        (alert,) = dagbag.get_dag(source.dag_id).deadline
+        assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT, system
+        assert alert.interval == run_deadline(source), system
+        assert alert.callback.path == "factory_platform.alerts.WebhookNotifier", system
+
+
 def test_extraction_runs_have_real_data_intervals(dagbag):
     """Airflow 3 gives a plain cron string zero-width data intervals; ours must be 15 minutes."""
     from airflow.timetables.base import DataInterval
