@@ -29,10 +29,10 @@ windows with a few records) of 0.5–1.3 s each, but a worker slot is held ~3.4 
 instance (Celery hand-over, the task runner's start-up, the execution API, 50 ms per plant
 request) while the machine's CPU stays mostly idle (0.51 cores busy with 1 worker): the slots,
 not the cores, are the limit, so a second worker's slots add most of their throughput (steady
-rate 33 → 59 task instances a minute). Measured 2026-12-03, `--hours 24`: 1 worker 3,293 s,
-2 workers 2,131 s — 1.55, with niced tests beside the 2-worker half for its first 15 minutes
-(41 a minute then; 59 once quiet: ≈ 1.76 at the quiet rate). A plant-day takes ~55 min on 1
-worker and ~32–36 min on 2: `make bench` runs 6 plant hours by default (`--hours 24` for the
+rate 33 → 59 task instances a minute). Measured 2026-12-03, `--hours 24`, the machine otherwise
+quiet (≈ 2 min of niced tests in the 1-worker half): 1 worker 3,409 s at 0.53 cores, 2 workers 1,879 s at 0.75 cores — 1.81 (an earlier run
+with niced tests beside its 2-worker half gave 1.55). A plant-day takes ~57 min on 1 worker and
+~31 min on 2: `make bench` runs 6 plant hours by default (`--hours 24` for the
 day). Measured 2026-12-02, 2 plant hours (168 task instances, ERP-heavy):
 1 worker 443 s at 1.15 cores busy, 2 workers 274 s at 1.58 cores — 1.62.
 
