@@ -97,6 +97,9 @@ class OpcUaEndpoint:
         if (self.security_policy == "None") != (self.security_mode == "None"):
             raise OpcUaConfigError(f"{self.conn_id}: security_policy {self.security_policy} "
                                    f"with security_mode {self.security_mode}: both None or neither")
+        for name in ("max_nodes", "max_depth", "nodes_per_request"):
+            if getattr(self, name) < 1:
+                raise OpcUaConfigError(f"{self.conn_id}: {name} {getattr(self, name)}; at least 1")
         if self.security_mode != "None" and not (self.certificate and self.private_key):
             raise OpcUaConfigError(f"{self.conn_id}: security mode {self.security_mode} needs "
                                    "the client's certificate and private_key (extra)")
@@ -141,9 +144,19 @@ def endpoint_for(conn_id: str) -> OpcUaEndpoint:
         login=conn.login or None, password=conn.password or None,
         timeout_s=float(extra.get("timeout_s", 60)),
         nodes_per_request=int(extra.get("nodes_per_request", 16)),
-        max_nodes=int(extra.get("max_nodes", 100_000)),
-        max_depth=int(extra.get("max_depth", 12)),
+        max_nodes=_whole_number(conn_id, extra, "max_nodes", 100_000),
+        max_depth=_whole_number(conn_id, extra, "max_depth", 12),
     )
+
+
+def _whole_number(conn_id: str, extra: dict, name: str, default: int) -> int:
+    """The connection extra's `name` as an int, or an error naming the connection."""
+    value = extra.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise OpcUaConfigError(f"connection {conn_id!r}: extra {name} {value!r} is not a whole "
+                               f"number") from None
 
 
 def open_extraction(source, entity, window) -> Extraction:

@@ -379,3 +379,17 @@ def test_an_address_space_without_end_is_refused_before_anything_is_read(
     incidents = rows(warehouse_dsn, "select reason from ops.source_incident where system = "
                                     "'opcua' and entity = 'tag_values'")
     assert len(incidents) == 1 and re.search(error, incidents[0][0]), incidents
+
+
+@pytest.mark.parametrize("value, error", [
+    ("many", r"extra max_nodes 'many' is not a whole number"),
+    (0, r"max_nodes 0; at least 1"),
+])
+def test_a_browse_bound_that_is_not_a_positive_whole_number_names_the_connection(
+        secure_server, monkeypatch, value, error):
+    from factory_platform.extract.opcua import OpcUaConfigError, endpoint_for
+
+    monkeypatch.setenv("AIRFLOW_CONN_PLANT_OPCUA", connection(secure_server, max_nodes=value))
+    with pytest.raises(OpcUaConfigError, match=error) as raised:
+        endpoint_for("plant_opcua")
+    assert "plant_opcua" in str(raised.value) and PASSWORD not in str(raised.value)
