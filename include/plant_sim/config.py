@@ -115,6 +115,10 @@ class Config:
     scada_tags: int
     defects: dict[str, float] = field(default_factory=dict)
     sha256: str = ""
+    orders_per_line_day: tuple[int, int] = (1, 3)
+    """How many production orders the ERP releases per line and day: drawn uniformly from this
+    closed range. Each order is one operation per machine of the line, so more orders mean
+    shorter operations and more confirmations between shift changes."""
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`[faults.<system>]` delivery faults, applied when the world is served (see faults.py)."""
 
@@ -161,6 +165,16 @@ def _machines_for(
             )
         )
     return tuple(out)
+
+
+def _orders_per_line_day(value: Any) -> tuple[int, int]:
+    """`orders_per_line_day = [low, high]`: whole numbers, 1 ≤ low ≤ high."""
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not 1 <= value[0] <= value[1]):
+        raise ValueError(f"orders_per_line_day must be [low, high] with whole numbers "
+                         f"1 <= low <= high, got {value!r}")
+    return value[0], value[1]
 
 
 def load_config(path: str | Path) -> Config:
@@ -226,6 +240,7 @@ def load_config(path: str | Path) -> Config:
         start_date=dt.date.fromisoformat(str(raw["start_date"])),
         days=int(raw["days"]),
         order_load=float(raw.get("order_load", 0.72)),
+        orders_per_line_day=_orders_per_line_day(raw.get("orders_per_line_day", [1, 3])),
         sites=sites,
         lines=tuple(lines),
         products=products,

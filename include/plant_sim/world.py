@@ -393,7 +393,7 @@ class WorldGen:
         r = rngmod.stream(self.seed, "orders", site.code, day.isoformat())
         for line in (ln for ln in self.cfg.lines if ln.site_code == site.code):
             avail_s = sum(s.seconds - BREAK_S for s in shifts)
-            n_orders = r.randint(1, 3)
+            n_orders = r.randint(*self.cfg.orders_per_line_day)
             for k in range(n_orders):
                 product = self.cfg.product(
                     line.products[r.randrange(len(line.products))]

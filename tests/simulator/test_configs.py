@@ -77,3 +77,30 @@ products = ["100047"]
         p.name.startswith("WMS_MOVEMENTS_SHA_")
         for p in (tmp_path / "w" / "drops" / "wms").iterdir()
     )
+
+
+def test_orders_per_line_day_sets_how_many_orders_a_line_gets(tmp_path: Path) -> None:
+    """The default [1, 3] keeps the worlds as they were; a dense range gives every line-day
+    that many orders (the latency bench's plant confirms all day with [24, 32])."""
+    import pytest
+
+    text = (CONFIGS / "small.toml").read_text(encoding="utf-8")
+    dense = tmp_path / "dense.toml"
+    dense.write_text(text.replace("order_load = 0.72", "order_load = 0.72\n"
+                                  "orders_per_line_day = [5, 5]", 1), encoding="utf-8")
+    cfg = load_config(dense)
+    assert cfg.orders_per_line_day == (5, 5)
+    assert load_config(CONFIGS / "small.toml").orders_per_line_day == (1, 3)
+    generate_world(cfg, 5, tmp_path / "w")
+    with open(tmp_path / "w" / "erp" / "production_orders.csv", encoding="utf-8") as fh:
+        per_line_day: dict[tuple[str, str], int] = {}
+        for order in csv.DictReader(fh):
+            key = (order["line_code"], order["released_at"][:10])
+            per_line_day[key] = per_line_day.get(key, 0) + 1
+    assert len(per_line_day) == len(cfg.lines) * cfg.days
+    assert set(per_line_day.values()) == {5}
+    for bad in ("[0, 2]", "[3, 2]", "[1.5, 2]", "3"):
+        dense.write_text(text.replace("order_load = 0.72", "order_load = 0.72\n"
+                                      f"orders_per_line_day = {bad}", 1), encoding="utf-8")
+        with pytest.raises(ValueError, match="orders_per_line_day"):
+            load_config(dense)
