@@ -156,3 +156,11 @@ def test_pieces_per_machine_and_shift_equal_the_truth(modbus_built: dict,
     flagged = rows(warehouse_dsn, "select count(*) from staging.stg_mqtt__plc_counter_changes "
                                   "where status <> 'good'")[0][0]
     assert flagged == 0
+    # a PLC knows no MES operation: every piece is one without, so the path has no PRI (and
+    # mart_oee_shift_by_signal_path no effectiveness or OEE for it)
+    unattributed = rows(warehouse_dsn, "select sum(pieces_without_operation_count), "
+                                       "sum(good_count + scrap_count + rework_count), "
+                                       "sum(pri_seconds) from conformed.fct_machine_signal_shift "
+                                       "where signal_path = 'modbus' and production_date = %s",
+                        DAY)[0]
+    assert unattributed[0] == unattributed[1] > 0 and unattributed[2] == 0

@@ -295,6 +295,38 @@ def test_counts_and_states_equal_the_truth(landed, plant, warehouse_dsn) -> None
         assert got == want, machine
 
 
+@pytest.mark.slow
+def test_pieces_and_pri_per_machine_shift_equal_the_truth(landed, plant, warehouse_dsn) -> None:
+    """mart_oee_shift_by_signal_path on what MQTT alone delivered, for the landed shift: PQ, GQ,
+    the quality ratio and PRI (each piece × the ideal cycle time of the operation its counter
+    event names, from the MES's operations) equal the truth's OEE elements. Availability is
+    not compared: the stream starts at the shift start, so the state the machines were in
+    before their first change in it is not on this path."""
+    from _pipeline import dbt_build_selected
+    from factory_platform.extract.run import extract_interval
+
+    a = dt.datetime.fromtimestamp(landed["a"] / 1000, UTC)
+    b = dt.datetime.fromtimestamp(landed["b"] / 1000, UTC)
+    extract_interval("mes", "operations", a - dt.timedelta(days=3), b, dsn=warehouse_dsn)
+    extract_interval("eam", "equipment", a - dt.timedelta(days=60), b, dsn=warehouse_dsn)
+    dbt_build_selected(["+mart_oee_shift_by_signal_path"], "--exclude", "test_type:data")
+    with psycopg.connect(warehouse_dsn) as conn:
+        got = {m: (pq, gq, float(pri), q) for m, pq, gq, pri, q, unknown in conn.execute(
+            "select machine_code, pq, gq, pri_seconds, quality_ratio, "
+            "pieces_without_operation_count from marts.mart_oee_shift_by_signal_path "
+            "where signal_path = 'mqtt' and shift_start_at = %s", (a,))
+            if unknown == 0 and pq > 0}
+    truth = {r["machine_code"]: (int(r["pq"]), int(r["gq"]), float(r["pri_seconds"]),
+                                 float(r["quality_ratio"]) if r["quality_ratio"] else None)
+             for r in _truth(plant.world, "oee_machine_shift")
+             if _ms(r["shift_start_at"]) == landed["a"] and int(r["pq"]) > 0}
+    assert len(truth) >= 10 and set(got) == set(truth)
+    for machine, (pq, gq, pri, quality) in truth.items():
+        assert got[machine][:2] == (pq, gq), machine
+        assert got[machine][2] == pytest.approx(pri, abs=1e-6), machine
+        assert got[machine][3] == pytest.approx(quality, rel=1e-9), machine
+
+
 def _publish(broker, client_id: str, messages: list[tuple[str, bytes | str]]) -> None:
     """QoS 1 publishes, each acknowledged by the broker."""
     import paho.mqtt.client as mqtt

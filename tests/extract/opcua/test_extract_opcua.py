@@ -30,8 +30,9 @@ LOAD_END = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 3 shifts of 12 machines co
 SLICE = timedelta(hours=2)  # a history load (catch-up) in slices; scheduled runs are 15 min
 LOOKBACK = get_source(SYSTEM).lookback  # 30 minutes: each run also reads the half hour before
 TABLE = "raw_opcua.tag_values"
-# the fact and everything it reads; the tests of the opcua staging models and of the fact
-MODELS = ["+fct_machine_signal_shift", "staging.opcua", "conformed.machine_signals"]
+# the fact, the OEE per path and everything they read; the tests of the opcua staging models
+# and of the fact
+MODELS = ["+mart_oee_shift_by_signal_path", "staging.opcua", "conformed.machine_signals"]
 STAGING_VIEWS = ("stg_opcua__counter_changes", "stg_opcua__machine_state_changes",
                  "stg_opcua__process_values")
 
@@ -91,7 +92,7 @@ def opcua_built(plant, warehouse_dsn):
     print(f"\nopcua history [{LOAD_START:%m-%d %H:%M}, {LOAD_END:%m-%d %H:%M}): {len(results)} "
           f"batches, {loaded} rows in {seconds:.1f} s ({loaded / seconds:.0f} rows/s)")
     mes_window = (LOAD_START - timedelta(days=1), CLOCK)
-    for entity in ("machine_states", "confirmations"):
+    for entity in ("machine_states", "confirmations", "operations"):
         extract_interval("mes", entity, *mes_window, dsn=warehouse_dsn)
     extract_interval("eam", "equipment", *mes_window, dsn=warehouse_dsn)
     # the models and the tests of this path (not the other paths' and dimensions' tests, which
@@ -191,6 +192,33 @@ def test_state_seconds_per_machine_and_shift_equal_the_truth_and_the_mes(opcua_b
         assert signal[key] == truth[key], key
         assert signal[key] == tuple(mes[key].get(s, 0) for s in order), key
         assert sum(signal[key]) == (end - start).total_seconds()
+
+
+def test_oee_from_opcua_alone_equals_the_truth(opcua_built, warehouse_dsn):
+    """ISO 22400 per machine × shift from what OPC UA delivered (mart_oee_shift_by_signal_path:
+    PRI from each piece's operation, the one the machine's State/OperationId names) equals the
+    truth's OEE and its factors and elements."""
+    shifts = compared_shifts(warehouse_dsn)
+    columns = ("pbt_seconds, apt_seconds, pri_seconds, pq, gq, availability, effectiveness, "
+               "quality_ratio, oee")
+    signal = per_shift(warehouse_dsn, f"select machine_code, production_date, shift_code, "
+                                      f"{columns} from marts.mart_oee_shift_by_signal_path "
+                                      f"where signal_path = 'opcua'")
+    truth = per_shift(warehouse_dsn, f"select machine_code, production_date::date, shift_code, "
+                                     f"{columns} from truth.oee_machine_shift")
+    unattributed = dict(rows(warehouse_dsn, "select machine_code || production_date || "
+                                            "shift_code, pieces_without_operation_count from "
+                                            "marts.mart_oee_shift_by_signal_path where "
+                                            "signal_path = 'opcua'"))
+    for machine, day, shift, _start, _end in shifts:
+        key = (machine, day, shift)
+        assert unattributed[f"{machine}{day}{shift}"] == 0, key
+        got, want = signal[key], truth[key]
+        assert got[:2] == tuple(int(v) for v in want[:2]), key  # PBT, APT
+        assert float(got[2]) == pytest.approx(float(want[2]), abs=1e-6), key  # PRI
+        assert got[3:5] == tuple(int(v) for v in want[3:5]), key  # PQ, GQ
+        assert got[5:] == pytest.approx([float(v) for v in want[5:]], rel=1e-9), key
+    assert sum(signal[s[:3]][8] > 0 for s in shifts) >= len(shifts) * 3 // 4  # real OEE, not 0
 
 
 def test_state_changes_are_the_mes_intervals(opcua_built, warehouse_dsn):

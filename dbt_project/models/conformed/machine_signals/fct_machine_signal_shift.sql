@@ -2,7 +2,9 @@
     them: OPC UA history (opcua), MQTT machine events (mqtt), the PLCs' registers published by
     the edge collector (modbus); a new path adds its staging models to the two unions below.
     The marts do not care how a signal came: whichever path delivered it, the counts and the
-    seconds per shift are the MES's and the truth's.
+    seconds per shift are the MES's and the truth's, and so is the ISO 22400 PRI (pri_seconds:
+    each piece × the ideal cycle time of the operation it was made for, the MES operation the
+    machine reports), from which mart_oee_shift_by_signal_path computes OEE per path.
     Placement: a piece counts at the instant it completes, so a counter change belongs to the
     shift that holds it in (start, end] (placed by assign_shift one microsecond earlier; source
     timestamps carry milliseconds); a state lasts from its change to the machine's next change
@@ -17,6 +19,7 @@ with state_changes as (
     select
         machine_code,
         state,
+        operation_id,
         changed_at,
         signal_path
     from {{ ref('stg_opcua__machine_state_changes') }}
@@ -24,6 +27,7 @@ with state_changes as (
     select
         machine_code,
         state,
+        operation_id,
         changed_at,
         signal_path
     from {{ ref('stg_mqtt__machine_state_changes') }}
@@ -31,6 +35,7 @@ with state_changes as (
     select
         machine_code,
         state,
+        operation_id,
         changed_at,
         signal_path
     from {{ ref('stg_mqtt__plc_state_changes') }}
@@ -42,6 +47,7 @@ counter_changes as (
         counter,
         increment,
         is_counter_reset,
+        null::text as operation_id,
         changed_at,
         signal_path
     from {{ ref('stg_opcua__counter_changes') }}
@@ -51,6 +57,7 @@ counter_changes as (
         counter,
         increment,
         is_counter_reset,
+        operation_id,
         changed_at,
         signal_path
     from {{ ref('stg_mqtt__counter_changes') }}
@@ -60,6 +67,7 @@ counter_changes as (
         counter,
         increment,
         is_counter_reset,
+        null::text as operation_id,
         changed_at,
         signal_path
     from {{ ref('stg_mqtt__plc_counter_changes') }}
@@ -93,20 +101,102 @@ shifts as (
     select * from {{ ref('dim_shift') }}
 ),
 
+operations as (
+    select
+        operation_id,
+        ideal_cycle_time_seconds
+    from {{ ref('stg_mes__operations') }}
+),
+
+-- The operation a counter change's pieces belong to, for the ISO 22400 PRI (ideal cycle time ×
+-- pieces): the one its event names (MQTT counter events carry it), else the one named by the
+-- machine's latest state change on the same path before it (OPC UA writes State, ReasonCode
+-- and OperationId together; the PLC knows no operation, so Modbus pieces have none). A counter
+-- change at the instant of a state change belongs to the interval that ends there, as pieces
+-- are placed ((start, end]): counters sort before state changes at the same instant.
+-- materialized: its row numbers are the join key of the two CTEs that read it
+counter_rows as materialized (
+    select
+        counter_changes.*,
+        row_number() over () as counter_row_id
+    from counter_changes
+),
+
+operation_timeline as (
+    select
+        signal_path,
+        machine_code,
+        changed_at,
+        1 as is_state_change,
+        operation_id,
+        null::bigint as counter_row_id
+    from state_changes
+    union all
+    select
+        signal_path,
+        machine_code,
+        changed_at,
+        0 as is_state_change,
+        operation_id,
+        counter_row_id
+    from counter_rows
+),
+
+operation_runs as (
+    select
+        signal_path,
+        machine_code,
+        changed_at,
+        is_state_change,
+        operation_id,
+        counter_row_id,
+        count(*) filter (where is_state_change = 1) over (
+            partition by signal_path, machine_code
+            order by changed_at, is_state_change
+            rows between unbounded preceding and current row
+        ) as state_change_seq
+    from operation_timeline
+),
+
+operation_carried as (
+    select
+        counter_row_id,
+        coalesce(
+            operation_id,
+            first_value(operation_id) over (
+                partition by signal_path, machine_code, state_change_seq
+                order by is_state_change desc
+            )
+        ) as operation_id
+    from operation_runs
+),
+
+counter_operations as (
+    select
+        operation_carried.counter_row_id,
+        operation_carried.operation_id,
+        operations.ideal_cycle_time_seconds
+    from operation_carried
+    left join operations on operations.operation_id = operation_carried.operation_id
+    where operation_carried.counter_row_id is not null
+),
+
 -- pieces and temperature samples, placed in their shifts together (one assign_shift): a
 -- counter change in the shift that holds it in (start, end] (placed one microsecond before
 -- it), a sample in the one that holds it in [start, end)
 point_events as (
     select
-        signal_path,
-        machine_code,
-        counter as measure,
-        increment,
-        is_counter_reset,
+        counter_rows.signal_path,
+        counter_rows.machine_code,
+        counter_rows.counter as measure,
+        counter_rows.increment,
+        counter_rows.is_counter_reset,
+        counter_operations.ideal_cycle_time_seconds,
         null::double precision as sample_value,
         null::boolean as is_good_quality,
-        changed_at - interval '1 microsecond' as placed_at
-    from counter_changes
+        counter_rows.changed_at - interval '1 microsecond' as placed_at
+    from counter_rows
+    inner join counter_operations on counter_operations.counter_row_id = counter_rows.counter_row_id
     union all
     select
         signal_path,
@@ -114,6 +204,7 @@ point_events as (
         'temperature' as measure,
         null::bigint as increment,  -- noqa: RF04
         null::boolean as is_counter_reset,
+        null::numeric as ideal_cycle_time_seconds,
         sample_value,
         is_good_quality,
         sampled_at as placed_at
@@ -144,6 +235,15 @@ measures as (
         sum(event_rows.increment) filter (where event_rows.measure = 'total') as total_counter_count,
         count(*) filter (where event_rows.measure = 'total') as total_counter_readings,
         count(*) filter (where event_rows.is_counter_reset) as counter_reset_count,
+        -- PRI: each produced piece (good, scrap or rework: each piece is counted by one of
+        -- them) × its operation's ideal cycle time; pieces of no known operation apart
+        sum(event_rows.increment * event_rows.ideal_cycle_time_seconds) filter (
+            where event_rows.measure in ('good', 'scrap', 'rework')
+        ) as pri_seconds,
+        coalesce(sum(event_rows.increment) filter (
+            where event_rows.measure in ('good', 'scrap', 'rework')
+            and event_rows.ideal_cycle_time_seconds is null
+        ), 0) as pieces_without_operation_count,
         -- temperature: good samples only; bad ones are counted, their values never used
         count(*) filter (
             where event_rows.measure = 'temperature' and event_rows.is_good_quality
@@ -252,6 +352,8 @@ final as (
             else coalesce(measures.good_count + measures.scrap_count + measures.rework_count, 0)
         end as total_count,
         coalesce(measures.counter_reset_count, 0) as counter_reset_count,
+        coalesce(measures.pri_seconds, 0)::numeric(18, 6) as pri_seconds,
+        coalesce(measures.pieces_without_operation_count, 0)::bigint as pieces_without_operation_count,
         coalesce(state_time.running_seconds, 0) as running_seconds,
         coalesce(state_time.idle_seconds, 0) as idle_seconds,
         coalesce(state_time.setup_seconds, 0) as setup_seconds,
