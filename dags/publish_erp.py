@@ -30,7 +30,7 @@ OperationsPerformance documents (V0700, validated against the XSD).
 """
 
 from airflow.sdk import dag, task
-from factory_platform.dag_factory import publishing_dag_args
+from factory_platform.dag_factory import PRIORITY_TO_ERP, priority, publishing_dag_args
 
 
 @dag(
@@ -40,7 +40,7 @@ from factory_platform.dag_factory import publishing_dag_args
     **publishing_dag_args(),
 )
 def publish_erp():
-    @task
+    @task(**priority(PRIORITY_TO_ERP))  # on the way from the shop floor to the ERP
     def post_to_erp(**context) -> list[dict]:
         from factory_platform.alerts import send_alert
         from factory_platform.erp_publish import alerts_for, publish_to_erp

@@ -18,7 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from factory_platform.assets import gated_marts_asset, warehouse_asset_uri
-from factory_platform.dag_factory import START_DATE, default_args
+from factory_platform.dag_factory import (
+    PRIORITY_MODEL_REPORT,
+    PRIORITY_TO_ERP,
+    START_DATE,
+    default_args,
+    priority,
+)
 from factory_platform.dbt_project import (
     DBT_PROJECT_DIR,
     MANIFEST_PATH,
@@ -68,7 +74,7 @@ def _node_result_task(dag, task_group, node, task_id, **_):
     from factory_platform.transform_watch import DbtNodeResult
 
     return DbtNodeResult(task_id=task_id, dag=dag, task_group=task_group,
-                         unique_id=node.unique_id, priority_weight=1, weight_rule="absolute")
+                         unique_id=node.unique_id, **priority(PRIORITY_MODEL_REPORT))
 
 
 def _wire_watchers(group):
@@ -157,7 +163,7 @@ def build_transform_dag(doc_md: str | None):
                 dbt_executable_path=str(dbt_executable()),
                 # the producer: one `dbt build` per run; a retry would build it all again
                 # (Cosmos' producer skips a retry anyway), the next run rebuilds what failed
-                setup_operator_args={"retries": 0},
+                setup_operator_args={"retries": 0, **priority(PRIORITY_TO_ERP)},
             ),
             render_config=RenderConfig(
                 load_method=LoadMode.DBT_MANIFEST,
@@ -190,7 +196,7 @@ def build_transform_dag(doc_md: str | None):
         # only Cosmos' aggregate per model
         producer.tests_per_model = {}
 
-        @task
+        @task(**priority(PRIORITY_TO_ERP))
         def data_interval(**context) -> dict[str, str]:
             """What this run processes (transform_window.py): the windows of the load batches
             finished since the last successful run (a backfill's batches included), from
@@ -221,7 +227,7 @@ def build_transform_dag(doc_md: str | None):
                   f"{'everything' if changed is None else changed}; dbt --select {select}")
             return {**interval, "select": select}
 
-        @task
+        @task(**priority(PRIORITY_TO_ERP))
         def dbt_gate_checks(**context) -> dict:
             """The `gate`-tagged dbt tests, recorded per scope (site × day) in dq.check_result."""
             from factory_platform.quality.dbt_gate import run_dbt_gate
@@ -231,7 +237,7 @@ def build_transform_dag(doc_md: str | None):
             return {c.name: {"severity": c.severity, "failing_rows": c.failing_rows,
                              "failing_scopes": c.failing_scopes} for c in checks}
 
-        @task
+        @task(**priority(PRIORITY_TO_ERP))
         def gx_gate_checks(**context) -> dict:
             """Great Expectations suites on staging, recorded per scope; an error suite that
             fails fails this task (its log names the expectation) — the scopes it blocks are
@@ -242,7 +248,7 @@ def build_transform_dag(doc_md: str | None):
             start, end = processed_interval(context)
             return gx_quality_gate(warehouse_dsn(), context["run_id"], start, end)
 
-        @task(outlets=[gated_marts_asset()], trigger_rule="all_done")
+        @task(outlets=[gated_marts_asset()], trigger_rule="all_done", **priority(PRIORITY_TO_ERP))
         def quality_gate(**context) -> str:
             """Emits the gated-marts asset once dbt built the run's selection and every gate
             check step completed — its results recorded, failing or not (a failing GX suite is
