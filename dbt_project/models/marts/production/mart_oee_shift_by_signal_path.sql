@@ -14,10 +14,6 @@ with signals as (
     select * from {{ ref('fct_machine_signal_shift') }}
 ),
 
-shifts as (
-    select * from {{ ref('dim_shift') }}
-),
-
 elements as (
     select
         signals.shift_id,
@@ -29,8 +25,10 @@ elements as (
         signals.shift_start_at,
         signals.shift_end_at,
         signals.signal_path,
-        shifts.shift_seconds,
-        shifts.shift_seconds - signals.planned_downtime_seconds as pbt_seconds,
+        -- the shift's length as dim_shift gives it (the fact carries its bounds)
+        extract(epoch from signals.shift_end_at - signals.shift_start_at) as shift_seconds,
+        extract(epoch from signals.shift_end_at - signals.shift_start_at)
+        - signals.planned_downtime_seconds as pbt_seconds,
         signals.running_seconds as apt_seconds,
         signals.pri_seconds,
         signals.good_count + signals.scrap_count + signals.rework_count as pq,
@@ -43,7 +41,6 @@ elements as (
         signals.setup_seconds,
         signals.idle_seconds
     from signals
-    inner join shifts on shifts.shift_id = signals.shift_id
 ),
 
 ratios as (
