@@ -80,8 +80,9 @@ products = ["100047"]
 
 
 def test_orders_per_line_day_sets_how_many_orders_a_line_gets(tmp_path: Path) -> None:
-    """The default [1, 3] keeps the worlds as they were; a dense range gives every line-day
-    that many orders (the latency bench's plant confirms all day with [24, 32])."""
+    """Without the key, the range the plant always drew from ([1, 3]); with one, every
+    line-day gets that many orders (the latency bench's plant confirms all day with [24, 32]);
+    a range that is not two whole numbers 1 <= low <= high is refused."""
     import pytest
 
     text = (CONFIGS / "small.toml").read_text(encoding="utf-8")
