@@ -4,7 +4,8 @@ raw_opcua, then staged and conformed by dbt (fct_machine_signal_shift). Against 
 the MES, per machine × shift: pieces (good, scrap, rework, total) and state seconds; state
 changes equal the MES's intervals; a backfill re-loads a window identically; a window the
 server's retention no longer holds is refused, not deleted; bad-quality temperature samples
-(BadSensorFailure) land flagged and stay out of the aggregates.
+(BadSensorFailure) land flagged and stay out of the aggregates; energy per good unit of a whole
+production day from the pieces OPC UA counted equals the truth's.
 
 The counter rule for bad status (quarantine) and Sign & Encrypt: test_opcua_security.py."""
 
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
 from _pipeline import _SESSION_MARK, dbt
-from factory_platform.extract.run import catchup_slices, extract_interval
+from factory_platform.extract.run import (
+    catchup_slices,
+    extract_interval,
+    extract_windows,
+)
 from factory_platform.sources import get_source
 from psycopg import sql
 
@@ -26,13 +31,17 @@ SYSTEM, ENTITY = "opcua", "tag_values"
 # 48 plant hours before it
 CLOCK = datetime(2026, 11, 2, 6, 5, tzinfo=UTC)
 LOAD_START = datetime(2026, 10, 31, 18, 0, tzinfo=UTC)  # inside CLOCK - 48 h, lookback included
-LOAD_END = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 3 shifts of 12 machines compared
+# 3 shifts of 12 machines compared; production day 2026-11-01 (05:00-05:00 UTC) loaded whole,
+# to the world's end
+LOAD_END = datetime(2026, 11, 2, 5, 0, tzinfo=UTC)
+ENERGY_DAY = date(2026, 11, 1)  # its energy per good unit from what OPC UA counted
 SLICE = timedelta(hours=2)  # a history load (catch-up) in slices; scheduled runs are 15 min
 LOOKBACK = get_source(SYSTEM).lookback  # 30 minutes: each run also reads the half hour before
 TABLE = "raw_opcua.tag_values"
 # the fact, the OEE per path and everything they read; the tests of the opcua staging models
 # and of the fact
-MODELS = ["+mart_oee_shift_by_signal_path", "staging.opcua", "conformed.machine_signals"]
+MODELS = ["+mart_oee_shift_by_signal_path", "+mart_energy_intensity_by_signal_path",
+          "staging.opcua", "conformed.machine_signals"]
 STAGING_VIEWS = ("stg_opcua__counter_changes", "stg_opcua__machine_state_changes",
                  "stg_opcua__process_values")
 
@@ -95,6 +104,9 @@ def opcua_built(plant, warehouse_dsn):
     for entity in ("machine_states", "confirmations", "operations"):
         extract_interval("mes", entity, *mes_window, dsn=warehouse_dsn)
     extract_interval("eam", "equipment", *mes_window, dsn=warehouse_dsn)
+    # the EMS meters' hourly files of the loaded range (read again from the archive if another
+    # module picked them up): the energy of ENERGY_DAY
+    extract_windows("ems", [(LOAD_START, LOAD_END)], dsn=warehouse_dsn)
     # the models and the tests of this path (not the other paths' and dimensions' tests, which
     # their own modules run on their data): one dbt start
     dbt("build", "--select", *MODELS, "--indirect-selection", "empty", "--threads", "2")
@@ -219,6 +231,36 @@ def test_oee_from_opcua_alone_equals_the_truth(opcua_built, warehouse_dsn):
         assert got[3:5] == tuple(int(v) for v in want[3:5]), key  # PQ, GQ
         assert got[5:] == pytest.approx([float(v) for v in want[5:]], rel=1e-9), key
     assert sum(signal[s[:3]][8] > 0 for s in shifts) >= len(shifts) * 3 // 4  # real OEE, not 0
+
+
+def test_energy_per_good_unit_from_opcua_alone_equals_the_truth(opcua_built, warehouse_dsn):
+    """mart_energy_intensity_by_signal_path on the production day OPC UA delivered whole: per
+    machine, the day's kWh (EMS), the good pieces OPC UA counted over its three shifts and kWh
+    per good unit equal the truth's (its counters and meters) — energy per unit does not depend
+    on the path that carried the counts."""
+    path = {row[0]: row[1:] for row in rows(
+        warehouse_dsn, "select machine_code, shift_count, energy_kwh, good_count, "
+                       "kwh_per_good_unit from marts.mart_energy_intensity_by_signal_path "
+                       "where signal_path = 'opcua' and production_date = %s", ENERGY_DAY)}
+    counted = dict(rows(warehouse_dsn, "select machine_code, sum(good_count::bigint) from "
+                                       "truth.machine_counter_shift where production_date::date "
+                                       "= %s group by 1", ENERGY_DAY))
+    energy = {machine: (float(kwh), good, ratio) for machine, kwh, good, ratio in rows(
+        warehouse_dsn, "select machine_code, energy_kwh, good_qty, kwh_per_good_unit from "
+                       "truth.energy_machine_day where production_date = %s", ENERGY_DAY)}
+    assert len(path) == len(counted) == len(energy) == 12
+    assert sum(counted.values()) > 5_000
+    same_as_mes = 0
+    for machine, (shifts, kwh, good, ratio) in path.items():
+        assert shifts == 3, machine
+        assert float(kwh) == pytest.approx(energy[machine][0], abs=1e-3), machine
+        assert good == counted[machine], machine
+        expected = energy[machine][0] / good if good else None
+        assert ratio == (None if expected is None else pytest.approx(expected, rel=1e-9)), machine
+        if energy[machine][1] == good:  # the MES confirmed every piece: the truth's own ratio
+            assert ratio == pytest.approx(energy[machine][2], rel=1e-9), machine
+            same_as_mes += 1
+    assert same_as_mes >= 10
 
 
 def test_state_changes_are_the_mes_intervals(opcua_built, warehouse_dsn):
@@ -358,8 +400,8 @@ def test_an_answer_lacking_values_raw_holds_is_refused_not_deleted(
 
 
 def test_history_read_follows_continuation_points(opcua_built, warehouse_dsn):
-    """The plant's server answers at most 1,000 values a node at once: 30.5 hours of every
-    machine's Temperature (a sample a minute) take a second request with each node's
+    """The plant's server answers at most 1,000 values a node at once: 35.5 hours of every
+    machine's Temperature (a sample a minute) take two more requests with each node's
     continuation point, and the values read are exactly those raw holds."""
     import asyncio
 
@@ -369,7 +411,7 @@ def test_history_read_follows_continuation_points(opcua_built, warehouse_dsn):
     minutes = int((LOAD_END - start).total_seconds() // 60)
     history = asyncio.run(read_history(endpoint_for("plant_opcua"), start, LOAD_END,
                                        {"Temperature"}))
-    assert history.requests == 2 and minutes > 1_000
+    assert history.requests == 3 and minutes > 2_000
     read = {tag.machine_code: (len(history.values[i]), sum(v[3] for v in history.values[i]))
             for i, tag in enumerate(history.tags)}
     assert len(read) == 12 and {n for n, _ in read.values()} == {minutes}
