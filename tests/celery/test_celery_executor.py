@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from _dags import pause_all_but, restore_paused
 from launcher import processes
 from launcher.__main__ import worker_command, worker_environment
 from launcher.redisserver import RedisServer
@@ -102,26 +103,6 @@ def wait_for_api(port: int, timeout_s: float = 120) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-
-
-def pause_all_but(dag_ids: tuple[str, ...]) -> dict[str, bool]:
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        before = {m.dag_id: m.is_paused for m in session.query(DagModel)}
-        for model in session.query(DagModel):
-            model.is_paused = model.dag_id not in dag_ids
-    return before
-
-
-def restore_paused(before: dict[str, bool]) -> None:
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        for model in session.query(DagModel):
-            model.is_paused = before.get(model.dag_id, model.is_paused)
 
 
 def trigger(dag_id: str, start, end) -> str:

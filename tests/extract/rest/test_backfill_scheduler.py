@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from _dags import pause_all_but, restore_paused
 from launcher import processes
 from launcher.settings import service_environment
 from launcher.settings import test_instance as instance_under_test
@@ -24,18 +25,23 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 @pytest.fixture(scope="module")
 def airflow_services(plant):
-    """api-server (the Task SDK's execution API) and scheduler of the test instance."""
+    """api-server (the Task SDK's execution API) and scheduler of the test instance, with
+    every DAG but extract_mes paused while they run."""
     instance = instance_under_test()
     env = service_environment(instance, dict(os.environ))
     subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for name, args in (("api-server", ["api-server", "--port", str(instance.api_port)]),
-                       ("scheduler", ["scheduler"])):
-        processes.start_service(name, [AIRFLOW, *args], env, instance.pid_dir,
-                                instance.log_dir, instance.var_dir)
-    yield instance
-    # 5 s, not the 30 s a real stop grants: nothing of the test runs any more
-    leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir, timeout_s=5)
+    paused_before = pause_all_but(("extract_mes",))
+    try:
+        for name, args in (("api-server", ["api-server", "--port", str(instance.api_port)]),
+                           ("scheduler", ["scheduler"])):
+            processes.start_service(name, [AIRFLOW, *args], env, instance.pid_dir,
+                                    instance.log_dir, instance.var_dir)
+        yield instance
+    finally:
+        # 5 s, not the 30 s a real stop grants: nothing of the test runs any more
+        leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir, timeout_s=5)
+        restore_paused(paused_before)
     assert leftovers == []
 
 
