@@ -32,6 +32,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from _dags import pause_all_but, restore_paused
 from factory_platform.sources import get_source
 from launcher import processes
 from launcher.settings import PROJECT_ROOT, load_or_create_secrets, service_environment
@@ -42,20 +43,6 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SIGNAL_S = 15  # a record's appearance → the change signal (polls every 5 s, whole seconds)
 SIGNAL_TO_RUN_S = 60  # a record's appearance → its asset-triggered run queued
 RECORD_DELAYS_S = (10, 25)  # after the live plant's start
-
-
-def set_paused(paused: dict[str, bool] | None = None, only_active: str = "") -> dict[str, bool]:
-    """Pause every DAG but `only_active` (or restore `paused`); returns the states before."""
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        models = session.query(DagModel).all()
-        before = {m.dag_id: m.is_paused for m in models}
-        for model in models:
-            model.is_paused = (paused.get(model.dag_id, model.is_paused) if paused is not None
-                               else model.dag_id != only_active)
-    return before
 
 
 def serialize_extract_dags() -> None:
@@ -199,7 +186,7 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
         **os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW_CONN_MES_API": f"http://mes:{key}@127.0.0.1:{live_mes_port}"})
     end_unfinished()
-    paused_before = set_paused(only_active="extract_mes")
+    paused_before = pause_all_but(("extract_mes",))
     try:
         # the extraction DAGs into the metadata DB, new ones paused, and the change-feed
         # watchers of the unpaused one, extract_mes (again if it was new: its watcher comes
@@ -208,8 +195,8 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
         for _ in range(1 if "extract_mes" in paused_before else 2):
             serialize_extract_dags()
             # a DAG new to the metadata DB would come unpaused without this test
-            paused_before.update({dag_id: False for dag_id in set_paused(
-                only_active="extract_mes") if dag_id not in paused_before})
+            paused_before.update({dag_id: False for dag_id in pause_all_but(
+                ("extract_mes",)) if dag_id not in paused_before})
         for name, args in {"api-server": ["api-server", "--port", str(instance.api_port)],
                            "scheduler": ["scheduler", "--skip-serve-logs"],
                            "triggerer": ["triggerer", "--skip-serve-logs"]}.items():
@@ -276,7 +263,7 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
     finally:
         leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir, timeout_s=10)
         end_unfinished()
-        set_paused(paused_before)
+        restore_paused(paused_before)
     assert leftovers == []
 
 
