@@ -19,12 +19,12 @@ path_days as (
         machine_code,
         production_date,
         signal_path,
-        min(site_code) as site_code,
-        min(line_code) as line_code,
+        site_code,
+        line_code,
         sum(good_count) as good_count,
         count(*) as shift_count
     from signal_shifts
-    group by machine_code, production_date, signal_path
+    group by machine_code, production_date, signal_path, site_code, line_code
 ),
 
 final as (
