@@ -337,14 +337,23 @@ create unique index if not exists source_not_seen_open on dq.source_not_seen (sy
 OPS_DDL += ";\n" + SOURCE_WATCH_DDL
 
 
-def _is_current(conn) -> bool:
-    """True when every schema and the newest ops column exist: then there is nothing to do,
-    and no DDL (whose locks could deadlock against running loads) is issued."""
+def _missing_schemas(conn) -> list[str]:
+    """The warehouse's schemas that do not exist (a raw schema an operator dropped to reload a
+    system, or every one on a fresh database)."""
+    wanted = list(schemas())
+    present = {name for (name,) in conn.execute(
+        "select nspname from pg_namespace where nspname = any(%s)", (wanted,)).fetchall()}
+    return [name for name in wanted if name not in present]
+
+
+def _ops_is_current(conn) -> bool:
+    """True when the ops and dq tables exist with their newest column: then no ops DDL (whose
+    locks could deadlock against running loads, and which a job's role may not run) is issued."""
     row = conn.execute(
-        "select count(*) = %s, "
         # pg_attribute, not information_schema: a role that may not read load_audit (the
         # publisher) must see the same answer as one that may
-        "exists (select 1 from pg_attribute where attrelid = to_regclass('ops.load_audit') "
+        "select exists (select 1 from pg_attribute "
+        "        where attrelid = to_regclass('ops.load_audit') "
         "        and attname = 'status' and not attisdropped) "
         "       and to_regclass('ops.quarantine') is not null "
         "       and to_regclass('ops.schema_drift') is not null "
@@ -357,18 +366,24 @@ def _is_current(conn) -> bool:
         "       and to_regclass('dq.gate_step') is not null "
         "       and to_regclass('dq.gate_run') is not null "
         "       and to_regclass('dq.checked_publish') is not null "
-        "       and to_regclass('dq.source_not_seen_open') is not null "
-        "from pg_namespace where nspname = any(%s)",
-        (len(schemas()), list(schemas())),
+        "       and to_regclass('dq.source_not_seen_open') is not null",
     ).fetchone()
-    return bool(row[0] and row[1])
+    return bool(row[0])
+
+
+def _is_current(conn) -> bool:
+    """True when every schema and the newest ops column exist: then there is nothing to do."""
+    return not _missing_schemas(conn) and _ops_is_current(conn)
 
 
 def ensure_warehouse(dsn: str) -> None:
     """Create the layer schemas and the ops tables if they do not exist.
 
     Each statement runs on its own (autocommit) under a session advisory lock, and nothing runs
-    at all when the warehouse is current, so concurrent loads never wait on this DDL."""
+    at all when the warehouse is current, so concurrent loads never wait on this DDL. Only what
+    is missing is created: a load after an operator dropped its raw schema recreates that
+    schema (the loader may create schemas) and leaves the ops tables alone (it may not create
+    tables in ops: `create table if not exists` checks that privilege before it looks)."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -376,11 +391,12 @@ def ensure_warehouse(dsn: str) -> None:
             return
         conn.execute("select pg_advisory_lock(20261122)")
         try:
-            for schema in schemas():
+            for schema in _missing_schemas(conn):
                 conn.execute(f"create schema if not exists {schema}")
-            for statement in OPS_DDL.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            if not _ops_is_current(conn):
+                for statement in OPS_DDL.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             _apply_role_matrix(conn)
         finally:
             conn.execute("select pg_advisory_unlock(20261122)")

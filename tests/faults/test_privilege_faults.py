@@ -143,6 +143,39 @@ def test_a_task_role_finds_the_warehouse_current_and_issues_no_ddl(role, warehou
     ensure_warehouse(login(role))
 
 
+def test_the_first_load_after_its_raw_schema_was_dropped_recreates_it(pg):
+    """An operator drops raw_<system> to reload it: the next load's ensure_warehouse, as the
+    loader, creates that schema and issues no ops DDL (the loader may not create tables in
+    ops, and `create table if not exists` checks that before it looks). Before, that first
+    load failed with 'permission denied for schema ops' and only its retry went through.
+    On a warehouse of its own, so no other test's raw schema goes."""
+    from factory_platform.warehouse import _is_current, ensure_warehouse
+
+    name = "privtest_dropped_raw"
+    dsn = pg.create_database(name)
+    try:
+        ensure_warehouse(dsn)  # as the set-up does: every schema, ops, the role matrix
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"grant connect, temporary, create on database {name} "
+                         f"to {roles.LOADER}")
+            conn.execute("drop schema raw_scada")
+            ops_before = conn.execute("select count(*) from pg_tables where schemaname = 'ops'"
+                                      ).fetchone()
+        with connected(roles.LOADER, name) as conn:
+            assert not _is_current(conn)
+        ensure_warehouse(login(roles.LOADER, name))
+        with connected(roles.LOADER, name) as conn:
+            assert _is_current(conn)
+            owner = conn.execute("select nspowner::regrole::text from pg_namespace "
+                                 "where nspname = 'raw_scada'").fetchone()
+            ops_after = conn.execute("select count(*) from pg_tables where schemaname = 'ops'"
+                                     ).fetchone()
+        assert owner == (roles.LOADER,)
+        assert ops_after == ops_before
+    finally:
+        pg.cluster.drop_database(name)
+
+
 def test_every_schema_dbt_writes_exists_and_belongs_to_the_transformer(warehouse_dsn):
     """The transformer may not create schemas: each one the dbt project names (+schema /
     schema: configs, its profile's default) must be there after the set-up, and its own."""
