@@ -86,8 +86,13 @@ def _wire_watchers(group):
     from airflow.task.trigger_rule import TriggerRule
     from cosmos.operators.watcher import DbtProducerWatcherOperator
 
+    from factory_platform.transform_watch import BufferedDbtProducer
+
     tasks = list(group.children.values())
     producer = next(t for t in tasks if isinstance(t, DbtProducerWatcherOperator))
+    # its node results reach XCom once, when dbt ends (transform_watch.py); the class adds
+    # no state, so the operator Cosmos made becomes one in place
+    producer.__class__ = BufferedDbtProducer
     for task in tasks:
         if task is producer or task.task_id.endswith("_done"):
             continue

@@ -9,6 +9,15 @@ for it until its timeout, the deferrable one needs the triggerer and then report
 retry re-runs dbt for the model, a second dbt process. And Cosmos' watcher mode runs a model's
 tests in separate test tasks (TestBehavior.AFTER_EACH: two tasks per model) or not at all.
 
+Cosmos' producer pushes what its log parser learns — each node's status, several events per
+node, each model's compiled SQL — as XComs while dbt runs, one Execution API call each, for
+consumers that wait on them: ~900 calls for a whole build, and with Cosmos' "reliable retry"
+an Airflow Variable holding every XCom so far rewritten at each one. Measured under
+`dag.test()`: 39 of the producer's 49 s went to them. Our node tasks run after the producer,
+so nothing waits on the stream: `BufferedDbtProducer` gives the parser a stand-in task instance
+that keeps the values in memory (so no Variable backup of them either) and pushes the node
+results as one XCom (`NODE_RESULTS_XCOM_KEY`) when dbt ends, failed or not.
+
 `DbtNodeResult` runs after the producer: it reads the node's status and that of every test (and
 unit test) on the node — which tests those are, `data_interval` worked out once for the run from
 the manifest it reads anyway (`tests_by_node`, an XCom), so no node task reads the 3 MB
@@ -28,6 +37,7 @@ import logging
 
 from airflow.sdk import BaseOperator
 from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_status_xcom_key
+from cosmos.operators.watcher import DbtProducerWatcherOperator
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,8 @@ PASSED = {"success", "pass", "warn"}
 UPSTREAM_FAILED = "failed"
 # the XCom (of data_interval) holding `tests_by_node` for the run
 TESTS_XCOM_KEY = "tests_by_node"
+# the XCom (of the producer) holding every node's result of the run's build
+NODE_RESULTS_XCOM_KEY = "dbt_node_results"
 
 
 def tests_by_node(manifest: dict) -> dict[str, list[str]]:
@@ -56,6 +68,63 @@ def tests_by_node(manifest: dict) -> dict[str, list[str]]:
     return owned
 
 
+class NodeResultBuffer:
+    """What Cosmos' log parser pushes during one build, kept in memory: it stands in for the
+    producer's task instance (the parser calls xcom_push and, for dbt's start-up events,
+    xcom_pull)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value, **_) -> None:
+        self.values[key] = value
+
+    def xcom_pull(self, task_ids=None, key: str = "return_value", **_):
+        return self.values.get(key)
+
+    def results(self) -> dict[str, object]:
+        """Under Cosmos' keys: every node's status, and dbt's event (its message) for a node
+        that did not pass — what the node tasks read; not the compiled SQL or start-up
+        events."""
+        results: dict[str, object] = {}
+        for key, value in self.values.items():
+            if not key.endswith("_status"):
+                continue
+            results[key] = value
+            status = value.get("status") if isinstance(value, dict) else value
+            event_key = key.removesuffix("_status") + "_dbt_event"
+            if status not in PASSED and event_key in self.values:
+                results[event_key] = self.values[event_key]
+        return results
+
+
+class BufferedDbtProducer(DbtProducerWatcherOperator):
+    """Cosmos' watcher producer whose log parser writes to a `NodeResultBuffer`; the results
+    reach XCom once, when dbt ends (module docstring). `transform._wire_watchers` turns the
+    producer Cosmos made into one (Cosmos has no option to choose the producer's class)."""
+
+    def start_node_results(self) -> NodeResultBuffer:
+        self._node_results = NodeResultBuffer()
+        return self._node_results
+
+    def _make_parse_callable(self):
+        parse = super()._make_parse_callable()
+        context = {"ti": self._node_results}
+
+        def buffered(line: str, _extra_kwargs=None) -> None:
+            # no project_dir: the parser would read each model's compiled SQL for the push
+            parse(line, {"context": context})
+
+        return buffered
+
+    def execute(self, context, **kwargs):
+        buffer = self.start_node_results()
+        try:
+            return super().execute(context, **kwargs)
+        finally:
+            context["ti"].xcom_push(key=NODE_RESULTS_XCOM_KEY, value=buffer.results())
+
+
 class DbtNodeResult(BaseOperator):
     """What the run's `dbt build` did with one dbt node, and the tests on it (module docstring)."""
 
@@ -67,9 +136,14 @@ class DbtNodeResult(BaseOperator):
         self.unique_id = unique_id
         self.producer_task_id = producer_task_id  # Cosmos sets the group-qualified id
         self.tests_task_id = tests_task_id  # the task that pushed `tests_by_node`
+        self._results: dict | None = None
 
     def _pull(self, ti, key: str):
-        return ti.xcom_pull(task_ids=self.producer_task_id, key=key)
+        """One value of the producer's node results (pulled once per execution)."""
+        if self._results is None:
+            self._results = ti.xcom_pull(task_ids=self.producer_task_id,
+                                         key=NODE_RESULTS_XCOM_KEY) or {}
+        return self._results.get(key)
 
     def _tests(self, ti) -> list[str]:
         return (ti.xcom_pull(task_ids=self.tests_task_id, key=TESTS_XCOM_KEY) or {}).get(
@@ -94,6 +168,7 @@ class DbtNodeResult(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         ti = context["ti"]
+        self._results = None  # this run's: the operator may execute again (dag.test)
         result = self._pull(ti, get_status_xcom_key(self.unique_id)) or {}
         status = result.get("status") if isinstance(result, dict) else result
         if status is None:

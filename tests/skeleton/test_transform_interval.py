@@ -260,14 +260,19 @@ def test_each_model_task_reports_what_the_producers_build_did(transform, manifes
     relationships tests to plant_sites too) and the marts that read it; mart_quality is built
     but a test on it fails; mart_production_line_day is not built."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-    from factory_platform.transform_watch import TESTS_XCOM_KEY, tests_by_node
+    from factory_platform.transform_watch import (
+        NODE_RESULTS_XCOM_KEY,
+        TESTS_XCOM_KEY,
+        tests_by_node,
+    )
 
     owned = tests_by_node(manifest)
     xcom = RunXCom()
     xcom.ti("data_interval").xcom_push(TESTS_XCOM_KEY, owned)
     producer = transform.get_task("dbt.dbt_producer_watcher")
+    results = producer.start_node_results()  # as its execute() does before dbt starts
     parse = producer._make_parse_callable()
-    context = {"ti": xcom.ti(producer.task_id)}
+    context = {"ti": xcom.ti(producer.task_id)}  # the parser must not push to it: only at the end
     tested = "model.factory_platform.mart_quality"
     failing = next(t for t in owned[tested] if t.startswith("test.factory_platform.not_null_"))
     lines = dbt_log_lines(SEED, "success", "INSERT 0 3")
@@ -283,6 +288,8 @@ def test_each_model_task_reports_what_the_producers_build_did(transform, manifes
                                        if test == failing else ("pass",)))
     for line in lines:
         parse(line, {"context": context})
+    assert xcom.values == {("data_interval", TESTS_XCOM_KEY): owned}  # nothing pushed per node
+    xcom.ti(producer.task_id).xcom_push(NODE_RESULTS_XCOM_KEY, results.results())  # dbt ended
 
     def report(unique_id: str, producer_state: str = "failed"):
         task = next(t for t in transform.tasks if getattr(t, "unique_id", None) == unique_id)
