@@ -22,6 +22,7 @@ from _pipeline import (
     empty_erp_inbox,
     extract_all,
     rows,
+    transform_interval,
 )
 
 pytestmark = pytest.mark.slow
@@ -140,8 +141,8 @@ def test_a_7_day_backfill_over_published_days_posts_nothing(built, erp_dsn, plan
         extract_all(system, days, built)
     start, end = days[0][0], days[-1][1]
     # models only (the data tests run on the whole plant in tests/e2e; the gate runs below)
-    dbt("build", "--exclude", "tag:gate", "test_type:data", "--threads", "4", "--vars",
-        f'{{"interval_start": "{start.isoformat()}", "interval_end": "{end.isoformat()}"}}')
+    with transform_interval(built, start, end):
+        dbt("build", "--exclude", "tag:gate", "test_type:data", "--threads", "4")
     gate(built, "gate-backfill")
     results = publish(built, erp_dsn, "publish-backfill")
     assert all(r.planned_postings == 0 and r.planned_reversals == 0 for r in results.values()), [
