@@ -19,7 +19,6 @@ from factory_platform.sources import all_sources
 from psycopg import sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DBT = str(PROJECT_ROOT / ".venv" / "bin" / "dbt")
 DBT_DIR = str(PROJECT_ROOT / "dbt_project")
 ALL_SYSTEMS = tuple(all_sources())  # every system of the source registry
 
