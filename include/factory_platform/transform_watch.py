@@ -12,8 +12,8 @@ tests in separate test tasks (TestBehavior.AFTER_EACH: two tasks per model) or n
 Cosmos' producer pushes what its log parser learns — each node's status, several events per
 node, each model's compiled SQL — as XComs while dbt runs, one Execution API call each, for
 consumers that wait on them: ~900 calls for a whole build, and with Cosmos' "reliable retry"
-an Airflow Variable holding every XCom so far rewritten at each one. Measured under
-`dag.test()`: 39 of the producer's 49 s went to them. Our node tasks run after the producer,
+an Airflow Variable holding every XCom so far rewritten at each one (each push also holds up
+the reading of dbt's log). Our node tasks run after the producer,
 so nothing waits on the stream: `BufferedDbtProducer` gives the parser a stand-in task instance
 that keeps the values in memory (so no Variable backup of them either) and pushes the node
 results as one XCom (`NODE_RESULTS_XCOM_KEY`) when dbt ends, failed or not.
