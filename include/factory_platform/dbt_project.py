@@ -131,10 +131,7 @@ def _dbt_parse(env: dict[str, str] | None) -> None:
         raise RuntimeError(f"dbt parse failed:\n{result.stdout}\n{result.stderr}")
     # the manifest, and dbt's partial-parse state beside it (Cosmos' tasks start from it)
     for name in ("manifest.json", "partial_parse.msgpack"):
-        if (PARSE_TARGET_DIR / name).is_file():
-            temporary = MANIFEST_PATH.parent / f".{name}.{os.getpid()}.tmp"
-            temporary.write_bytes((PARSE_TARGET_DIR / name).read_bytes())
-            os.replace(temporary, MANIFEST_PATH.parent / name)
+        _copy_atomically(PARSE_TARGET_DIR / name, MANIFEST_PATH.parent / name)
 
 
 def _parse_and_record(env: dict[str, str] | None) -> None:
@@ -197,18 +194,51 @@ def dsn_environment(dsn: str) -> dict[str, str]:
 
 def run_dbt(dsn: str, *args: str, target_path: str | None = None) -> subprocess.CompletedProcess:
     """`dbt <args>` on the project against the warehouse `dsn` (outside Cosmos' per-model
-    tasks: the gate's test run, the post-publishing reconciliation). Returns dbt's result;
-    the caller decides what a non-zero return code means."""
+    tasks: the gate's test run, source freshness, the post-publishing reconciliation). Returns
+    dbt's result; the caller decides what a non-zero return code means.
+
+    A fresh `target_path` (a temporary folder, so that concurrent commands never read each
+    other's run_results.json) starts from the partial-parse state this warehouse's commands
+    left last (`_partial_parse_state`), and leaves its own there: dbt re-parses only the files
+    that changed instead of the whole project (~9 s on 2 cores, each gate run)."""
     extra = ["--target-path", target_path, "--log-path", target_path] if target_path else []
-    return subprocess.run(
+    environment = dsn_environment(dsn)
+    state = _partial_parse_state(environment)
+    if target_path:
+        # else the start-up parse's (same project, production target)
+        seed = state if state.is_file() else MANIFEST_PATH.parent / "partial_parse.msgpack"
+        _copy_atomically(seed, Path(target_path) / "partial_parse.msgpack")
+    done = subprocess.run(
         [str(dbt_executable()), *args, "--project-dir", str(DBT_PROJECT_DIR),
          "--profiles-dir", str(DBT_PROJECT_DIR), *extra],
         # callers read the artifacts (run_results.json, manifest.json): write them even when
         # the surrounding process runs Cosmos' model tasks with DBT_WRITE_JSON=false
-        env=dict(os.environ, **dsn_environment(dsn), DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+        env=dict(os.environ, **environment, DBT_SEND_ANONYMOUS_USAGE_STATS="false",
                  DBT_WRITE_JSON="true"),
         capture_output=True, text=True, check=False,
     )
+    if target_path:
+        _copy_atomically(Path(target_path) / "partial_parse.msgpack", state)
+    return done
+
+
+def _partial_parse_state(environment: dict[str, str]) -> Path:
+    """Where run_dbt keeps dbt's partial-parse state for one warehouse connection: dbt starts
+    over when the profile's connection (host, port, user, database) differs from the state's."""
+    key = "\0".join(f"{k}={v}" for k, v in sorted(environment.items()) if k != "PGPASSWORD")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return MANIFEST_PATH.parent / "partial-parse" / f"partial_parse-{digest}.msgpack"
+
+
+def _copy_atomically(source: Path, destination: Path) -> None:
+    """`source` to `destination` through a temporary file and a rename (readers see the old or
+    the new file, never half of one); nothing when there is no `source`."""
+    if not source.is_file():
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(source.read_bytes())
+    os.replace(temporary, destination)
 
 
 # --------------------------------------------------------------------------- slim CI

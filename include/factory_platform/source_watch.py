@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -162,16 +161,13 @@ def parse_freshness_results(sources_json: dict) -> list[FreshnessResult]:
 def run_source_freshness(dsn: str, run_id: str, select: tuple[str, ...] = ()) -> list[FreshnessResult]:
     """`dbt source freshness` (every source with thresholds, or `select`) against `dsn`, its
     results recorded in dq.source_freshness under `run_id`; returns them."""
-    from factory_platform.dbt_project import DBT_PROJECT_DIR, run_dbt
+    from factory_platform.dbt_project import run_dbt
     from factory_platform.warehouse import ensure_warehouse_once
 
     ensure_warehouse_once(dsn)
     with tempfile.TemporaryDirectory(prefix="dbt-freshness-") as target:
-        # dbt parses the project before it measures; the start-up parse's state (same project,
-        # no vars) lets it parse only what changed instead of everything, every few minutes
-        partial = DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
-        if partial.exists():
-            shutil.copyfile(partial, Path(target) / partial.name)
+        # dbt parses the project before it measures: run_dbt hands it the partial-parse state
+        # of the last command, so it parses only what changed, every few minutes
         select_args = ("--select", *select) if select else ()
         done = run_dbt(dsn, "source", "freshness", *select_args, target_path=target)
         results_file = Path(target) / "sources.json"

@@ -73,8 +73,10 @@ def _node_result_task(dag, task_group, node, task_id, **_):
     sensor."""
     from factory_platform.transform_watch import DbtNodeResult
 
+    # no retry: what the build did with the node stays what it is until the next run (a failed
+    # report's trigger that crashed is re-run by clearing the task: it starts no dbt)
     return DbtNodeResult(task_id=task_id, dag=dag, task_group=task_group,
-                         unique_id=node.unique_id, **priority(PRIORITY_MODEL_REPORT))
+                         unique_id=node.unique_id, retries=0, **priority(PRIORITY_MODEL_REPORT))
 
 
 def _wire_watchers(group):

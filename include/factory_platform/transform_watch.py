@@ -34,8 +34,17 @@ No task here starts dbt.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from airflow.sdk import BaseOperator
+from airflow.triggers.base import (
+    BaseTrigger,
+    StartTriggerArgs,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+)
 from cosmos.operators._watcher.state import get_dbt_event_xcom_key, get_status_xcom_key
 from cosmos.operators.watcher import DbtProducerWatcherOperator
 
@@ -125,10 +134,133 @@ class BufferedDbtProducer(DbtProducerWatcherOperator):
             context["ti"].xcom_push(key=NODE_RESULTS_XCOM_KEY, value=buffer.results())
 
 
+@dataclass(frozen=True)
+class NodeOutcome:
+    """How a node task ends: `state` (success, failed, skipped), why, and its log lines."""
+
+    state: str
+    message: str
+    lines: tuple[str, ...]
+
+
+def node_outcome(unique_id: str, results: dict, tests: list[str], producer_task_id: str,
+                 producer_state: Callable[[], str | None]) -> NodeOutcome:
+    """What the run's build did with `unique_id` and the `tests` on it, from the producer's
+    node results (module docstring); `producer_state` is asked only for a node without a
+    result."""
+
+    def status_of(node: str) -> str | None:
+        result = results.get(get_status_xcom_key(node)) or {}
+        return result.get("status") if isinstance(result, dict) else result
+
+    def message_of(node: str, status: str | None) -> str:
+        if status is None or status in PASSED | {"skipped", UPSTREAM_FAILED}:
+            return ""
+        return (results.get(get_dbt_event_xcom_key(node)) or {}).get("msg") or ""
+
+    status = status_of(unique_id)
+    if status is None:
+        producer = producer_state()
+        if producer == "success":
+            return NodeOutcome("skipped", f"{unique_id} is not in this run's selection: nothing "
+                               f"it reads changed since the last successful run (the "
+                               f"producer's --select)", ())
+        return NodeOutcome("skipped", f"{unique_id} was not built: the run's dbt build "
+                           f"({producer_task_id}, {producer}) ended before reaching it; its log "
+                           f"says why", ())
+    lines = [f"dbt {unique_id}: {status} {message_of(unique_id, status)}"]
+    failing = []
+    for test in tests:
+        test_status = status_of(test)
+        if test_status == UPSTREAM_FAILED:
+            lines.append(f"  test {test}: not run, something it reads failed")
+            continue
+        message = message_of(test, test_status)
+        lines.append(f"  test {test}: {test_status or 'not run'} {message}")
+        if test_status is not None and test_status not in PASSED | {"skipped"}:
+            failing.append(f"{test} ({test_status}: {message or 'see the producer log'})")
+    if status == UPSTREAM_FAILED:
+        return NodeOutcome("failed", f"dbt did not build {unique_id}: something upstream of it "
+                           f"failed" + (f" — {len(failing)} test(s) on it: " + "; ".join(failing)
+                                        if failing else " (the producer log names it)"),
+                           tuple(lines))
+    if status not in PASSED:
+        return NodeOutcome("failed", f"dbt {status} {unique_id}: "
+                           f"{message_of(unique_id, status) or 'see the producer log'}",
+                           tuple(lines))
+    if failing:
+        return NodeOutcome("failed", f"{len(failing)} test(s) on {unique_id} failed: "
+                           + "; ".join(failing), tuple(lines))
+    return NodeOutcome("success", f"{status}; {len(tests)} test(s) on it", tuple(lines))
+
+
+def producer_state(dag_id: str, run_id: str, producer_task_id: str) -> str | None:
+    """The producer's state in the run (through the Execution API: a worker's or the
+    triggerer's)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[producer_task_id],
+                                                 run_ids=[run_id])
+    state = states.get(run_id, {}).get(producer_task_id)
+    return None if state is None else str(state)
+
+
+def pull_outcome(ti, unique_id: str, producer_task_id: str, tests_task_id: str) -> NodeOutcome:
+    """`node_outcome` from the run's XComs, pulled by `ti` (a worker's or the triggerer's
+    task instance): the producer's node results, data_interval's tests of the node."""
+    # map_indexes given: one value each (GetXCom) — the triggerer answers no sequence slices
+    results = ti.xcom_pull(task_ids=producer_task_id, key=NODE_RESULTS_XCOM_KEY,
+                           map_indexes=-1) or {}
+    tests = (ti.xcom_pull(task_ids=tests_task_id, key=TESTS_XCOM_KEY, map_indexes=-1)
+             or {}).get(unique_id, [])
+    return node_outcome(unique_id, results, tests, producer_task_id,
+                        lambda: producer_state(ti.dag_id, ti.run_id, producer_task_id))
+
+
+class NodeResultTrigger(BaseTrigger):
+    """A `DbtNodeResult` task run in the triggerer: reads the node's outcome (`pull_outcome`,
+    in a thread: the Execution API calls block), writes its lines to the task's log and ends
+    the task with it — success, failed (no retry: the data is what it is until the next run)
+    or skipped — without a worker."""
+
+    def __init__(self, unique_id: str, producer_task_id: str, tests_task_id: str) -> None:
+        super().__init__()
+        self.unique_id = unique_id
+        self.producer_task_id = producer_task_id
+        self.tests_task_id = tests_task_id
+
+    def serialize(self) -> tuple[str, dict]:
+        return (f"{__name__}.NodeResultTrigger",
+                {"unique_id": self.unique_id, "producer_task_id": self.producer_task_id,
+                 "tests_task_id": self.tests_task_id})
+
+    async def run(self):
+        from asgiref.sync import sync_to_async
+
+        outcome = await sync_to_async(pull_outcome)(
+            self.task_instance, self.unique_id, self.producer_task_id, self.tests_task_id)
+        for line in outcome.lines:
+            self.log.info("%s", line)
+        if outcome.state == "success":
+            self.log.info("%s", outcome.message)
+            yield TaskSuccessEvent(xcoms={"return_value": outcome.message})
+        elif outcome.state == "skipped":
+            self.log.info("%s", outcome.message)
+            yield TaskSkippedEvent()
+        else:
+            self.log.error("%s", outcome.message)
+            yield TaskFailedEvent()
+
+
 class DbtNodeResult(BaseOperator):
-    """What the run's `dbt build` did with one dbt node, and the tests on it (module docstring)."""
+    """What the run's `dbt build` did with one dbt node, and the tests on it (module docstring).
+
+    It starts in the triggerer (`NodeResultTrigger`): no worker process per model, so the ~100
+    node tasks of a run end within seconds of the producer, and the run — one at a time — does
+    not hold back the next. `dag.test()` runs `execute` instead, which decides the same."""
 
     ui_color = "#e6f0e6"
+    start_from_trigger = True
 
     def __init__(self, *, unique_id: str, producer_task_id: str = "dbt.dbt_producer_watcher",
                  tests_task_id: str = "data_interval", **kwargs) -> None:
@@ -136,73 +268,25 @@ class DbtNodeResult(BaseOperator):
         self.unique_id = unique_id
         self.producer_task_id = producer_task_id  # Cosmos sets the group-qualified id
         self.tests_task_id = tests_task_id  # the task that pushed `tests_by_node`
-        self._results: dict | None = None
-
-    def _pull(self, ti, key: str):
-        """One value of the producer's node results (pulled once per execution)."""
-        if self._results is None:
-            self._results = ti.xcom_pull(task_ids=self.producer_task_id,
-                                         key=NODE_RESULTS_XCOM_KEY) or {}
-        return self._results.get(key)
-
-    def _tests(self, ti) -> list[str]:
-        return (ti.xcom_pull(task_ids=self.tests_task_id, key=TESTS_XCOM_KEY) or {}).get(
-            self.unique_id, [])
-
-    def _message(self, ti, unique_id: str, status: str | None) -> str:
-        """dbt's message for a node that did not pass (the producer keeps the error events)."""
-        if status is None or status in PASSED | {"skipped", UPSTREAM_FAILED}:
-            return ""
-        return (self._pull(ti, get_dbt_event_xcom_key(unique_id)) or {}).get("msg") or ""
-
-    def _producer_state(self, context) -> str | None:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        states = RuntimeTaskInstance.get_task_states(
-            dag_id=context["ti"].dag_id, task_ids=[self.producer_task_id],
-            run_ids=[context["run_id"]])
-        state = states.get(context["run_id"], {}).get(self.producer_task_id)
-        return None if state is None else str(state)
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{__name__}.NodeResultTrigger",
+            trigger_kwargs={"unique_id": unique_id, "producer_task_id": producer_task_id,
+                            "tests_task_id": tests_task_id},
+            next_method="execute_complete", next_kwargs=None, timeout=None)
 
     def execute(self, context) -> str:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        ti = context["ti"]
-        self._results = None  # this run's: the operator may execute again (dag.test)
-        result = self._pull(ti, get_status_xcom_key(self.unique_id)) or {}
-        status = result.get("status") if isinstance(result, dict) else result
-        if status is None:
-            producer = self._producer_state(context)
-            if producer == "success":
-                raise AirflowSkipException(
-                    f"{self.unique_id} is not in this run's selection: nothing it reads "
-                    f"changed since the last successful run (the producer's --select)")
-            raise AirflowSkipException(
-                f"{self.unique_id} was not built: the run's dbt build ({self.producer_task_id}, "
-                f"{producer}) ended before reaching it; its log says why")
-        log.info("dbt %s: %s %s", self.unique_id, status, self._message(ti, self.unique_id,
-                                                                         status))
-        failing = []
-        tests = self._tests(ti)
-        for test in tests:
-            test_status = (self._pull(ti, get_status_xcom_key(test)) or {}).get("status")
-            if test_status == UPSTREAM_FAILED:
-                log.info("  test %s: not run, something it reads failed", test)
-                continue
-            message = self._message(ti, test, test_status)
-            log.info("  test %s: %s %s", test, test_status or "not run", message)
-            if test_status is not None and test_status not in PASSED | {"skipped"}:
-                failing.append(f"{test} ({test_status}: {message or 'see the producer log'})")
-        if status == UPSTREAM_FAILED:
-            raise AirflowFailException(
-                f"dbt did not build {self.unique_id}: something upstream of it failed"
-                + (f" — {len(failing)} test(s) on it: " + "; ".join(failing) if failing else
-                   " (the producer log names it)"))
-        if status not in PASSED:
-            raise AirflowFailException(
-                f"dbt {status} {self.unique_id}: "
-                f"{self._message(ti, self.unique_id, status) or 'see the producer log'}")
-        if failing:
-            raise AirflowFailException(
-                f"{len(failing)} test(s) on {self.unique_id} failed: " + "; ".join(failing))
-        return f"{status}; {len(tests)} test(s) on it"
+        outcome = pull_outcome(context["ti"], self.unique_id, self.producer_task_id,
+                               self.tests_task_id)
+        for line in outcome.lines:
+            log.info("%s", line)
+        if outcome.state == "skipped":
+            raise AirflowSkipException(outcome.message)
+        if outcome.state == "failed":
+            raise AirflowFailException(outcome.message)
+        return outcome.message
+
+    def execute_complete(self, context, event=None) -> str:
+        """The trigger ends the task itself; should it ever hand back, decide on a worker."""
+        return self.execute(context)

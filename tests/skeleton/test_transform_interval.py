@@ -172,6 +172,14 @@ def test_one_dbt_process_builds_the_selection_and_a_task_reports_each_model(tran
         assert "dbt.dbt_producer_watcher" in node.get_flat_relative_ids(upstream=True), node
         assert node.producer_task_id == "dbt.dbt_producer_watcher"
         assert node.tests_task_id == "data_interval"
+        assert node.retries == 0
+        # it runs in the triggerer, its trigger told which node and where its results are
+        assert node.start_from_trigger
+        assert node.start_trigger_args.trigger_cls == (
+            "factory_platform.transform_watch.NodeResultTrigger")
+        assert node.start_trigger_args.trigger_kwargs == {
+            "unique_id": node.unique_id, "producer_task_id": "dbt.dbt_producer_watcher",
+            "tests_task_id": "data_interval"}
 
 
 # --- what a model's task reports: Cosmos' producer writes, DbtNodeResult reads -----------------
@@ -245,10 +253,11 @@ class RunXCom:
         def push(key, value):
             self.values[(task_id, key)] = value
 
-        def pull(task_ids, key):
+        def pull(task_ids, key, map_indexes=None):
             return self.values.get((task_ids, key))
 
-        return SimpleNamespace(task_id=task_id, dag_id="transform_dbt", xcom_push=push,
+        return SimpleNamespace(task_id=task_id, dag_id="transform_dbt", run_id="manual__test",
+                               xcom_push=push,
                                xcom_pull=pull)
 
 
@@ -293,7 +302,8 @@ def test_each_model_task_reports_what_the_producers_build_did(transform, manifes
 
     def report(unique_id: str, producer_state: str = "failed"):
         task = next(t for t in transform.tasks if getattr(t, "unique_id", None) == unique_id)
-        monkeypatch.setattr(task, "_producer_state", lambda context: producer_state)
+        monkeypatch.setattr("factory_platform.transform_watch.producer_state",
+                            lambda dag_id, run_id, task_id: producer_state)
         return task.execute({"ti": xcom.ti(task.task_id), "run_id": "manual__test"})
 
     # the seed and its own tests passed: the mart's skipped relationships tests to it are the
