@@ -24,15 +24,12 @@ TASK_TIMEOUT = timedelta(hours=1)
 
 # Who gets a free executor slot first when tasks queue (Airflow's priority_weight, absolute, so
 # a DAG's shape does not change it). First the way from a shop-floor event to the ERP:
-# transform_dbt's interval, dbt build and gate, publish_erp's posting. Then the per-model tasks
-# of a transform run, which only report what its one dbt build did but hold the run open, and
-# the next run (one at a time) waits for them: a bounded batch (one per model). Last the
-# extractions, whose change-triggered runs keep coming while a source changes — at a higher
-# weight they would starve the report tasks and so hold back every later transform run.
+# transform_dbt's interval, dbt build and gate, publish_erp's posting. Last the extractions,
+# whose change-triggered runs keep coming while a source changes. (transform_dbt's per-model
+# tasks take no slot: they run in the triggerer, transform_watch.py.)
 # Seen in the latency bench's change-triggered load on 2 cores (4 slots): with the default
 # weights a task on the way to the ERP waited 11-23 s for a slot, each time.
 PRIORITY_TO_ERP = 100
-PRIORITY_MODEL_REPORT = 50
 PRIORITY_EXTRACT = 10
 
 

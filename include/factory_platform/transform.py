@@ -8,7 +8,8 @@ of each model right after it (dbt skips what is downstream of a failure). The in
 the incremental models through ops.transform_run, not `--vars` (macros/production/interval.sql):
 dbt's partial parsing holds. Each model (seed, snapshot) is still a task, `dbt.<model>_run`:
 it reports what the build did with the model and the tests on it (transform_watch.py), and is
-skipped when the run did not build it. The gate checks follow the producer, not the model tasks:
+skipped when the run did not build it; it runs in the triggerer, so ~100 of them take no
+worker slot and end within seconds of the build. The gate checks follow the producer, not the model tasks:
 the models' reports are for people and do not hold back the gate and publishing.
 """
 
@@ -19,7 +20,6 @@ from pathlib import Path
 
 from factory_platform.assets import gated_marts_asset, warehouse_asset_uri
 from factory_platform.dag_factory import (
-    PRIORITY_MODEL_REPORT,
     PRIORITY_TO_ERP,
     START_DATE,
     default_args,
@@ -76,7 +76,7 @@ def _node_result_task(dag, task_group, node, task_id, **_):
     # no retry: what the build did with the node stays what it is until the next run (a failed
     # report's trigger that crashed is re-run by clearing the task: it starts no dbt)
     return DbtNodeResult(task_id=task_id, dag=dag, task_group=task_group,
-                         unique_id=node.unique_id, retries=0, **priority(PRIORITY_MODEL_REPORT))
+                         unique_id=node.unique_id, retries=0)
 
 
 def _wire_watchers(group):

@@ -18,7 +18,8 @@ so nothing waits on the stream: `BufferedDbtProducer` gives the parser a stand-i
 that keeps the values in memory (so no Variable backup of them either) and pushes the node
 results as one XCom (`NODE_RESULTS_XCOM_KEY`) when dbt ends, failed or not.
 
-`DbtNodeResult` runs after the producer: it reads the node's status and that of every test (and
+`DbtNodeResult` runs after the producer, in the triggerer (`NodeResultTrigger`; under
+`dag.test()`, its `execute`): it reads the node's status and that of every test (and
 unit test) on the node — which tests those are, `data_interval` worked out once for the run from
 the manifest it reads anyway (`tests_by_node`, an XCom), so no node task reads the 3 MB
 manifest — logs them (with dbt's message for a failure), and ends

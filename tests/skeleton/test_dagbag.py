@@ -113,18 +113,16 @@ def test_transform_is_scheduled_on_exactly_the_raw_assets_the_extractions_produc
 
 def test_the_way_to_the_erp_gets_a_free_slot_first(dagbag):
     """Queued tasks take free executor slots by priority_weight: transform_dbt's interval,
-    dbt build and gate and publish_erp's posting (100), then the per-model report tasks of a
-    transform run (50: the next run waits for them), then the extractions (10) — absolute
-    weights, whatever the DAGs' shapes."""
+    dbt build and gate and publish_erp's posting (100) before the extractions (10) — absolute
+    weights, whatever the DAGs' shapes. The per-model tasks of a transform run take no slot:
+    they start in the triggerer."""
     transform = dagbag.dags["transform_dbt"]
     weights = {t.task_id: (t.priority_weight, str(t.weight_rule)) for t in transform.tasks}
     to_erp = ["data_interval", "dbt.dbt_producer_watcher", "dbt_gate_checks", "gx_gate_checks",
               "quality_gate"]
     assert {weights[t] for t in to_erp} == {(100, "absolute")}
-    reports = {w for task_id, w in weights.items()
-               if task_id.startswith("dbt.") and task_id not in to_erp
-               and not task_id.endswith("_done")}
-    assert reports == {(50, "absolute")}
+    reports = [t for t in transform.tasks if type(t).__name__ == "DbtNodeResult"]
+    assert reports and all(t.start_from_trigger for t in reports)
     posting = dagbag.dags["publish_erp"].get_task("post_to_erp")
     assert (posting.priority_weight, str(posting.weight_rule)) == (100, "absolute")
     extraction = {(t.priority_weight, str(t.weight_rule))
