@@ -15,14 +15,17 @@ consumers that wait on them: ~900 calls for a whole build, and with Cosmos' "rel
 an Airflow Variable holding every XCom so far rewritten at each one (each push also holds up
 the reading of dbt's log). Our node tasks run after the producer,
 so nothing waits on the stream: `BufferedDbtProducer` gives the parser a stand-in task instance
-that keeps the values in memory (so no Variable backup of them either) and pushes the node
-results as one XCom (`NODE_RESULTS_XCOM_KEY`) when dbt ends, failed or not.
+that keeps the values in memory (so no Variable backup of them either) and, when dbt ends
+(failed or not), pushes one small report per node it reached (`node_reports`: the node's status
+and that of every test and unit test on it, dbt's message for what did not pass) — which tests
+are on which node, `data_interval` worked out once for the run from the manifest it reads
+anyway (`tests_by_node`). ~100 reports of a few hundred bytes: before, each of ~100 node tasks
+read every node's results and the whole test map (~160 KB of JSON each, through the Execution
+API).
 
 `DbtNodeResult` runs after the producer, in the triggerer (`NodeResultTrigger`; under
-`dag.test()`, its `execute`): it reads the node's status and that of every test (and
-unit test) on the node — which tests those are, `data_interval` worked out once for the run from
-the manifest it reads anyway (`tests_by_node`, an XCom), so no node task reads the 3 MB
-manifest — logs them (with dbt's message for a failure), and ends
+`dag.test()`, its `execute`): it reads its node's report, logs it (with dbt's message for a
+failure), and ends
 - success: dbt built the node and every test on it passed (or warned);
 - failed: dbt failed the node, skipped it because something upstream failed, or a test on it
   failed — the log names the test and dbt's message; no retry changes that (the data is what it
@@ -57,8 +60,8 @@ PASSED = {"success", "pass", "warn"}
 UPSTREAM_FAILED = "failed"
 # the XCom (of data_interval) holding `tests_by_node` for the run
 TESTS_XCOM_KEY = "tests_by_node"
-# the XCom (of the producer) holding every node's result of the run's build
-NODE_RESULTS_XCOM_KEY = "dbt_node_results"
+# the XComs (of the producer) holding what the run's build did with each node: prefix + unique id
+NODE_REPORT_XCOM_PREFIX = "dbt_node_report:"
 
 
 def tests_by_node(manifest: dict) -> dict[str, list[str]]:
@@ -94,7 +97,7 @@ class NodeResultBuffer:
 
     def results(self) -> dict[str, object]:
         """Under Cosmos' keys: every node's status, and dbt's event (its message) for a node
-        that did not pass — what the node tasks read; not the compiled SQL or start-up
+        that did not pass — what `node_reports` reads; not the compiled SQL or start-up
         events."""
         results: dict[str, object] = {}
         for key, value in self.values.items():
@@ -109,8 +112,8 @@ class NodeResultBuffer:
 
 
 class BufferedDbtProducer(DbtProducerWatcherOperator):
-    """Cosmos' watcher producer whose log parser writes to a `NodeResultBuffer`; the results
-    reach XCom once, when dbt ends (module docstring). `transform._wire_watchers` turns the
+    """Cosmos' watcher producer whose log parser writes to a `NodeResultBuffer`; when dbt ends
+    each node it reached gets its report in XCom (module docstring). `transform._wire_watchers` turns the
     producer Cosmos made into one (Cosmos has no option to choose the producer's class)."""
 
     def start_node_results(self) -> NodeResultBuffer:
@@ -127,12 +130,20 @@ class BufferedDbtProducer(DbtProducerWatcherOperator):
 
         return buffered
 
+    # the task that pushed `tests_by_node` for the run
+    tests_task_id = "data_interval"
+
     def execute(self, context, **kwargs):
         buffer = self.start_node_results()
         try:
             return super().execute(context, **kwargs)
         finally:
-            context["ti"].xcom_push(key=NODE_RESULTS_XCOM_KEY, value=buffer.results())
+            ti = context["ti"]
+            tests = ti.xcom_pull(task_ids=self.tests_task_id, key=TESTS_XCOM_KEY,
+                                 map_indexes=-1) or {}
+            nodes = [t.unique_id for t in self.dag.tasks if isinstance(t, DbtNodeResult)]
+            for unique_id, report in node_reports(buffer.results(), tests, nodes).items():
+                ti.xcom_push(key=node_report_key(unique_id), value=report)
 
 
 @dataclass(frozen=True)
@@ -144,11 +155,18 @@ class NodeOutcome:
     lines: tuple[str, ...]
 
 
-def node_outcome(unique_id: str, results: dict, tests: list[str], producer_task_id: str,
-                 producer_state: Callable[[], str | None]) -> NodeOutcome:
-    """What the run's build did with `unique_id` and the `tests` on it, from the producer's
-    node results (module docstring); `producer_state` is asked only for a node without a
-    result."""
+def node_report_key(unique_id: str) -> str:
+    """The producer's XCom holding what its build did with `unique_id` (`node_reports`)."""
+    return f"{NODE_REPORT_XCOM_PREFIX}{unique_id}"
+
+
+def node_reports(results: dict, tests: dict[str, list[str]],
+                 nodes: list[str]) -> dict[str, dict]:
+    """What the build did with each of `nodes` (models, seeds, snapshots) it reached, from the
+    parser's `results` (Cosmos' keys) and the tests on each node: {unique_id: {"status",
+    "message", "tests": [[test, status or None, message], …]}} — dbt's message only for what
+    did not pass. A few hundred bytes per node: each node task reads its own report, not
+    every node's results."""
 
     def status_of(node: str) -> str | None:
         result = results.get(get_status_xcom_key(node)) or {}
@@ -159,8 +177,23 @@ def node_outcome(unique_id: str, results: dict, tests: list[str], producer_task_
             return ""
         return (results.get(get_dbt_event_xcom_key(node)) or {}).get("msg") or ""
 
-    status = status_of(unique_id)
-    if status is None:
+    reports = {}
+    for unique_id in nodes:
+        status = status_of(unique_id)
+        if status is None:
+            continue
+        reports[unique_id] = {
+            "status": status, "message": message_of(unique_id, status),
+            "tests": [[test, status_of(test), message_of(test, status_of(test))]
+                      for test in tests.get(unique_id, [])]}
+    return reports
+
+
+def node_outcome(unique_id: str, report: dict | None, producer_task_id: str,
+                 producer_state: Callable[[], str | None]) -> NodeOutcome:
+    """How the task of `unique_id` ends, from the producer's report on it (`node_reports`;
+    None: the build did not reach it); `producer_state` is asked only then."""
+    if report is None:
         producer = producer_state()
         if producer == "success":
             return NodeOutcome("skipped", f"{unique_id} is not in this run's selection: nothing "
@@ -169,14 +202,13 @@ def node_outcome(unique_id: str, results: dict, tests: list[str], producer_task_
         return NodeOutcome("skipped", f"{unique_id} was not built: the run's dbt build "
                            f"({producer_task_id}, {producer}) ended before reaching it; its log "
                            f"says why", ())
-    lines = [f"dbt {unique_id}: {status} {message_of(unique_id, status)}"]
+    status, tests = report["status"], report["tests"]
+    lines = [f"dbt {unique_id}: {status} {report['message']}"]
     failing = []
-    for test in tests:
-        test_status = status_of(test)
+    for test, test_status, message in tests:
         if test_status == UPSTREAM_FAILED:
             lines.append(f"  test {test}: not run, something it reads failed")
             continue
-        message = message_of(test, test_status)
         lines.append(f"  test {test}: {test_status or 'not run'} {message}")
         if test_status is not None and test_status not in PASSED | {"skipped"}:
             failing.append(f"{test} ({test_status}: {message or 'see the producer log'})")
@@ -187,8 +219,7 @@ def node_outcome(unique_id: str, results: dict, tests: list[str], producer_task_
                            tuple(lines))
     if status not in PASSED:
         return NodeOutcome("failed", f"dbt {status} {unique_id}: "
-                           f"{message_of(unique_id, status) or 'see the producer log'}",
-                           tuple(lines))
+                           f"{report['message'] or 'see the producer log'}", tuple(lines))
     if failing:
         return NodeOutcome("failed", f"{len(failing)} test(s) on {unique_id} failed: "
                            + "; ".join(failing), tuple(lines))
@@ -206,15 +237,13 @@ def producer_state(dag_id: str, run_id: str, producer_task_id: str) -> str | Non
     return None if state is None else str(state)
 
 
-def pull_outcome(ti, unique_id: str, producer_task_id: str, tests_task_id: str) -> NodeOutcome:
-    """`node_outcome` from the run's XComs, pulled by `ti` (a worker's or the triggerer's
-    task instance): the producer's node results, data_interval's tests of the node."""
-    # map_indexes given: one value each (GetXCom) — the triggerer answers no sequence slices
-    results = ti.xcom_pull(task_ids=producer_task_id, key=NODE_RESULTS_XCOM_KEY,
-                           map_indexes=-1) or {}
-    tests = (ti.xcom_pull(task_ids=tests_task_id, key=TESTS_XCOM_KEY, map_indexes=-1)
-             or {}).get(unique_id, [])
-    return node_outcome(unique_id, results, tests, producer_task_id,
+def pull_outcome(ti, unique_id: str, producer_task_id: str) -> NodeOutcome:
+    """`node_outcome` from the producer's report on the node, pulled by `ti` (a worker's or
+    the triggerer's task instance)."""
+    # map_indexes given: one value (GetXCom) — the triggerer answers no sequence slices
+    report = ti.xcom_pull(task_ids=producer_task_id, key=node_report_key(unique_id),
+                          map_indexes=-1)
+    return node_outcome(unique_id, report, producer_task_id,
                         lambda: producer_state(ti.dag_id, ti.run_id, producer_task_id))
 
 
@@ -224,22 +253,20 @@ class NodeResultTrigger(BaseTrigger):
     the task with it — success, failed (no retry: the data is what it is until the next run)
     or skipped — without a worker."""
 
-    def __init__(self, unique_id: str, producer_task_id: str, tests_task_id: str) -> None:
+    def __init__(self, unique_id: str, producer_task_id: str) -> None:
         super().__init__()
         self.unique_id = unique_id
         self.producer_task_id = producer_task_id
-        self.tests_task_id = tests_task_id
 
     def serialize(self) -> tuple[str, dict]:
         return (f"{__name__}.NodeResultTrigger",
-                {"unique_id": self.unique_id, "producer_task_id": self.producer_task_id,
-                 "tests_task_id": self.tests_task_id})
+                {"unique_id": self.unique_id, "producer_task_id": self.producer_task_id})
 
     async def run(self):
         from asgiref.sync import sync_to_async
 
         outcome = await sync_to_async(pull_outcome)(
-            self.task_instance, self.unique_id, self.producer_task_id, self.tests_task_id)
+            self.task_instance, self.unique_id, self.producer_task_id)
         for line in outcome.lines:
             self.log.info("%s", line)
         if outcome.state == "success":
@@ -264,22 +291,19 @@ class DbtNodeResult(BaseOperator):
     start_from_trigger = True
 
     def __init__(self, *, unique_id: str, producer_task_id: str = "dbt.dbt_producer_watcher",
-                 tests_task_id: str = "data_interval", **kwargs) -> None:
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.unique_id = unique_id
         self.producer_task_id = producer_task_id  # Cosmos sets the group-qualified id
-        self.tests_task_id = tests_task_id  # the task that pushed `tests_by_node`
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls=f"{__name__}.NodeResultTrigger",
-            trigger_kwargs={"unique_id": unique_id, "producer_task_id": producer_task_id,
-                            "tests_task_id": tests_task_id},
+            trigger_kwargs={"unique_id": unique_id, "producer_task_id": producer_task_id},
             next_method="execute_complete", next_kwargs=None, timeout=None)
 
     def execute(self, context) -> str:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        outcome = pull_outcome(context["ti"], self.unique_id, self.producer_task_id,
-                               self.tests_task_id)
+        outcome = pull_outcome(context["ti"], self.unique_id, self.producer_task_id)
         for line in outcome.lines:
             log.info("%s", line)
         if outcome.state == "skipped":

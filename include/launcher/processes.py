@@ -94,6 +94,30 @@ def tree(pid: int) -> list[int]:
     return sorted(found)
 
 
+def stop_service(name: str, pid_dir: Path, timeout_s: float = 10) -> list[int]:
+    """TERM one service started by start_service (its process group and every descendant),
+    KILL what is left after `timeout_s`; return leftovers."""
+    pid = _read_pid(pid_dir / f"{name}.pid")
+    ours = set(tree(pid)) if pid else set()
+    if pid and _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for child in ours:
+        _signal(child, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while ours and time.monotonic() < deadline:
+        ours &= set(_parent_map())
+        time.sleep(0.2)
+    for child in ours:
+        _signal(child, signal.SIGKILL)
+    (pid_dir / f"{name}.pid").unlink(missing_ok=True)
+    if ours:
+        time.sleep(0.2)
+    return [child for child in ours if child in _parent_map()]
+
+
 def stop_all(marker: str, pid_dir: Path, timeout_s: float = 30) -> list[int]:
     """TERM every recorded group and marked process, then KILL what is left; return leftovers."""
     ours = set(marked_processes(marker, pid_dir))  # the whole tree, before anything exits

@@ -32,14 +32,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from _dags import pause_all_but, restore_paused
+from _dags import pause_all_but
 from factory_platform.sources import get_source
 from launcher import processes
 from launcher.settings import PROJECT_ROOT, load_or_create_secrets, service_environment
-from launcher.settings import test_instance as instance_under_test
+
+from .conftest import LIVE_MES_PORT_OFFSET
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SIGNAL_S = 15  # a record's appearance → the change signal (polls every 5 s, whole seconds)
 SIGNAL_TO_RUN_S = 60  # a record's appearance → its asset-triggered run queued
 RECORD_DELAYS_S = (10, 25)  # after the live plant's start
@@ -165,15 +165,16 @@ def mes_marks_at_start(mes_marks, warehouse_dsn):
             conn.execute(f"delete from ops.{table} where batch_id = any(%s)", (batches,))
 
 
-def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_at_start,
+def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(airflow_services,
+                                                                     mes_marks_at_start,
                                                                      warehouse_dsn,
                                                                      monkeypatch):
     started = mes_marks_at_start
-    instance = instance_under_test()
+    instance = airflow_services
     # the live plant's ports, beside the session plant's (which keeps serving its own world)
-    live_mes_port, live_qms_port = instance.mes_port + 3, instance.mes_port + 4
-    secret = load_or_create_secrets(instance)
-    key = secret["MES_API_KEY"]
+    live_mes_port = instance.mes_port + LIVE_MES_PORT_OFFSET
+    live_qms_port = live_mes_port + 1
+    key = load_or_create_secrets(instance)["MES_API_KEY"]
     world = instance.var_dir / "event_driven" / "world"
     shutil.rmtree(world.parent, ignore_errors=True)
     plant_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AIRFLOW"))}
@@ -182,27 +183,16 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
                     str(PROJECT_ROOT / "include" / "plant_sim" / "configs" / "small.toml"),
                     "--seed", "15", "--out", str(world)], check=True, env=plant_env,
                    stdout=subprocess.DEVNULL)
-    env = service_environment(instance, {
-        **os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "AIRFLOW_CONN_MES_API": f"http://mes:{key}@127.0.0.1:{live_mes_port}"})
     end_unfinished()
-    paused_before = pause_all_but(("extract_mes",))
     try:
         # the extraction DAGs into the metadata DB, new ones paused, and the change-feed
         # watchers of the unpaused one, extract_mes (again if it was new: its watcher comes
         # with it unpaused)
         monkeypatch.setenv("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")
-        for _ in range(1 if "extract_mes" in paused_before else 2):
+        known = pause_all_but(("extract_mes",))
+        for _ in range(1 if "extract_mes" in known else 2):
             serialize_extract_dags()
-            # a DAG new to the metadata DB would come unpaused without this test
-            paused_before.update({dag_id: False for dag_id in pause_all_but(
-                ("extract_mes",)) if dag_id not in paused_before})
-        for name, args in {"api-server": ["api-server", "--port", str(instance.api_port)],
-                           "scheduler": ["scheduler", "--skip-serve-logs"],
-                           "triggerer": ["triggerer", "--skip-serve-logs"]}.items():
-            (instance.log_dir / f"{name}.log").unlink(missing_ok=True)
-            processes.start_service(name, [AIRFLOW, *args], env, instance.pid_dir,
-                                    instance.log_dir, PROJECT_ROOT)
+            pause_all_but(("extract_mes",))
         wait_for("the MES watcher in the triggerer", watcher_running, 180, 2)
         wait_for("the watcher's first poll", lambda: "mes change feed: no answer" in (
             instance.log_dir / "triggerer.log").read_text(errors="replace"), 60)
@@ -261,9 +251,9 @@ def test_a_new_mes_record_starts_extract_mes_without_a_schedule_tick(mes_marks_a
         for name in ("triggerer", "scheduler", "api-server", "plant"):
             assert key not in (instance.log_dir / f"{name}.log").read_text(errors="replace")
     finally:
-        leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir, timeout_s=10)
+        leftovers = processes.stop_service("plant", instance.pid_dir)
+        pause_all_but(())  # while the package's services run (conftest.airflow_services)
         end_unfinished()
-        restore_paused(paused_before)
     assert leftovers == []
 
 

@@ -2,9 +2,9 @@
 that holds its ~100 model tasks on worker slots holds back the next run, one at a time).
 
 The real scheduler, triggerer and API server of the test instance (LocalExecutor, as `make
-run` starts them) and transform_dbt as the DAG processor writes it to the metadata DB. The
+run` starts them: conftest.airflow_services) and transform_dbt as the DAG processor writes it to the metadata DB. The
 test makes a run whose producer, gate and data_interval tasks are done, with the XComs a build
-leaves: the producer's node results (stg_mes__confirmations built, its tests passed;
+leaves: the producer's report per node (stg_mes__confirmations built, its tests passed;
 mart_quality built, one test on it failed; nothing else built) and data_interval's tests per
 node. The scheduler then starts every model task in the triggerer (`start_from_trigger`): none
 is ever queued to an executor; stg_mes__confirmations ends success, mart_quality failed (its log
@@ -15,21 +15,16 @@ skipped ("not in this run's selection"), and the run failed.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from _dags import pause_all_but, restore_paused
-from launcher import processes
-from launcher.settings import PROJECT_ROOT, service_environment
-from launcher.settings import test_instance as instance_under_test
+from _dags import pause_all_but
+from launcher.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = "transform_dbt"
 PRODUCER = "dbt.dbt_producer_watcher"
 BUILT = "model.factory_platform.stg_mes__confirmations"
@@ -37,8 +32,8 @@ FAILED_TEST_ON = "model.factory_platform.mart_quality"
 DONE_BEFORE = ("data_interval", PRODUCER, "dbt_gate_checks", "gx_gate_checks", "quality_gate")
 
 
-def serialize_transform_dag() -> None:
-    """What the DAG processor does with dags/transform_dbt.py."""
+def serialize_transform_dag():
+    """What the DAG processor does with dags/transform_dbt.py; returns the DAG it parsed."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
@@ -46,6 +41,7 @@ def serialize_transform_dag() -> None:
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "transform_dbt.py"))
     assert bag.import_errors == {}
     sync_bag_to_db(bag, "dags-folder", None)
+    return bag.dags[DAG_ID]
 
 
 def end_unfinished() -> None:
@@ -82,15 +78,20 @@ def node_results(tests: dict[str, list[str]]) -> tuple[dict, str]:
     return results, failing
 
 
-def start_run(tests: dict[str, list[str]], results: dict) -> str:
+def start_run(tests: dict[str, list[str]], results: dict, nodes: list[str]) -> str:
     """A running transform_dbt run whose tasks before the model tasks are done, with their
-    XComs."""
+    XComs: data_interval's tests per node, the producer's report per node it built (as its
+    execute pushes them when dbt ends)."""
     from airflow.models.dagbag import DBDagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
-    from factory_platform.transform_watch import NODE_RESULTS_XCOM_KEY, TESTS_XCOM_KEY
+    from factory_platform.transform_watch import (
+        TESTS_XCOM_KEY,
+        node_report_key,
+        node_reports,
+    )
 
     run_id = f"manual__triggerer_test_{uuid.uuid4().hex[:8]}"
     with create_session() as session:
@@ -108,8 +109,9 @@ def start_run(tests: dict[str, list[str]], results: dict) -> str:
         # as the Execution API stores what a task pushes: the JSON value itself
         XComModel.set(TESTS_XCOM_KEY, tests, dag_id=DAG_ID, task_id="data_interval",
                       run_id=run_id, serialize=False, session=session)
-        XComModel.set(NODE_RESULTS_XCOM_KEY, results, dag_id=DAG_ID, task_id=PRODUCER,
-                      run_id=run_id, serialize=False, session=session)
+        for unique_id, report in node_reports(results, tests, nodes).items():
+            XComModel.set(node_report_key(unique_id), report, dag_id=DAG_ID, task_id=PRODUCER,
+                          run_id=run_id, serialize=False, session=session)
     return run_id
 
 
@@ -133,18 +135,14 @@ def task_log(instance, run_id: str, task_id: str) -> str:
     return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob("*")))
 
 
-def test_model_tasks_end_in_the_triggerer_without_a_worker():
+def test_model_tasks_end_in_the_triggerer_without_a_worker(airflow_services):
     from factory_platform.dbt_project import MANIFEST_PATH
     from factory_platform.transform_watch import DbtNodeResult, tests_by_node
 
-    instance = instance_under_test()
-    serialize_transform_dag()
-    from airflow.models.dagbag import DBDagBag
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        dag = DBDagBag().get_latest_version_of_dag(DAG_ID, session=session)
-        model_tasks = {t.task_id for t in dag.tasks if t.task_type == DbtNodeResult.__name__}
+    instance = airflow_services
+    dag = serialize_transform_dag()
+    model_tasks = {t.task_id for t in dag.tasks if isinstance(t, DbtNodeResult)}
+    nodes = [t.unique_id for t in dag.tasks if isinstance(t, DbtNodeResult)]
     tests = tests_by_node(json.loads(Path(MANIFEST_PATH).read_text()))
     results, failing = node_results(tests)
     built_task, failed_task = "dbt.stg_mes__confirmations_run", "dbt.mart_quality_run"
@@ -152,18 +150,10 @@ def test_model_tasks_end_in_the_triggerer_without_a_worker():
     downstream_of_failed = set(dag.get_task(failed_task).get_flat_relative_ids(upstream=False))
     assert downstream_of_failed and downstream_of_failed <= model_tasks  # its reporting view
 
-    env = service_environment(instance, {**os.environ,
-                                         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"})
     end_unfinished()
-    paused_before = pause_all_but((DAG_ID,))
+    pause_all_but((DAG_ID,))
     try:
-        for name, args in {"api-server": ["api-server", "--port", str(instance.api_port)],
-                           "scheduler": ["scheduler", "--skip-serve-logs"],
-                           "triggerer": ["triggerer", "--skip-serve-logs"]}.items():
-            (instance.log_dir / f"{name}.log").unlink(missing_ok=True)
-            processes.start_service(name, [AIRFLOW, *args], env, instance.pid_dir,
-                                    instance.log_dir, PROJECT_ROOT)
-        run_id = start_run(tests, results)
+        run_id = start_run(tests, results, nodes)
         started = time.monotonic()
         deadline = started + 240
         while True:
@@ -175,10 +165,8 @@ def test_model_tasks_end_in_the_triggerer_without_a_worker():
             time.sleep(1)
         took = time.monotonic() - started
     finally:
-        leftovers = processes.stop_all(str(instance.var_dir), instance.pid_dir, timeout_s=10)
+        pause_all_but(())  # while the package's services run (conftest.airflow_services)
         end_unfinished()
-        restore_paused(paused_before)
-    assert leftovers == []
 
     states = {task_id: tis[task_id][0] for task_id in model_tasks}
     assert states[built_task] == "success"

@@ -171,15 +171,13 @@ def test_one_dbt_process_builds_the_selection_and_a_task_reports_each_model(tran
     for node in nodes:
         assert "dbt.dbt_producer_watcher" in node.get_flat_relative_ids(upstream=True), node
         assert node.producer_task_id == "dbt.dbt_producer_watcher"
-        assert node.tests_task_id == "data_interval"
         assert node.retries == 0
         # it runs in the triggerer, its trigger told which node and where its results are
         assert node.start_from_trigger
         assert node.start_trigger_args.trigger_cls == (
             "factory_platform.transform_watch.NodeResultTrigger")
         assert node.start_trigger_args.trigger_kwargs == {
-            "unique_id": node.unique_id, "producer_task_id": "dbt.dbt_producer_watcher",
-            "tests_task_id": "data_interval"}
+            "unique_id": node.unique_id, "producer_task_id": "dbt.dbt_producer_watcher"}
 
 
 # --- what a model's task reports: Cosmos' producer writes, DbtNodeResult reads -----------------
@@ -270,8 +268,9 @@ def test_each_model_task_reports_what_the_producers_build_did(transform, manifes
     but a test on it fails; mart_production_line_day is not built."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
     from factory_platform.transform_watch import (
-        NODE_RESULTS_XCOM_KEY,
         TESTS_XCOM_KEY,
+        node_report_key,
+        node_reports,
         tests_by_node,
     )
 
@@ -298,7 +297,15 @@ def test_each_model_task_reports_what_the_producers_build_did(transform, manifes
     for line in lines:
         parse(line, {"context": context})
     assert xcom.values == {("data_interval", TESTS_XCOM_KEY): owned}  # nothing pushed per node
-    xcom.ti(producer.task_id).xcom_push(NODE_RESULTS_XCOM_KEY, results.results())  # dbt ended
+    # dbt ended: one report per node it reached, as the producer's execute pushes them
+    nodes = [t.unique_id for t in transform.tasks if type(t).__name__ == "DbtNodeResult"]
+    reports = node_reports(results.results(), owned, nodes)
+    assert set(reports) == {SEED, MART, DOWNSTREAM, tested}
+    assert reports[tested]["tests"] == [
+        [test, "fail", "Got 3 results, configured to fail if != 0"] if test == failing
+        else [test, "pass", ""] for test in owned[tested]]
+    for unique_id, report in reports.items():
+        xcom.ti(producer.task_id).xcom_push(node_report_key(unique_id), report)
 
     def report(unique_id: str, producer_state: str = "failed"):
         task = next(t for t in transform.tasks if getattr(t, "unique_id", None) == unique_id)
