@@ -210,8 +210,8 @@ def build_transform_dag(doc_md: str | None):
             ops.load_audit, recorded in ops.transform_run for the incremental models; and the
             dbt selection of the models downstream of what those batches changed. A manual
             run processes everything, unless its conf says {"changed_only": true}.
-            Also, for the model tasks, which tests are on which node (transform_watch.py), from
-            the manifest read here once rather than by each of them."""
+            Also which tests are on which node, from the manifest read here once, for the
+            producer's per-node reports that the model tasks read (transform_watch.py)."""
             import json
 
             from factory_platform.transform_watch import TESTS_XCOM_KEY, tests_by_node
