@@ -99,50 +99,50 @@ def stop_service(name: str, pid_dir: Path, timeout_s: float = 10) -> list[int]:
     KILL what is left after `timeout_s`; return leftovers."""
     pid = _read_pid(pid_dir / f"{name}.pid")
     ours = set(tree(pid)) if pid else set()
-    if pid and _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for child in ours:
-        _signal(child, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while ours and time.monotonic() < deadline:
-        ours &= set(_parent_map())
-        time.sleep(0.2)
-    for child in ours:
-        _signal(child, signal.SIGKILL)
+    _term_group(pid)
+    leftovers = _terminate(ours, lambda left: left & set(_parent_map()), timeout_s, 0.2)
     (pid_dir / f"{name}.pid").unlink(missing_ok=True)
-    if ours:
-        time.sleep(0.2)
-    return [child for child in ours if child in _parent_map()]
+    return leftovers
 
 
 def stop_all(marker: str, pid_dir: Path, timeout_s: float = 30) -> list[int]:
     """TERM every recorded group and marked process, then KILL what is left; return leftovers."""
     ours = set(marked_processes(marker, pid_dir))  # the whole tree, before anything exits
     for pid_file in sorted(pid_dir.glob("*.pid")) if pid_dir.exists() else []:
-        pid = _read_pid(pid_file)
-        if pid and _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for pid in ours:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ours = (ours | set(marked_processes(marker, pid_dir))) & set(_parent_map())
-        if not ours:
-            break
-        time.sleep(0.5)
-    for pid in ours:
-        _signal(pid, signal.SIGKILL)
-    time.sleep(0.5)
-    leftovers = [pid for pid in ours if pid in _parent_map()]
+        _term_group(_read_pid(pid_file))
+    leftovers = _terminate(
+        ours, lambda left: (left | set(marked_processes(marker, pid_dir))) & set(_parent_map()),
+        timeout_s, 0.5)
     for pid_file in pid_dir.glob("*.pid") if pid_dir.exists() else []:
         pid_file.unlink()
     return leftovers
+
+
+def _term_group(pid: int | None) -> None:
+    """TERM the process group a service leads (start_service starts each in its own)."""
+    if pid and _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _terminate(ours: set[int], still_ours, timeout_s: float, poll_s: float) -> list[int]:
+    """TERM `ours`, wait up to `timeout_s` while `still_ours(left)` says who is left, KILL
+    those; return the pids that outlived even that."""
+    for pid in ours:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while ours and time.monotonic() < deadline:
+        ours = still_ours(ours)
+        if not ours:
+            break
+        time.sleep(poll_s)
+    for pid in ours:
+        _signal(pid, signal.SIGKILL)
+    if ours:
+        time.sleep(0.5)
+    return [pid for pid in ours if pid in _parent_map()]
 
 
 def _signal(pid: int, sig: int) -> None:
