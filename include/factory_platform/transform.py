@@ -9,8 +9,8 @@ the incremental models through ops.transform_run, not `--vars` (macros/productio
 dbt's partial parsing holds. Each model (seed, snapshot) is still a task, `dbt.<model>_run`:
 it reports what the build did with the model and the tests on it (transform_watch.py), and is
 skipped when the run did not build it; it runs in the triggerer, so ~100 of them take no
-worker slot and end within seconds of the build. The gate checks follow the producer, not the model tasks:
-the models' reports are for people and do not hold back the gate and publishing.
+worker slot and end within seconds of the build. The gate checks follow the producer, not the
+model tasks: the models' reports are for people and do not hold back the gate and publishing.
 """
 
 from __future__ import annotations

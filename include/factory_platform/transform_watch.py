@@ -113,8 +113,9 @@ class NodeResultBuffer:
 
 class BufferedDbtProducer(DbtProducerWatcherOperator):
     """Cosmos' watcher producer whose log parser writes to a `NodeResultBuffer`; when dbt ends
-    each node it reached gets its report in XCom (module docstring). `transform._wire_watchers` turns the
-    producer Cosmos made into one (Cosmos has no option to choose the producer's class)."""
+    each node it reached gets its report in XCom (module docstring). `transform._wire_watchers`
+    turns the producer Cosmos made into one (Cosmos has no option to choose the producer's
+    class)."""
 
     def start_node_results(self) -> NodeResultBuffer:
         self._node_results = NodeResultBuffer()

@@ -60,6 +60,22 @@ def end_unfinished() -> None:
             run.state = DagRunState.FAILED
 
 
+def take_failure_callbacks(run_id: str) -> list[str]:
+    """The callbacks (the failure alert) the run's failed tasks queued for the DAG processor, as
+    JSON text — taken out of the metadata DB: a DAG processor of a later test would otherwise
+    run them and send their alerts."""
+    from airflow.models.callback import DagProcessorCallback
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        queued = [(c, json.dumps(c.data, default=str))
+                  for c in session.query(DagProcessorCallback)]
+        mine = [(callback, text) for callback, text in queued if run_id in text]
+        for callback, _ in mine:
+            session.delete(callback)
+    return [text for _, text in mine]
+
+
 def node_results(tests: dict[str, list[str]]) -> tuple[dict, str]:
     """The producer's node results (Cosmos' keys, as BufferedDbtProducer pushes them), and
     the failing test."""
@@ -164,6 +180,7 @@ def test_model_tasks_end_in_the_triggerer_without_a_worker(airflow_services):
                                                  if s[0] not in ("success", "skipped")}
             time.sleep(1)
         took = time.monotonic() - started
+        callbacks = take_failure_callbacks(run_id)
     finally:
         pause_all_but(())  # while the package's services run (conftest.airflow_services)
         end_unfinished()
@@ -176,6 +193,9 @@ def test_model_tasks_end_in_the_triggerer_without_a_worker(airflow_services):
     assert {states[t] for t in others} == {"skipped"}, {t: states[t] for t in others
                                                        if states[t] != "skipped"}
     assert state == "failed"
+    # the failed model task asked for its failure alert (on_failure_callback, run by the DAG
+    # processor)
+    assert any(failed_task in text and "TaskCallbackRequest" in text for text in callbacks)
     # none went to a worker: the scheduler handed each straight to the triggerer
     ran = [t for t in model_tasks if states[t] != "upstream_failed"]
     assert [t for t in ran if tis[t][1] is not None] == []
