@@ -17,7 +17,7 @@ the reading of dbt's log). Our node tasks run after the producer,
 so nothing waits on the stream: `BufferedDbtProducer` gives the parser a stand-in task instance
 that keeps the values in memory (so no Variable backup of them either) and, when dbt ends
 (failed or not), pushes one small report per node it reached (`node_reports`: the node's status
-and that of every test and unit test on it, dbt's message for what did not pass) — which tests
+and that of every data test on it, dbt's message for what did not pass) — which tests
 are on which node, `data_interval` worked out once for the run from the manifest it reads
 anyway (`tests_by_node`). ~100 reports of a few hundred bytes: before, each of ~100 node tasks
 read every node's results and the whole test map (~160 KB of JSON each, through the Execution
@@ -65,17 +65,17 @@ NODE_REPORT_XCOM_PREFIX = "dbt_node_report:"
 
 
 def tests_by_node(manifest: dict) -> dict[str, list[str]]:
-    """node → the tests and unit tests on it, in name order: those its yml attaches to it (a
+    """node → the data tests on it, in name order: those its yml attaches to it (a
     relationships test belongs to the model it is declared on, not to the one it refers to),
-    and the unit tests and singular tests (no attached node) that read it. Nodes without tests
-    are left out."""
-    nodes, unit_tests = manifest.get("nodes", {}), manifest.get("unit_tests", {})
+    and the singular tests (no attached node) that read it. Not the unit tests: transform_dbt's
+    builds leave them out (`transform.PRODUCTION_BUILD_FLAGS`). Nodes without tests are left
+    out."""
+    nodes = manifest.get("nodes", {})
     owned: dict[str, list[str]] = {}
     for parent, children in manifest.get("child_map", {}).items():
         tests = sorted(
-            child for child in children if child.startswith(("test.", "unit_test."))
-            and (child in unit_tests
-                 or (nodes.get(child, {}).get("attached_node") or parent) == parent))
+            child for child in children if child.startswith("test.")
+            and (nodes.get(child, {}).get("attached_node") or parent) == parent)
         if tests:
             owned[parent] = tests
     return owned

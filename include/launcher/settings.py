@@ -357,16 +357,25 @@ def plant_connections(instance: Instance, secret: dict[str, str],
     return connections
 
 
+# LocalExecutor's task processes at once. Most of a task's time is spent waiting on Postgres, a
+# plant system or a dbt subprocess, so more than the 2 cores: with 4, in the latency bench the
+# change-triggered extraction tasks held every slot while transform_dbt's next task (priority
+# 100, dag_factory.PRIORITY_TO_ERP) waited 1-8 s for one, several times per run.
+LOCAL_PARALLELISM = 6
+
+
 def executor_environment(instance: Instance, secret: dict[str, str],
                          executor: Executor) -> dict[str, str]:
-    """What changes with the executor. LocalExecutor: `[core] parallelism` 4 task processes.
+    """What changes with the executor. LocalExecutor: `[core] parallelism` 6 task processes
+    (LOCAL_PARALLELISM).
     CeleryExecutor: the private Redis as broker (its password only in this URL, in the
     environment), Celery's results in Airflow's metadata database as the Airflow role
     (sfdp_airflow, which owns it), `concurrency` tasks per worker and a parallelism of every
     worker's slots together; the broker redelivers an unacknowledged task only after 6 hours,
     longer than any task may run (execution_timeout ≤ 2 h), so a slow task is never run twice."""
     if not executor.celery:
-        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4"}
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(LOCAL_PARALLELISM)}
     from urllib.parse import quote
 
     from factory_platform import roles

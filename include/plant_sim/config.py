@@ -119,6 +119,12 @@ class Config:
     """How many production orders the ERP releases per line and day: drawn uniformly from this
     closed range. Each order is one operation per machine of the line, so more orders mean
     shorter operations and more confirmations between shift changes."""
+    wms_file_minutes: int = 60
+    """`[wms] movement_file_minutes`: how much time one WMS movements file covers (a divisor of
+    60); the file is named after its first minute."""
+    wms_file_delay_minutes: float = 5.0
+    """`[wms] movement_file_delay_minutes`: how long after the end of its period the WMS
+    exporter drops the file."""
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`[faults.<system>]` delivery faults, applied when the world is served (see faults.py)."""
 
@@ -251,7 +257,16 @@ def load_config(path: str | Path) -> Config:
         mttr_minutes=float(rel.get("mttr_minutes", 35.0)),
         pm_hours=float(rel.get("pm_hours", 2.0)),
         scada_tags=int(raw.get("scada", {}).get("tags_per_machine", 5)),
+        wms_file_minutes=_wms_file_minutes(raw.get("wms", {})),
+        wms_file_delay_minutes=float(raw.get("wms", {}).get("movement_file_delay_minutes", 5)),
         defects={k: float(v) for k, v in raw.get("defects", {}).items()},
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
         faults=parse_spec(raw.get("faults", {})),
     )
+
+
+def _wms_file_minutes(wms: dict[str, Any]) -> int:
+    minutes = int(wms.get("movement_file_minutes", 60))
+    if minutes < 1 or 60 % minutes:
+        raise ValueError(f"[wms] movement_file_minutes must divide 60, not {minutes}")
+    return minutes

@@ -223,3 +223,44 @@ def test_plm_xml(small_world: Path) -> None:
     assert "齿轮箱壳体A45" in names
     boms = first.findall("./BOMs/BOM")
     assert any(c.get("qty") == "1.25" for b in boms for c in b)
+
+
+def test_wms_movement_files_cover_the_configured_period(small_world: Path, small_config_path: Path,
+                                                        tmp_path: Path) -> None:
+    """`[wms] movement_file_minutes = 15`, `movement_file_delay_minutes = 0.5`: the same
+    movements as the hourly files, cut into quarter-hour files named after their first minute,
+    each holding only its quarter's rows and dropped 30 s after the quarter ends."""
+    import datetime as dt
+    import re
+
+    from plant_sim.config import load_config
+    from plant_sim.world import generate_world
+
+    text = small_config_path.read_text(encoding="utf-8")
+    config = tmp_path / "quarter.toml"
+    config.write_text(f"{text}\n[wms]\nmovement_file_minutes = 15\n"
+                      "movement_file_delay_minutes = 0.5\n", encoding="utf-8")
+    world = tmp_path / "world"
+    generate_world(load_config(config), 7, world)
+
+    def movements(root: Path) -> dict[str, tuple[str, dict]]:
+        return {r["movement_id"]: (path.name, r) for path in drops(root, "wms", "WMS_MOVEMENTS_")
+                if not path.stem.endswith("_RESEND") for r in read_csv(path, "gb18030")}
+
+    hourly, quarterly = movements(small_world), movements(world)
+    assert len(quarterly) > 50
+    assert {k: r for k, (_, r) in quarterly.items()} == {k: r for k, (_, r) in hourly.items()}
+    available = {row["file_name"]: parse_iso_utc(row["available_at"]) for row in
+                 csv.DictReader(open(world / "drops" / "index.csv", encoding="utf-8"))}
+    names = {name for name, _ in quarterly.values()}
+    assert len(names) > len({name for name, _ in hourly.values()})
+    for name in names:
+        stamp = re.search(r"_(\d{8}T\d{4})Z", name).group(1)
+        start = dt.datetime.strptime(stamp, "%Y%m%dT%H%M").replace(tzinfo=dt.UTC).timestamp()
+        assert start % 900 == 0, name
+        assert available[name] == start + 900 + 30, name
+    # a row's site-local event time falls in its file's quarter (the sites' zones are whole
+    # hours off UTC: the minutes agree)
+    for name, row in quarterly.values():
+        minute = int(re.search(r"_\d{8}T\d{2}(\d{2})Z", name).group(1))
+        assert minute <= int(row["event_time"][14:16]) < minute + 15, (name, row)

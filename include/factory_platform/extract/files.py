@@ -296,17 +296,18 @@ def inbox_of(source) -> Path:
 
 
 def file_period(match: re.Match) -> datetime:
-    """The UTC start of the hour or day a file name carries."""
+    """The UTC start of the hour (with its `minute` group, the minute) or day a file name
+    carries."""
     groups = match.groupdict()
     if groups.get("hour") or groups.get("day"):
-        return _period(groups.get("hour"), groups.get("day"))
+        return _period(groups.get("hour"), groups.get("day"), groups.get("minute"))
     raise ValueError(f"file-name pattern {match.re.pattern!r} has no 'hour' or 'day' group")
 
 
 @lru_cache(maxsize=1 << 16)
-def _period(hour: str | None, day: str | None) -> datetime:
+def _period(hour: str | None, day: str | None, minute: str | None = None) -> datetime:
     if hour:
-        return datetime.strptime(hour, "%Y%m%dT%H").replace(tzinfo=UTC)
+        return datetime.strptime(hour + (minute or "00"), "%Y%m%dT%H%M").replace(tzinfo=UTC)
     return datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC)
 
 

@@ -44,9 +44,11 @@ SOURCE = Source(
     entities=(
         Entity(
             name="movements",
-            endpoint=r"WMS_MOVEMENTS_[A-Z0-9]+_(?P<hour>\d{8}T\d{2})00Z(?:_RESEND)?\.csv",
+            endpoint=(r"WMS_MOVEMENTS_[A-Z0-9]+_(?P<hour>\d{8}T\d{2})(?P<minute>\d{2})Z"
+                      r"(?:_RESEND)?\.csv"),
             natural_key=("movement_id",), cursor=None,
-            description="Hourly goods movements: receipts, issues to production, put-away, "
+            description="Goods movements, a file per hour (or shorter period, named after its "
+                        "first minute): receipts, issues to production, put-away, "
                         "transfers (local times; Chinese material texts).",
             fields=(
                 F("movement_id", required=True), F("movement_type", required=True),

@@ -1,4 +1,5 @@
-"""WMS: legacy CSV files (GB18030, `;`, CRLF) dropped hourly — movements — and a daily cycle count.
+"""WMS: legacy CSV files (GB18030, `;`, CRLF) dropped hourly (`[wms] movement_file_minutes`) —
+movements — and a daily cycle count.
 
 Movements: RECEIPT (raw lots), ISSUE (to production; one per MES consumption, true quantities),
 PUTAWAY (produced lots to finished goods), TRANSFER (between raw-material locations). The daily
@@ -52,7 +53,7 @@ def _q(x: float) -> str:
 
 
 class WmsSystem:
-    """Writes WMS movement files per hour and one cycle-count file per production date."""
+    """Writes WMS movement files per hour (or configured period) and one cycle-count file per production date."""
 
     name = "wms"
 
@@ -144,7 +145,11 @@ class WmsSystem:
                 )
             )
         events.sort(key=lambda e: (e[0], e[1], e[3]))
-        by_hour: dict[int, list[list[str]]] = defaultdict(list)
+        # one file per period (an hour by default), named after the period's first minute and
+        # dropped `wms_file_delay_minutes` after its end
+        period = cfg.wms_file_minutes * 60
+        delay = round(cfg.wms_file_delay_minutes * 60)
+        by_period: dict[int, list[list[str]]] = defaultdict(list)
         for at, mtype, mat, lot, qty, unit, frm, to, ref in events:
             if mtype in ("RECEIPT", "ISSUE") and mat in {
                 m.erp_material for m in cfg.materials
@@ -163,7 +168,7 @@ class WmsSystem:
                 if mat in {m.erp_material for m in cfg.materials}
                 else cfg.product(mat).name_zh
             )
-            by_hour[at - at % 3600].append(
+            by_period[at - at % period].append(
                 [
                     mid,
                     mtype,
@@ -179,14 +184,14 @@ class WmsSystem:
                     ref,
                 ]
             )
-        for hour in sorted(by_hour):
-            stamp = dt.datetime.fromtimestamp(hour, dt.UTC).strftime("%Y%m%dT%H%MZ")
+        for start in sorted(by_period):
+            stamp = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y%m%dT%H%MZ")
             self._write(
                 gen,
                 f"WMS_MOVEMENTS_{site.code}_{stamp}.csv",
                 MOVEMENT_COLUMNS,
-                by_hour[hour],
-                hour + 3600 + 300,
+                by_period[start],
+                start + period + delay,
             )
         # cycle count at the end of the production date, then ADJUST to the counted quantity
         end = ev.shifts[-1].end

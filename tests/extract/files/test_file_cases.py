@@ -123,6 +123,22 @@ def test_file_delivered_twice_loads_once(case, warehouse_dsn):
     assert sorted(p.name for p in (case.inbox("wms") / "archive").iterdir()) == sorted(files)
 
 
+def test_files_shorter_than_an_hour_load_by_their_minute(case, warehouse_dsn):
+    """A WMS exporter set to a file every 2 minutes names each after its first minute: a run
+    over 05:00-05:04 loads the files of 05:00 and 05:02, not the one of 05:04 (the next run's)."""
+    header = ("movement_id;movement_type;event_time;site;material;material_desc;lot;qty;"
+              "unit;from_loc;to_loc;reference\r\n")
+    files = {f"WMS_MOVEMENTS_ERF_20261020T05{minute:02d}Z.csv": (
+        header + f"M{minute};RECEIPT;2026-10-20 07:{minute:02d}:30;ERF;200022;黑色色母粒;L1;10;"
+                 f"kg;DOCK;RM-01;PO1\r\n").encode("gb18030") for minute in (0, 2, 4)}
+    result = case("wms", "movements", files, length=timedelta(minutes=4))
+    assert (result["rows_read"], result["rows_loaded"]) == (2, 2)
+    assert rows(warehouse_dsn, "select movement_id, _source from raw_wms_case.movements "
+                               "order by 1") == [
+        ("M0", "WMS_MOVEMENTS_ERF_20261020T0500Z.csv"),
+        ("M2", "WMS_MOVEMENTS_ERF_20261020T0502Z.csv")]
+
+
 def test_missing_required_column_fails_naming_system_file_and_column(case):
     header = "meter_id;machine_code;interval_start;interval_end"
     lines = [line.rsplit(";", 1)[0] for line in ems_lines()]
