@@ -250,8 +250,9 @@ def test_wms_movement_files_cover_the_configured_period(small_world: Path, small
     hourly, quarterly = movements(small_world), movements(world)
     assert len(quarterly) > 50
     assert {k: r for k, (_, r) in quarterly.items()} == {k: r for k, (_, r) in hourly.items()}
-    available = {row["file_name"]: parse_iso_utc(row["available_at"]) for row in
-                 csv.DictReader(open(world / "drops" / "index.csv", encoding="utf-8"))}
+    index = (world / "drops" / "index.csv").read_text(encoding="utf-8").splitlines()
+    available = {row["file_name"]: parse_iso_utc(row["available_at"])
+                 for row in csv.DictReader(index)}
     names = {name for name, _ in quarterly.values()}
     assert len(names) > len({name for name, _ in hourly.values()})
     for name in names:
