@@ -339,3 +339,57 @@ def test_each_model_task_reports_what_the_producers_build_did(transform, manifes
         report(not_built, producer_state="success")
     with pytest.raises(AirflowSkipException, match=r"was not built: .*, failed\) ended before"):
         report(not_built, producer_state="failed")
+
+
+def test_after_a_build_that_succeeded_the_producer_skips_what_it_did_not_select(
+        transform, manifest, monkeypatch):
+    """A build that reached only the seed and its tests: the producer pushes the seed's report
+    and skips every other node task itself (one Execution API call, no trigger each). A build
+    that failed skips nothing: each node task then reports whether the build reached it."""
+    from airflow.sdk.exceptions import AirflowException, DownstreamTasksSkipped
+    from cosmos.operators.watcher import DbtProducerWatcherOperator
+    from factory_platform.transform_watch import (
+        TESTS_XCOM_KEY,
+        node_report_key,
+        tests_by_node,
+    )
+
+    owned = tests_by_node(manifest)
+    producer = transform.get_task("dbt.dbt_producer_watcher")
+    node_tasks = {t.task_id: t.unique_id for t in transform.tasks
+                  if type(t).__name__ == "DbtNodeResult"}
+    seed_task = next(task for task, node in node_tasks.items() if node == SEED)
+
+    def build(failing: bool):
+        def execute(self, context, **_):
+            parse = self._make_parse_callable()
+            lines = dbt_log_lines(SEED, "success", "INSERT 0 3")
+            for test in owned[SEED]:
+                lines += dbt_log_lines(test, "pass")
+            if failing:
+                lines += dbt_log_lines(MART, "error", "Database Error in model mart_oee_shift")
+            for line in lines:
+                parse(line)
+            if failing:
+                raise AirflowException("dbt build failed")
+        return execute
+
+    def run_producer(xcom: RunXCom, failing: bool) -> None:
+        xcom.ti("data_interval").xcom_push(TESTS_XCOM_KEY, owned)
+        monkeypatch.setattr(DbtProducerWatcherOperator, "execute", build(failing))
+        producer.execute({"ti": xcom.ti(producer.task_id)})
+
+    succeeded = RunXCom()
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        run_producer(succeeded, failing=False)
+    assert sorted(skipped.value.tasks) == sorted(set(node_tasks) - {seed_task})
+    assert len(skipped.value.tasks) > 80
+    assert {key for task, key in succeeded.values if task == producer.task_id} == {
+        node_report_key(SEED)}
+
+    failed = RunXCom()
+    with pytest.raises(AirflowException, match="dbt build failed"):  # not DownstreamTasksSkipped
+        run_producer(failed, failing=True)
+    assert {key for task, key in failed.values if task == producer.task_id} == {
+        node_report_key(SEED), node_report_key(MART)}
+    assert failed.values[(producer.task_id, node_report_key(MART))]["status"] == "error"
