@@ -8,9 +8,12 @@ full `Asset`s; transform_dbt schedules on references by URI (parse time, see
 every batch — scheduled, reloaded or backfilled — with its interval and the window it read
 (the interval widened by the source's lookback). A run takes the batches finished since the
 audit mark of the last run that succeeded (minus an overlap: a batch's `finished_at` is its
-transaction's start, so one committed just after a run looked can carry an earlier time), and
-`quality_gate` marks the run succeeded. A failed run marks nothing: the next one covers its
-batches again. A manual run, and the first run of a warehouse, process everything.
+transaction's start, so one committed just after a run looked can carry an earlier time) that no
+run which succeeded took already (`ops.transform_run.batch_ids`: without it every batch stayed in
+the selection and the interval of every run for the ten minutes of the overlap — an hourly ERP
+batch made ten minutes of runs rebuild everything downstream of the ERP, over its hours of
+lookback), and `quality_gate` marks the run succeeded. A failed run marks nothing: the next one
+takes its batches again. A manual run, and the first run of a warehouse, process everything.
 
 The interval is recorded in `ops.transform_run`; the dbt macros read it from there at execution
 time (macros/production/interval.sql), so the dbt process gets no per-run `--vars` and dbt's
@@ -32,29 +35,35 @@ RUN_ID_ENV = "SFDP_TRANSFORM_RUN_ID"
 
 
 def open_run(dsn: str, run_id: str, everything: bool = False) -> dict[str, str]:
-    """Record the run's interval in ops.transform_run and return it as dbt vars (UTC ISO
-    strings; empty strings: everything). Re-running the task (a retry) records it afresh."""
+    """Record the run's interval and the batches it takes in ops.transform_run and return the
+    interval as dbt vars (UTC ISO strings; empty strings: everything). Re-running the task (a
+    retry) records it afresh."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         upto = conn.execute("select now()").fetchone()[0]
         last = _last_mark(conn)
+        since = (last if last is not None else upto) - OVERLAP
+        # the batches finished since the last mark (minus the overlap) that no run which
+        # succeeded took; one statement, so the interval and the ids agree
+        taken = conn.execute(
+            "select batch_id, window_start, interval_end from ops.load_audit a "
+            "where finished_at > %(since)s and finished_at <= %(upto)s and not exists ("
+            "  select 1 from ops.transform_run r where r.succeeded_at is not null "
+            "  and r.audit_upto > %(since)s and a.batch_id = any(r.batch_ids))",
+            {"since": since, "upto": upto}).fetchall()
         start = end = None
-        batches = 0
         if not everything and last is not None:
-            start, end, batches = conn.execute(
-                "select min(window_start), max(interval_end), count(*) from ops.load_audit "
-                "where finished_at > %s and finished_at <= %s",
-                (last - OVERLAP, upto)).fetchone()
-            if batches == 0:  # nothing loaded since: an empty interval
-                start = end = upto
+            start = min((w for _, w, _ in taken), default=upto)
+            end = max((e for _, _, e in taken), default=upto)  # nothing taken: empty
         conn.execute(
             "insert into ops.transform_run (run_id, audit_upto, interval_start, interval_end, "
-            "batches) values (%s, %s, %s, %s, %s) on conflict (run_id) do update set "
-            "audit_upto = excluded.audit_upto, interval_start = excluded.interval_start, "
-            "interval_end = excluded.interval_end, batches = excluded.batches, "
-            "started_at = now(), succeeded_at = null",
-            (run_id, upto, start, end, batches))
+            "batches, batch_ids) values (%s, %s, %s, %s, %s, %s) on conflict (run_id) do "
+            "update set audit_upto = excluded.audit_upto, interval_start = "
+            "excluded.interval_start, interval_end = excluded.interval_end, batches = "
+            "excluded.batches, batch_ids = excluded.batch_ids, started_at = now(), "
+            "succeeded_at = null",
+            (run_id, upto, start, end, len(taken), [b for b, _, _ in taken]))
     if start is None:
         return dict(EVERYTHING)
     return {"interval_start": start.isoformat(), "interval_end": end.isoformat()}
@@ -66,26 +75,24 @@ def _last_mark(conn):
 
 
 def changed_entities(dsn: str, run_id: str) -> list[tuple[str, str]] | None:
-    """The (system, entity) pairs whose batches in the run's range (as `open_run` recorded it)
+    """The (system, entity) pairs whose batches the run took (as `open_run` recorded them)
     changed raw: loaded, with rows written or replaced. None when the run processes everything.
     A batch that loaded nothing (an empty window, a rejected or refused answer) changes no
     model; it still widens the interval, as before."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("select audit_upto, interval_start from ops.transform_run "
+        row = conn.execute("select interval_start, batch_ids from ops.transform_run "
                            "where run_id = %s", (run_id,)).fetchone()
         if row is None:
             raise LookupError(f"transform run {run_id} was not opened (open_run)")
-        upto, start = row
+        start, batch_ids = row
         if start is None:
             return None
-        last = _last_mark(conn)
         return [tuple(pair) for pair in conn.execute(
             "select distinct system, entity from ops.load_audit "
-            "where finished_at > %s and finished_at <= %s and status = 'loaded' "
-            "and (rows_loaded > 0 or rows_replaced > 0) order by 1, 2",
-            (last - OVERLAP, upto))]
+            "where batch_id = any(%s) and status = 'loaded' "
+            "and (rows_loaded > 0 or rows_replaced > 0) order by 1, 2", (batch_ids or [],))]
 
 
 def run_selection(changed: list[tuple[str, str]] | None, manifest: dict) -> str:

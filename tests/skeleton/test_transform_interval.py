@@ -80,6 +80,31 @@ def test_a_failed_run_leaves_its_batches_to_the_next(warehouse):
                                              "interval_end": "2026-10-20T11:00:00+00:00"}
 
 
+def test_a_batch_a_successful_run_took_is_not_taken_again_within_the_overlap(warehouse):
+    """The overlap catches a batch committed after a run looked; it does not hand the next runs
+    the batches the last one took: an hourly ERP batch selects the ERP's models once, not for
+    ten minutes of runs."""
+    open_run(warehouse, "run-1")
+    marked(warehouse, "run-1", "1 hour")
+    loaded(warehouse, "erp", "2026-10-19T00:00:00+00:00", "2026-10-20T10:00:00+00:00", "3 min",
+           entity="erp.production_orders")
+    assert open_run(warehouse, "run-2")["interval_start"] == "2026-10-19T00:00:00+00:00"
+    assert changed_entities(warehouse, "run-2") == [("erp", "production_orders")]
+    close_run(warehouse, "run-2")
+    loaded(warehouse, "mes", "2026-10-20T09:58:00+00:00", "2026-10-20T10:03:00+00:00", "1 min")
+    # committed after run-2 looked, finished before its mark: within the overlap, taken
+    loaded(warehouse, "late", "2026-10-20T09:50:00+00:00", "2026-10-20T10:01:00+00:00", "4 min",
+           entity="qms.inspection_results")
+    assert open_run(warehouse, "run-3") == {"interval_start": "2026-10-20T09:50:00+00:00",
+                                             "interval_end": "2026-10-20T10:03:00+00:00"}
+    assert changed_entities(warehouse, "run-3") == [("mes", "confirmations"),
+                                                    ("qms", "inspection_results")]
+    close_run(warehouse, "run-3")
+    interval = open_run(warehouse, "run-4")  # nothing new
+    assert interval["interval_start"] == interval["interval_end"] != ""
+    assert changed_entities(warehouse, "run-4") == []
+
+
 def test_nothing_loaded_since_gives_an_empty_interval(warehouse):
     open_run(warehouse, "run-1")
     close_run(warehouse, "run-1")
