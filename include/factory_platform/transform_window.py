@@ -39,6 +39,7 @@ def open_run(dsn: str, run_id: str, everything: bool = False) -> dict[str, str]:
     interval as dbt vars (UTC ISO strings; empty strings: everything). Re-running the task (a
     retry) records it afresh."""
     import psycopg
+    from psycopg.types.json import Jsonb
 
     with psycopg.connect(dsn) as conn:
         upto = conn.execute("select now()").fetchone()[0]
@@ -50,7 +51,7 @@ def open_run(dsn: str, run_id: str, everything: bool = False) -> dict[str, str]:
             "select batch_id, window_start, interval_end from ops.load_audit a "
             "where finished_at > %(since)s and finished_at <= %(upto)s and not exists ("
             "  select 1 from ops.transform_run r where r.succeeded_at is not null "
-            "  and r.audit_upto > %(since)s and a.batch_id = any(r.batch_ids))",
+            "  and r.audit_upto > %(since)s and r.batch_ids ? a.batch_id)",
             {"since": since, "upto": upto}).fetchall()
         start = end = None
         if not everything and last is not None:
@@ -63,7 +64,7 @@ def open_run(dsn: str, run_id: str, everything: bool = False) -> dict[str, str]:
             "excluded.interval_start, interval_end = excluded.interval_end, batches = "
             "excluded.batches, batch_ids = excluded.batch_ids, started_at = now(), "
             "succeeded_at = null",
-            (run_id, upto, start, end, len(taken), [b for b, _, _ in taken]))
+            (run_id, upto, start, end, len(taken), Jsonb([b for b, _, _ in taken])))
     if start is None:
         return dict(EVERYTHING)
     return {"interval_start": start.isoformat(), "interval_end": end.isoformat()}

@@ -131,10 +131,10 @@ create table if not exists ops.transform_run (
 comment on table ops.transform_run is
     'What each transform_dbt run processed: the load batches finished up to audit_upto since '
     'the last run that succeeded, as one interval (null: everything). See transform_window.py.';
-alter table ops.transform_run add column if not exists batch_ids text[];
+alter table ops.transform_run add column if not exists batch_ids jsonb;
 comment on column ops.transform_run.batch_ids is
-    'The load batches (ops.load_audit) the run took: once it succeeded, no later run takes them '
-    'again, even within the overlap that catches late commits.';
+    'The load batches (ops.load_audit ids, a JSON array) the run took: once it succeeded, no '
+    'later run takes them again, even within the overlap that catches late commits.';
 
 create table if not exists dq.check_result (
     result_id       bigserial primary key,
