@@ -137,7 +137,6 @@ class BufferedDbtProducer(DbtProducerWatcherOperator):
 
     def execute(self, context, **kwargs):
         buffer = self.start_node_results()
-        reached: set[str] = set()
         try:
             result = super().execute(context, **kwargs)
         finally:  # failed or not, each node dbt reached gets its report
