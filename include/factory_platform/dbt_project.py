@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -197,31 +198,34 @@ def run_dbt(dsn: str, *args: str, target_path: str | None = None) -> subprocess.
     tasks: the gate's test run, source freshness, the post-publishing reconciliation). Returns
     dbt's result; the caller decides what a non-zero return code means.
 
-    A fresh `target_path` (a temporary folder, so that concurrent commands never read each
-    other's run_results.json) starts from the partial-parse state this warehouse's commands
-    left last (`_partial_parse_state`), and leaves its own there: dbt re-parses only the files
-    that changed instead of the whole project (~9 s on 2 cores, each gate run)."""
-    # a temporary target gets no debug log file (every query's SQL, ~15 % of dbt's CPU time;
-    # the folder is deleted anyway): dbt's messages are in its output
-    extra = (["--target-path", target_path, "--log-path", target_path,
-              "--log-level-file", "none"] if target_path else [])
+    dbt writes its artifacts into `target_path` (a folder the caller reads run_results.json
+    from), else into a temporary folder removed afterwards — never into the project's target/,
+    whose manifest.json every parse of transform_dbt reads: a command writing it there (the
+    reconciliation did) made a task starting at that moment fail to load the DAG and wait a
+    minute for its reschedule. The folder starts from the partial-parse state this
+    warehouse's commands left last (`_partial_parse_state`), and leaves its own there: dbt
+    re-parses only the files that changed instead of the whole project (~9 s on 2 cores)."""
+    if target_path is None:
+        with tempfile.TemporaryDirectory(prefix="dbt-") as temporary:
+            return run_dbt(dsn, *args, target_path=temporary)
     environment = dsn_environment(dsn)
     state = _partial_parse_state(environment)
-    if target_path:
-        # else the start-up parse's (same project, production target)
-        seed = state if state.is_file() else MANIFEST_PATH.parent / "partial_parse.msgpack"
-        _copy_atomically(seed, Path(target_path) / "partial_parse.msgpack")
+    # else the start-up parse's (same project, production target)
+    seed = state if state.is_file() else MANIFEST_PATH.parent / "partial_parse.msgpack"
+    _copy_atomically(seed, Path(target_path) / "partial_parse.msgpack")
     done = subprocess.run(
         [str(dbt_executable()), *args, "--project-dir", str(DBT_PROJECT_DIR),
-         "--profiles-dir", str(DBT_PROJECT_DIR), *extra],
+         "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", target_path,
+         # no debug log file (every query's SQL, ~15 % of dbt's CPU time): dbt's messages are
+         # in its output
+         "--log-path", target_path, "--log-level-file", "none"],
         # callers read the artifacts (run_results.json, manifest.json): write them even when
         # the surrounding process runs Cosmos' model tasks with DBT_WRITE_JSON=false
         env=dict(os.environ, **environment, DBT_SEND_ANONYMOUS_USAGE_STATS="false",
                  DBT_WRITE_JSON="true"),
         capture_output=True, text=True, check=False,
     )
-    if target_path:
-        _copy_atomically(Path(target_path) / "partial_parse.msgpack", state)
+    _copy_atomically(Path(target_path) / "partial_parse.msgpack", state)
     return done
 
 
