@@ -15,7 +15,8 @@ def test_a_command_without_a_target_path_leaves_the_projects_manifest_alone(tmp_
     before = MANIFEST_PATH.stat()
     # `dbt ls` writes manifest.json and needs no connection: any DSN does
     done = run_dbt("host=127.0.0.1 port=1 user=nobody dbname=nothing", "ls", "--select",
-                   "stg_erp__inbound_postings", "--output", "name", "--quiet")
+                   "stg_erp__inbound_postings", "--resource-type", "model", "--output", "name",
+                   "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["stg_erp__inbound_postings"]
     after = MANIFEST_PATH.stat()
