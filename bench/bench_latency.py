@@ -48,7 +48,8 @@ a file when it passes its drop time):
   ERP's `quality_result` message is per inspection lot and needs the decision. Stages: raw
   (`raw_qms.usage_decisions`), publish (`publish.pub_erp__quality_result`), erp (accepted).
 - `wms`: a movement row of a WMS movements file, at the row's event_time (site-local, converted
-  with the site's zone): the file's hourly cadence is inside this figure. Stages: raw
+  with the site's zone): the file's period (2 minutes in the bench's plant, hourly by default)
+  and the exporter's delay are inside this figure. Stages: raw
   (`raw_wms.movements`), fact (`conformed.fct_material_movement`).
 - `wms_file`: the movements file itself, at its drop time (`drops/index.csv` available_at);
   raw = when its last row was committed.
