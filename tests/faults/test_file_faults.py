@@ -276,7 +276,9 @@ def test_unmatched_files_are_quarantined_and_reported_once(drops):
     inbox = drops.inbox("wms")
     slug = slug_of("wms")
     deliver(inbox, wms_name(), body(WMS_HEADER, wms_lines(2), "\r\n", "gb18030"))
-    strays = ["notes.txt", wms_name() + ".bak", "WMS_CYCLECOUNT_ERF_20261399.csv"]
+    # a 13th month; a 61st minute (movement files are named after their first minute)
+    strays = ["notes.txt", wms_name() + ".bak", "WMS_CYCLECOUNT_ERF_20261399.csv",
+              "WMS_MOVEMENTS_ERF_20261020T0661Z.csv"]
     for name in strays:
         deliver(inbox, name, b"anything\n")
     deliver(inbox, ".WMS_MOVEMENTS_ERF_20261020T0600Z.csv.part", b"being written\n")
@@ -288,7 +290,8 @@ def test_unmatched_files_are_quarantined_and_reported_once(drops):
     unmatched = incidents(drops.dsn, slug, "file_unmatched")
     assert sorted(subject for _, _, subject, _, _ in unmatched) == sorted(strays)
     assert {entity for entity, *_ in unmatched} == {"movements"}
-    assert "no valid date" in next(r for _, _, s, r, _ in unmatched if "CYCLECOUNT" in s)
+    for stray in ("CYCLECOUNT", "T0661Z"):
+        assert "no valid date" in next(r for _, _, s, r, _ in unmatched if stray in s)
     for name in strays:
         assert (inbox / "quarantine" / name).exists()
         assert "quarantine" in (inbox / "quarantine" / f"{name}.reason.txt").read_text()

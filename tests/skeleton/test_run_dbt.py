@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 
 
-def test_a_command_without_a_target_path_leaves_the_projects_manifest_alone(tmp_path):
-    from factory_platform.dbt_project import MANIFEST_PATH, ensure_fresh_manifest, run_dbt
+def test_a_command_without_a_target_path_leaves_the_projects_manifest_alone():
+    from factory_platform.dbt_project import (
+        MANIFEST_PATH,
+        ensure_fresh_manifest,
+        run_dbt,
+    )
 
     ensure_fresh_manifest()
     before = MANIFEST_PATH.stat()
